@@ -1,0 +1,97 @@
+"""The ``autoresearch`` command line (typer + rich).
+
+Each command group lives in ``client/commands/<group>.py`` and exposes ``register(app)``. Only
+:func:`main` catches the base errors: one line plus ``hint: …``; ``--verbose`` shows the traceback
+(never with locals: the process holds an API key and a private key).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from autoresearch.protocol import ProtocolError
+
+from . import console
+from .commands import calibrate, demo, federation, hubcmd, keys, records, trainer, workspace
+from .errors import ClientError
+
+app = typer.Typer(
+    name="autoresearch",
+    help=(
+        "Federated autonomous ML research: an agent edits train.py, trains for a fixed time budget, "
+        "keeps what lowers val_bpb, and publishes signed, calibrated results to a hub.\n\n"
+        "Start with `autoresearch demo` (a local hub plus two volunteers on the CPU track)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+def package_version() -> str:
+    """The installed distribution's version (``autoresearch-hub``)."""
+    try:
+        return version("autoresearch-hub")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.out().print(f"autoresearch {package_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version_: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", envvar="AUTORESEARCH_VERBOSE", help="Debug logs and tracebacks.")
+    ] = False,
+) -> None:
+    if verbose:
+        os.environ["AUTORESEARCH_VERBOSE"] = "1"
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+for _module in (keys, records, trainer, workspace, calibrate, hubcmd, federation, demo):
+    _module.register(app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into one line plus a hint and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.error("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(130)
+    except (ClientError, ProtocolError) as exc:
+        if os.environ.get("AUTORESEARCH_VERBOSE"):
+            console.err().print_exception(show_locals=False)
+        console.error(str(exc), getattr(exc, "hint", None))
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,53 @@
+"""Where the client keeps its state: ``$AUTORESEARCH_HOME`` or the platform's user config dir.
+
+Layout under the home::
+
+    keys/ed25519.pem        private key (mode 0600); keys/ed25519.pub beside it
+    trusted_keys.txt        key ids whose code `pull` applies without asking, one per line
+    calibrations/           cached calibration records (see client/calibration.py)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def home() -> Path:
+    """The client's config dir: ``$AUTORESEARCH_HOME`` if set, else the platform's user config dir."""
+    env = os.environ.get("AUTORESEARCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir("autoresearch", appauthor=False))
+
+
+def key_path() -> Path:
+    """Path of the private key file."""
+    return home() / "keys" / "ed25519.pem"
+
+
+def trusted_keys_path() -> Path:
+    return home() / "trusted_keys.txt"
+
+
+def trusted_key_ids() -> set[str]:
+    """Key ids the user trusts (lines of ``trusted_keys.txt``; ``#`` starts a comment)."""
+    path = trusted_keys_path()
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            ids.add(line.lower())
+    return ids
+
+
+def cache_dir() -> Path:
+    """Data cache: ``$AUTORESEARCH_CACHE`` or the platform's user cache dir (prepared track data)."""
+    env = os.environ.get("AUTORESEARCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("autoresearch-hub", appauthor=False))

@@ -1,0 +1,1 @@
+"""autoresearch.hub: FastAPI app, storage, dedup, suggestions and pages."""

@@ -1,0 +1,68 @@
+"""Canonical bytes and content ids.
+
+There is exactly one function that turns a record into bytes: :func:`canonical_bytes`, the
+RFC 8785 (JSON Canonicalization Scheme) serialisation of the model's JSON form. A record's id is the
+hex SHA-256 of those bytes, so resubmitting the same record is idempotent everywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from typing import Any
+
+import rfc8785
+from pydantic import BaseModel
+
+from .errors import SchemaError
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 canonical bytes of a JSON value (dicts, lists, str, int, float, bool, None).
+
+    Raises:
+        SchemaError: the value holds something JSON cannot carry exactly (NaN, ±inf, an integer
+            beyond ±2**53, a non-string key).
+    """
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise SchemaError(f"value cannot be canonicalised (RFC 8785): {exc}") from exc
+
+
+def canonical_bytes(record: BaseModel) -> bytes:
+    """RFC 8785 canonical bytes of a record model (its ``model_dump(mode="json", by_alias=True)``)."""
+    return canonical_json(record.model_dump(mode="json", by_alias=True))
+
+
+def sha256_hex(data: bytes | str) -> str:
+    """Hex SHA-256 of bytes (str is encoded as UTF-8)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_id(record: BaseModel) -> str:
+    """The record's id: hex SHA-256 of its canonical bytes (64 lowercase hex characters)."""
+    return sha256_hex(canonical_bytes(record))
+
+
+def canonical_source(source: str) -> str:
+    """Canonical form of a ``train.py``: ``ast.unparse(ast.parse(source))``.
+
+    Comments, blank lines and formatting disappear, so two files that differ only in those map to the
+    same text (DESIGN.md, "Deduplication and claims").
+
+    Raises:
+        SchemaError: the source does not parse as Python.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise SchemaError(f"train.py does not parse: line {exc.lineno}: {exc.msg}", reason="unparsable_source") from exc
+    return ast.unparse(tree)
+
+
+def canonical_source_sha256(source: str) -> str:
+    """Hex SHA-256 of :func:`canonical_source` — the dedup key of a ``train.py``."""
+    return sha256_hex(canonical_source(source))

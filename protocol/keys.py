@@ -1,0 +1,141 @@
+"""Ed25519 key pairs (``cryptography``), key ids, and key files.
+
+Key id: hex SHA-256 of the raw 32-byte public key (DESIGN.md, "Signed records"). The private key is
+stored as unencrypted PKCS#8 PEM with file mode 0600, written atomically; loading a private key file
+that group or others can read is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .canonical import sha256_hex
+from .errors import KeyFileError, SignatureError
+
+
+def public_key_bytes(public_key: Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of a public key."""
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public_key: Ed25519PublicKey | bytes) -> str:
+    """Key id: hex SHA-256 of the raw 32-byte public key."""
+    raw = public_key if isinstance(public_key, bytes) else public_key_bytes(public_key)
+    return sha256_hex(raw)
+
+
+def load_public_key(raw_or_hex: bytes | str) -> Ed25519PublicKey:
+    """Public key from raw 32 bytes or their 64-character hex.
+
+    Raises:
+        SignatureError: not a valid Ed25519 public key.
+    """
+    try:
+        raw = bytes.fromhex(raw_or_hex) if isinstance(raw_or_hex, str) else raw_or_hex
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise SignatureError(f"not an Ed25519 public key: {exc}", reason="bad_public_key") from exc
+
+
+def verify_raw(public_key: Ed25519PublicKey, signature: bytes, message: bytes) -> None:
+    """Verify an Ed25519 signature; raises :class:`SignatureError` when it does not verify."""
+    try:
+        public_key.verify(signature, message)
+    except InvalidSignature as exc:
+        raise SignatureError("signature does not verify") from exc
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An Ed25519 private key with its public half and key id."""
+
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        """A fresh random key pair."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def public_key_hex(self) -> str:
+        """Hex of the raw 32-byte public key (what a hub registers)."""
+        return public_key_bytes(self.public_key).hex()
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature (64 bytes) over ``message``."""
+        return self.private_key.sign(message)
+
+    def private_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the private key atomically with mode 0600 and the public key hex beside it (``.pub``).
+
+        Raises:
+            KeyFileError: ``path`` already exists (never overwrite a key silently).
+        """
+        if path.exists():
+            raise KeyFileError(f"{path} already exists; refusing to overwrite a private key", reason="key_exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, self.private_pem(), mode=0o600)
+        _write_atomic(path.with_suffix(".pub"), (self.public_key_hex + "\n").encode(), mode=0o644)
+
+    @classmethod
+    def load(cls, path: Path) -> KeyPair:
+        """Load a private key written by :meth:`save`.
+
+        Raises:
+            KeyFileError: missing, readable by group/others, or not an Ed25519 PEM key.
+        """
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise KeyFileError(
+                f"no private key at {path}", reason="key_missing"
+            ) from exc
+        if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(
+                f"private key {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"fix it with: chmod 600 {path}",
+                reason="key_permissions",
+            )
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyFileError(f"{path} is not a PEM private key: {exc}", reason="key_malformed") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 key", reason="key_malformed")
+        return cls(key)
+
+
+def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to a temp file in the same folder with ``mode``, fsync, rename into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

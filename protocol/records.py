@@ -1,0 +1,333 @@
+"""Wire models: every record that is signed, stored or served.
+
+All models are frozen, forbid unknown fields and validate strictly (no silent coercion from strings).
+Numbers obey RFC 8785: NaN and infinities are rejected and integers stay within ±(2**53 − 1). Every
+timestamp is timezone-aware UTC. Units live in field names (``*_seconds``, ``*_mib``, ``*_percent``)
+or in the field's description.
+
+Signed records carry a literal ``schema`` tag (``autoresearch/experiment/v1``, …); the JSON key is
+``schema`` (the Python attribute is ``schema_`` because pydantic reserves the name).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from .canonical import canonical_json, sha256_hex
+
+# --------------------------------------------------------------------------------------------------
+# Field types
+
+MAX_SAFE_INT = 2**53 - 1
+MAX_DIFF_BYTES = 256 * 1024  # unified diff of one experiment, UTF-8 bytes
+MAX_SOURCE_BYTES = 512 * 1024  # one train.py, UTF-8 bytes
+
+SafeInt = Annotated[int, Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=500)]
+TrackId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.@-]{0,63}$")]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
+def _check_diff_size(diff: str) -> str:
+    if len(diff.encode("utf-8")) > MAX_DIFF_BYTES:
+        raise ValueError(f"diff is larger than {MAX_DIFF_BYTES} bytes")
+    return diff
+
+
+def _check_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must be timezone-aware UTC")
+    if value.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
+        raise ValueError("timestamp must be in UTC (offset +00:00 / Z)")
+    return value.astimezone(UTC)
+
+
+UnifiedDiff = Annotated[str, AfterValidator(_check_diff_size)]
+UtcDatetime = Annotated[datetime, AfterValidator(_check_utc)]
+
+Outcome = Literal["ok", "crash", "nan", "oom", "timeout", "over_budget", "eval_crash"]
+"""Harness outcome of one run (DESIGN.md, "The harness contract")."""
+OUTCOMES: tuple[str, ...] = ("ok", "crash", "nan", "oom", "timeout", "over_budget", "eval_crash")
+Status = Literal["keep", "discard", "crash"]
+"""The loop's decision, as in upstream's ``results.tsv``; ``crash`` for any outcome but ``ok``."""
+SuggestionKind = Literal["exploit", "explore", "combine", "replicate", "avoid"]
+
+EXPERIMENT_SCHEMA = "autoresearch/experiment/v1"
+CALIBRATION_SCHEMA = "autoresearch/calibration/v1"
+CLAIM_SCHEMA = "autoresearch/claim/v1"
+CLIENT_SCHEMA = "autoresearch/client/v1"
+
+
+def utc_now() -> datetime:
+    """Current time, UTC, truncated to whole milliseconds (stable through JSON round trips)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: frozen, strict, no unknown fields, no NaN/inf."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces shared by several records
+
+
+class SoftwareVersions(WireModel):
+    """Versions that can change a result: Python, torch, CUDA runtime and NVIDIA driver (None on CPU)."""
+
+    python: ShortText
+    torch: ShortText | None = None
+    cuda: ShortText | None = None
+    driver: ShortText | None = None
+
+
+class RunMetrics(WireModel):
+    """Metrics the harness measured for one run. All None-able: a crash has few of them.
+
+    ``val_bpb`` is validation bits per byte (lower is better), computed by the harness, never parsed
+    from what ``train.py`` printed.
+    """
+
+    val_bpb: PositiveFloat | None = Field(default=None, description="bits per byte on the val split")
+    training_seconds: NonNegFloat | None = Field(default=None, description="harness-clocked training time, s")
+    total_seconds: NonNegFloat | None = Field(default=None, description="wall time of the whole run, s")
+    startup_seconds: NonNegFloat | None = Field(default=None, description="import, data and compile time, s")
+    eval_seconds: NonNegFloat | None = Field(default=None, description="evaluation time, s")
+    peak_vram_mib: NonNegFloat | None = Field(default=None, description="peak CUDA memory, MiB (0 on CPU)")
+    mfu_percent: NonNegFloat | None = Field(default=None, description="model FLOPs utilisation, % of peak bf16")
+    total_tokens: Count | None = Field(default=None, description="training tokens processed")
+    tokens_per_second: NonNegFloat | None = Field(default=None, description="training tokens per second")
+    num_steps: Count | None = None
+    num_params: Count | None = None
+    depth: Count | None = None
+
+
+class Normalised(WireModel):
+    """An experiment's result made comparable (DESIGN.md, "Calibration").
+
+    ``delta_val_bpb`` = child − parent val_bpb on the same machine (negative is better);
+    ``z`` = (parent − child) / σ, the improvement in units of the calibration's seed noise (positive is
+    better); ``ecm`` = t*/TIME_BUDGET where the fitted reference curve reaches the child's val_bpb;
+    ``gain`` = ecm / ecm_parent. ``ecm_extrapolated`` is true when t* lies outside the fitted budgets.
+    """
+
+    delta_val_bpb: FiniteFloat | None = None
+    sigma: NonNegFloat | None = None
+    z: FiniteFloat | None = None
+    ecm: PositiveFloat | None = None
+    ecm_parent: PositiveFloat | None = None
+    gain: PositiveFloat | None = None
+    ecm_extrapolated: bool = False
+
+
+# --------------------------------------------------------------------------------------------------
+# Signed records
+
+
+class ExperimentRecord(WireModel):
+    """One experiment: parent ``train.py`` → child ``train.py``, run once under a track.
+
+    The child source is not inside the record: it is the diff applied to the parent and is stored
+    content-addressed by ``child_sha256``. Hashes are hex SHA-256 of the UTF-8 source
+    (``*_sha256``) and of its canonical form (``*_canonical_sha256``, see
+    :func:`autoresearch.protocol.canonical_source`).
+    """
+
+    schema_: Literal["autoresearch/experiment/v1"] = Field(default=EXPERIMENT_SCHEMA, alias="schema")
+    track: TrackId
+    parent_sha256: Sha256Hex
+    child_sha256: Sha256Hex
+    parent_canonical_sha256: Sha256Hex
+    child_canonical_sha256: Sha256Hex
+    diff: UnifiedDiff = Field(description="unified diff parent → child, a/train.py b/train.py")
+    description: Description
+    outcome: Outcome
+    status: Status
+    metrics: RunMetrics
+    parent_val_bpb: PositiveFloat | None = Field(default=None, description="parent measured on this machine")
+    normalised: Normalised = Field(default_factory=Normalised)
+    hardware_class: ShortText
+    software: SoftwareVersions
+    harness_version: ShortText
+    calibration_id: Sha256Hex | None = None
+    seed: SafeInt = 0
+    error: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None, description="traceback tail or reason for a non-ok outcome"
+    )
+    created_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _outcome_consistency(self) -> ExperimentRecord:
+        if self.outcome == "ok" and self.metrics.val_bpb is None:
+            raise ValueError("outcome 'ok' needs metrics.val_bpb")
+        if self.outcome != "ok" and self.metrics.val_bpb is not None and self.outcome != "over_budget":
+            raise ValueError(f"outcome {self.outcome!r} must have metrics.val_bpb null (never 0.0)")
+        if self.outcome != "ok" and self.status != "crash":
+            raise ValueError(f"outcome {self.outcome!r} must have status 'crash'")
+        if self.outcome == "ok" and self.status == "crash":
+            raise ValueError("outcome 'ok' cannot have status 'crash'")
+        return self
+
+
+class CalibrationPoint(WireModel):
+    """One reference run of a calibration: budget (s), seed and what it reached."""
+
+    budget_seconds: PositiveFloat
+    seed: SafeInt
+    val_bpb: PositiveFloat
+    training_seconds: NonNegFloat
+    num_steps: Count
+    tokens_per_second: NonNegFloat
+
+
+class CurveFit(WireModel):
+    """Fitted reference curve ``bpb(t) = c + a·t^(−b)``, t in seconds, bpb in bits per byte."""
+
+    a: PositiveFloat
+    b: PositiveFloat
+    c: FiniteFloat
+    rmse: NonNegFloat = Field(description="root mean square residual of the fit, bits per byte")
+
+
+class CalibrationRecord(WireModel):
+    """The reference benchmark of one (hardware class, track, harness version).
+
+    ``reference_sha256`` names the ``train.py`` that was calibrated (the track's reference, or a later
+    community best); ``reference_ecm`` is that reference's own ECM against the track's reference
+    (1.0 for the track reference), so multipliers chain along the lineage.
+    """
+
+    schema_: Literal["autoresearch/calibration/v1"] = Field(default=CALIBRATION_SCHEMA, alias="schema")
+    track: TrackId
+    hardware_class: ShortText
+    harness_version: ShortText
+    software: SoftwareVersions
+    reference_sha256: Sha256Hex
+    reference_ecm: PositiveFloat = 1.0
+    time_budget_seconds: PositiveFloat
+    points: Annotated[list[CalibrationPoint], Field(min_length=3, max_length=256)]
+    fit: CurveFit
+    sigma: NonNegFloat = Field(description="seed noise: std of val_bpb across seeds at the full budget")
+    min_budget_seconds: PositiveFloat
+    max_budget_seconds: PositiveFloat
+    tokens_per_second: NonNegFloat = Field(description="reference training throughput at full budget")
+    matmul_tflops: NonNegFloat = Field(description="measured dense matmul throughput, TFLOP/s")
+    created_at: UtcDatetime
+
+
+class ClaimRecord(WireModel):
+    """A client's claim on running (parent, child) under a track, for ``lease_seconds``."""
+
+    schema_: Literal["autoresearch/claim/v1"] = Field(default=CLAIM_SCHEMA, alias="schema")
+    track: TrackId
+    parent_canonical_sha256: Sha256Hex
+    child_canonical_sha256: Sha256Hex
+    lease_seconds: Annotated[int, Field(ge=1, le=86_400)]
+    description: Description = ""
+    created_at: UtcDatetime
+
+
+class ClientRegistration(WireModel):
+    """A client announcing its Ed25519 public key (hex of the raw 32 bytes) to a hub.
+
+    Signed with the key it announces, which proves possession.
+    """
+
+    schema_: Literal["autoresearch/client/v1"] = Field(default=CLIENT_SCHEMA, alias="schema")
+    public_key: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    display_name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    hardware_class: ShortText | None = None
+    created_at: UtcDatetime
+
+
+SignedRecord = ExperimentRecord | CalibrationRecord | ClaimRecord | ClientRegistration
+RECORD_TYPES: dict[str, type[WireModel]] = {
+    EXPERIMENT_SCHEMA: ExperimentRecord,
+    CALIBRATION_SCHEMA: CalibrationRecord,
+    CLAIM_SCHEMA: ClaimRecord,
+    CLIENT_SCHEMA: ClientRegistration,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Served (unsigned) models
+
+
+class Suggestion(WireModel):
+    """What the hub tells an agent to try next (DESIGN.md, "Suggestions").
+
+    ``direction`` is a direction key such as ``MATRIX_LR ↑`` or ``MLP.forward``; ``evidence`` lists
+    experiment record ids; ``train_py`` is set for ``combine`` (the merged file, ready to run) and
+    ``replicate`` (the file to re-run); ``parent_sha256`` names the parent it applies to.
+    """
+
+    kind: SuggestionKind
+    direction: Annotated[str, StringConstraints(max_length=200)]
+    rationale: Annotated[str, StringConstraints(max_length=500)]
+    score: FiniteFloat = 0.0
+    evidence: Annotated[list[Sha256Hex], Field(max_length=50)] = Field(default_factory=list)
+    experiment_id: Sha256Hex | None = None
+    parent_sha256: Sha256Hex | None = None
+    train_py: Annotated[str, StringConstraints(max_length=MAX_SOURCE_BYTES)] | None = None
+
+
+class TrackSpec(WireModel):
+    """A frozen evaluation setting. Results compare only within one track id.
+
+    ``id`` is ``<name>-<first 12 hex of SHA-256 of the canonical JSON of every other field>``; build
+    specs with :meth:`TrackSpec.build` so the id always matches the content.
+    """
+
+    id: TrackId
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.@-]{0,40}$")]
+    description: Description
+    dataset: ShortText
+    split: ShortText
+    data_sha256: Sha256Hex | None = Field(description="checksum of the prepared data (val split)")
+    tokenizer: ShortText
+    vocab_size: Count
+    max_seq_len: Count
+    eval_tokens: Count
+    time_budget: PositiveFloat = Field(description="training budget, seconds")
+    harness_version: ShortText
+    reference_sha256: Sha256Hex
+    device: Literal["cuda", "cpu", "any"]
+
+    @classmethod
+    def build(cls, **fields: object) -> TrackSpec:
+        """Make a spec from every field but ``id``, computing the id from the content."""
+        fields.pop("id", None)
+        return cls.model_validate({"id": cls.content_id(fields), **fields}, strict=False)
+
+    @staticmethod
+    def content_id(fields: dict[str, object]) -> str:
+        """``<name>-<12 hex>`` over the canonical JSON of the fields other than ``id``."""
+        body = {k: v for k, v in fields.items() if k != "id"}
+        return f"{body['name']}-{sha256_hex(canonical_json(body))[:12]}"
+
+    @model_validator(mode="after")
+    def _id_matches_content(self) -> TrackSpec:
+        expected = self.content_id(self.model_dump(mode="json"))
+        if self.id != expected:
+            raise ValueError(f"track id {self.id!r} does not match its content (expected {expected!r})")
+        return self
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` if it is a finite float, else None (for metrics that may come back as NaN)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value

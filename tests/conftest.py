@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets a clean ``AUTORESEARCH_*`` environment and its own home dir."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Drop every ``AUTORESEARCH_*`` variable (but the PostgreSQL test URL) and point
+    ``AUTORESEARCH_HOME`` at a fresh folder; yields that folder."""
+    for name in list(os.environ):
+        if name.startswith("AUTORESEARCH_") and name != "AUTORESEARCH_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    home = tmp_path / "ar-home"
+    home.mkdir()
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "test")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "test")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
+    yield home

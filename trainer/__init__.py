@@ -1,0 +1,1 @@
+"""autoresearch.trainer: the fixed harness, tracks and the reference train.py."""
