@@ -41,4 +41,23 @@ from .records import (
     utc_now,
 )
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+
+from .api import (
+    Accepted,
+    CalibrationView,
+    ClaimAnswer,
+    ClientView,
+    CommunityBest,
+    DirectionByClass,
+    DirectionStats,
+    ErrorBody,
+    ErrorDetail,
+    ExperimentDetail,
+    ExperimentView,
+    Leaderboard,
+    LeaderboardEntry,
+    Page,
+    Replications,
+    SuggestionList,
+    TrackView,
+)

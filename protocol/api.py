@@ -1,0 +1,200 @@
+"""Served (unsigned) models of the hub's JSON API, shared by the hub (which returns them) and the client
+(which parses them). Paths are pinned in DESIGN.md; these are their bodies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .records import (
+    CalibrationRecord,
+    ExperimentRecord,
+    FiniteFloat,
+    NonNegFloat,
+    PositiveFloat,
+    Sha256Hex,
+    Suggestion,
+    TrackSpec,
+)
+
+T = TypeVar("T")
+
+
+class ApiModel(BaseModel):
+    """Base of served models: frozen, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ErrorDetail(ApiModel):
+    """``code`` is a stable machine-readable reason (``bad_signature``, ``unknown_track``, …)."""
+
+    code: str
+    message: str
+    status: int
+
+
+class ErrorBody(ApiModel):
+    """The one JSON error shape of every 4xx/5xx: ``{"error": {"code", "message", "status"}}``."""
+
+    error: ErrorDetail
+
+
+class Page(ApiModel, Generic[T]):
+    """A page of a listing; pass ``next_cursor`` back as ``cursor`` for the next one (None: last page)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Replications(ApiModel):
+    """All runs of the same experiment (same parent and child canonical hashes) across clients."""
+
+    n: int
+    val_bpb_mean: PositiveFloat | None = None
+    val_bpb_std: NonNegFloat | None = None
+    hardware_classes: list[str] = Field(default_factory=list)
+    experiment_ids: list[Sha256Hex] = Field(default_factory=list)
+
+
+class ExperimentView(ApiModel):
+    """One stored experiment: the signed record plus what the hub derived from it."""
+
+    id: Sha256Hex
+    key_id: Sha256Hex
+    client_name: str
+    received_at: datetime
+    record: ExperimentRecord
+    directions: list[str] = Field(default_factory=list)
+    replications: Replications
+    needs_replication: bool = False
+    near_duplicate_of: Sha256Hex | None = None
+    revoked: bool = False
+
+
+class ExperimentDetail(ExperimentView):
+    """An experiment with its sources and lineage (``GET /api/v1/experiments/{id}``)."""
+
+    parent_source: str | None = None
+    child_source: str | None = None
+    lineage: list[Sha256Hex] = Field(default_factory=list, description="ancestor experiment ids, nearest first")
+    children: list[Sha256Hex] = Field(default_factory=list)
+
+
+class ClaimAnswer(ApiModel):
+    """Answer to ``POST /api/v1/claims``: ``granted`` (run it), ``done`` (already run: ``experiment``
+    holds the result, skip the run) or ``held`` (another client holds the lease until
+    ``lease_expires_at``: propose something else)."""
+
+    status: Literal["granted", "done", "held"]
+    track: str
+    parent_canonical_sha256: Sha256Hex
+    child_canonical_sha256: Sha256Hex
+    lease_expires_at: datetime | None = None
+    holder_key_id: Sha256Hex | None = None
+    experiment: ExperimentView | None = None
+    near_duplicate_of: Sha256Hex | None = None
+
+
+class LeaderboardEntry(ApiModel):
+    """One row of a leaderboard: a kept experiment and its figures."""
+
+    rank: int
+    experiment_id: Sha256Hex
+    key_id: Sha256Hex
+    client_name: str
+    hardware_class: str
+    val_bpb: PositiveFloat
+    ecm: PositiveFloat | None = None
+    gain: PositiveFloat | None = None
+    description: str
+    created_at: datetime
+    needs_replication: bool = False
+
+
+class Leaderboard(ApiModel):
+    """Raw val_bpb leaderboards per hardware class, and the ECM leaderboard across classes."""
+
+    track: str
+    by_hardware_class: dict[str, list[LeaderboardEntry]]
+    ecm: list[LeaderboardEntry]
+
+
+class CommunityBest(ApiModel):
+    """The best kept ``train.py`` of a track (per hardware class when asked, else by ECM)."""
+
+    track: str
+    hardware_class: str | None = None
+    experiment: ExperimentView | None = Field(default=None, description="None: the track reference")
+    train_py: str
+    sha256: Sha256Hex
+    val_bpb: PositiveFloat | None = None
+    ecm: PositiveFloat | None = None
+    lineage: list[Sha256Hex] = Field(default_factory=list)
+
+
+class DirectionByClass(ApiModel):
+    tries: int
+    keeps: int
+    mean_gain: FiniteFloat | None = None
+
+
+class DirectionStats(ApiModel):
+    """Per (track, direction): tries, keeps, crashes and the normalised-gain distribution."""
+
+    direction: str
+    tries: int
+    keeps: int
+    crashes: int
+    mean_gain: FiniteFloat | None = Field(default=None, description="mean of ECM ratio child/parent")
+    std_gain: NonNegFloat | None = None
+    mean_z: FiniteFloat | None = None
+    by_hardware_class: dict[str, DirectionByClass] = Field(default_factory=dict)
+    hardware_dependent: bool = False
+    evidence: list[Sha256Hex] = Field(default_factory=list)
+
+
+class SuggestionList(ApiModel):
+    track: str
+    hardware_class: str | None = None
+    items: list[Suggestion]
+
+
+class TrackView(ApiModel):
+    """A track as served: its spec plus counts."""
+
+    spec: TrackSpec
+    experiments: int = 0
+    clients: int = 0
+    best_val_bpb: PositiveFloat | None = None
+    best_ecm: PositiveFloat | None = None
+
+
+class ClientView(ApiModel):
+    """A registered client key."""
+
+    key_id: Sha256Hex
+    public_key: str
+    display_name: str
+    status: Literal["active", "pending", "revoked"]
+    hardware_class: str | None = None
+    registered_at: datetime
+    experiments: int = 0
+
+
+class CalibrationView(ApiModel):
+    id: Sha256Hex
+    key_id: Sha256Hex
+    received_at: datetime
+    record: CalibrationRecord
+
+
+class Accepted(ApiModel):
+    """Answer to a submission: the record id, and whether it was new (201) or already stored (200)."""
+
+    id: Sha256Hex
+    created: bool
+    kind: Annotated[str, Field(max_length=40)]
