@@ -74,7 +74,11 @@ for _module in (keys, records, trainer, workspace, calibrate, hubcmd, federation
 def main() -> None:
     """Entry point: run the app, turning our errors into one line plus a hint and exit code 1."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `typer.Exit(n)` raised by a command
+        # instead of exiting with it; exit with it here or every failure would look like success.
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -31,7 +31,11 @@ def canonical_json(value: Any) -> bytes:
 
 
 def canonical_bytes(record: BaseModel) -> bytes:
-    """RFC 8785 canonical bytes of a record model (its ``model_dump(mode="json", by_alias=True)``)."""
+    """RFC 8785 canonical bytes of a record model (its ``model_dump(mode="json", by_alias=True)``).
+
+    Raises:
+        SchemaError: the model holds a value RFC 8785 cannot carry (see :func:`canonical_json`).
+    """
     return canonical_json(record.model_dump(mode="json", by_alias=True))
 
 

@@ -32,7 +32,7 @@ from .errors import CanonicalError, EnvelopeError, SchemaError, SignatureError
 from .keys import KeyPair, key_id, load_public_key, verify_raw
 from .records import RECORD_TYPES, SignedRecord, WireModel
 
-MAX_ENVELOPE_BYTES = 1024 * 1024
+MAX_ENVELOPE_BYTES = 1024 * 1024  # envelope JSON, bytes (a 256 KiB diff fits with room to spare)
 
 
 def payload_type(schema: str) -> str:
@@ -51,7 +51,8 @@ def pae(payload_type_: str, payload: bytes) -> bytes:
 
 
 class EnvelopeSignature(BaseModel):
-    """One signature of an envelope."""
+    """One signature of an envelope: key id (hex SHA-256 of the raw public key), base64 Ed25519
+    signature (64 bytes) over PAE, and optionally the raw public key as hex (``publicKey``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     keyid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -62,11 +63,15 @@ class EnvelopeSignature(BaseModel):
 
 
 class Envelope(BaseModel):
-    """A DSSE envelope as sent over the wire and stored by the hub."""
+    """A DSSE envelope as sent over the wire and stored by the hub.
+
+    ``payload`` is standard base64 (RFC 4648 §4, padded) of the record's canonical bytes; at most
+    ``MAX_ENVELOPE_BYTES`` characters.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     payload_type: Annotated[str, StringConstraints(max_length=200)] = Field(alias="payloadType")
-    payload: str
+    payload: Annotated[str, StringConstraints(max_length=MAX_ENVELOPE_BYTES)]
     signatures: Annotated[list[EnvelopeSignature], Field(min_length=1, max_length=8)]
 
     def to_json(self) -> str:
@@ -86,8 +91,18 @@ class Verified:
 
 
 def sign(record: WireModel, keys: KeyPair, *, include_public_key: bool = True) -> Envelope:
-    """Sign a record: canonical bytes → DSSE envelope with one Ed25519 signature."""
-    schema = record.model_dump(by_alias=True)["schema"]
+    """Sign a record: canonical bytes → DSSE envelope with one Ed25519 signature over PAE.
+
+    ``include_public_key`` embeds the signer's raw public key (hex) beside its key id so anyone can
+    check the envelope offline; it is bound to the key id at verification.
+
+    Raises:
+        SchemaError: ``record`` is not one of the signed record types (``RECORD_TYPES``), or holds a
+            value RFC 8785 cannot carry.
+    """
+    schema = record.model_dump(by_alias=True).get("schema")
+    if schema not in RECORD_TYPES or not isinstance(record, RECORD_TYPES[schema]):
+        raise SchemaError(f"{type(record).__name__} is not a signed record type; known: {', '.join(RECORD_TYPES)}")
     body = canonical_bytes(record)
     ptype = payload_type(schema)
     sig = keys.sign(pae(ptype, body))
@@ -154,11 +169,9 @@ def verify(
 
     keyid = _check_signatures(env, body, public_key)
     record = _parse_record(schema, body)
-    if canonical_bytes(record) != body:
-        raise CanonicalError(
-            "payload is not the RFC 8785 canonical form of the record it decodes to "
-            "(re-serialised JSON, reordered keys or different number formatting)"
-        )
+    canonical = canonical_bytes(record)
+    if canonical != body:
+        raise CanonicalError(_describe_mismatch(body, canonical))
     return Verified(record=record, record_id=sha256_hex(body), keyid=keyid, payload=body, envelope=env)
 
 
@@ -191,6 +204,17 @@ def _parse_record(schema: str, body: bytes) -> SignedRecord:
     except ValidationError as exc:
         raise SchemaError(f"invalid {schema} record: {_first_error(exc)}") from exc
     return record  # type: ignore[return-value]
+
+
+def _describe_mismatch(body: bytes, canonical: bytes) -> str:
+    """One line saying where ``body`` first departs from its canonical form, with both excerpts."""
+    at = next((i for i, (a, b) in enumerate(zip(body, canonical, strict=False)) if a != b), min(len(body), len(canonical)))
+    lo = max(0, at - 20)
+    return (
+        "payload is not the RFC 8785 canonical form of the record it decodes to "
+        f"(first difference at byte {at}: got {body[lo:at + 20]!r}, canonical {canonical[lo:at + 20]!r}); "
+        "sign the canonical bytes, never re-serialised JSON"
+    )
 
 
 def _first_error(exc: ValidationError) -> str:

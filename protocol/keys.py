@@ -66,6 +66,7 @@ class KeyPair:
 
     @property
     def public_key(self) -> Ed25519PublicKey:
+        """The public half."""
         return self.private_key.public_key()
 
     @property
@@ -75,6 +76,7 @@ class KeyPair:
 
     @property
     def key_id(self) -> str:
+        """Hex SHA-256 of the raw 32-byte public key."""
         return key_id(self.public_key)
 
     def sign(self, message: bytes) -> bytes:
@@ -82,6 +84,7 @@ class KeyPair:
         return self.private_key.sign(message)
 
     def private_pem(self) -> bytes:
+        """The private key as unencrypted PKCS#8 PEM (what :meth:`save` writes)."""
         return self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -94,7 +97,7 @@ class KeyPair:
         """
         if path.exists():
             raise KeyFileError(f"{path} already exists; refusing to overwrite a private key", reason="key_exists")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_atomic(path, self.private_pem(), mode=0o600)
         _write_atomic(path.with_suffix(".pub"), (self.public_key_hex + "\n").encode(), mode=0o644)
 

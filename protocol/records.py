@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from .canonical import canonical_json, sha256_hex
 
@@ -61,10 +68,10 @@ Status = Literal["keep", "discard", "crash"]
 """The loop's decision, as in upstream's ``results.tsv``; ``crash`` for any outcome but ``ok``."""
 SuggestionKind = Literal["exploit", "explore", "combine", "replicate", "avoid"]
 
-EXPERIMENT_SCHEMA = "autoresearch/experiment/v1"
-CALIBRATION_SCHEMA = "autoresearch/calibration/v1"
-CLAIM_SCHEMA = "autoresearch/claim/v1"
-CLIENT_SCHEMA = "autoresearch/client/v1"
+EXPERIMENT_SCHEMA: Final = "autoresearch/experiment/v1"
+CALIBRATION_SCHEMA: Final = "autoresearch/calibration/v1"
+CLAIM_SCHEMA: Final = "autoresearch/claim/v1"
+CLIENT_SCHEMA: Final = "autoresearch/client/v1"
 
 
 def utc_now() -> datetime:

@@ -1,12 +1,372 @@
-"""``autoresearch join|pull|findings|show|outbox``: working with a hub."""
+"""``autoresearch join|pull|findings|show|outbox``: working with a hub.
+
+Hub URL resolution for the read commands: ``--hub`` / ``AUTORESEARCH_HUB``, else the hub the
+workspace joined (``.autoresearch/federation.json``). The token comes from ``--token`` /
+``AUTORESEARCH_HUB_TOKEN`` and is never written to disk.
+"""
 
 from __future__ import annotations
 
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from autoresearch.protocol import ExperimentView
+from rich.syntax import Syntax
+from rich.table import Table
+
+from .. import console
+from ..errors import PolicyViolation, UsageError, WorkspaceError
+from ..federation import (
+    DEFAULT_ADOPT_EVERY,
+    dump_json,
+    is_trusted,
+    load_federation,
+    policy_findings,
+)
+from ..hubclient import HubClient
+from ..outbox import Outbox, OutboxItem
+
+HubOpt = Annotated[
+    str | None, typer.Option("--hub", envvar="AUTORESEARCH_HUB", help="Hub URL (default: the hub this workspace joined).")
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="AUTORESEARCH_HUB_TOKEN", help="Bearer token of a private hub (enrollment or read)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
+DirOpt = Annotated[Path, typer.Option("--dir", "-C", help="Workspace folder.")]
+
+
+def _open_workspace(path: Path):  # noqa: ANN202 - the Workspace type lives in client/workspace.py
+    from ..workspace import Workspace
+
+    return Workspace.open(path)
+
+
+def _resolve_hub(hub: str | None, start: Path) -> str:
+    """The hub URL from ``--hub``, else the workspace's federation settings."""
+    if hub:
+        return hub
+    try:
+        fed = load_federation(_open_workspace(start).root)
+    except WorkspaceError:
+        fed = None
+    if fed is None:
+        raise UsageError("no hub given", hint="pass --hub URL (or set AUTORESEARCH_HUB), or run it in a joined workspace")
+    return fed.hub_url
+
+
+def _resolve_track(track: str | None, start: Path) -> str:
+    if track:
+        return track
+    try:
+        ws = _open_workspace(start)
+    except WorkspaceError:
+        return "cpu"
+    fed = load_federation(ws.root)
+    return fed.track if fed else ws.config.track
+
+
+def _fmt(value: float | None, spec: str = ".6f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# findings, show
+
+
+def findings_cmd(
+    hub: HubOpt = None,
+    track: Annotated[str | None, typer.Option("--track", help="Track name or id (default: the workspace's, else cpu).")] = None,
+    hardware_class: Annotated[str | None, typer.Option("--hardware-class", help="Only this hardware class's leaderboard.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows per table.")] = 10,
+    token: TokenOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Leaderboard, recent keeps and top directions of a track on a hub."""
+    here = Path.cwd()
+    url = _resolve_hub(hub, here)
+    track_ = _resolve_track(track, here)
+    with HubClient(url, token=token) as client:
+        board = client.leaderboard(track_)
+        recent = _recent_keeps(client, track_, hardware_class, limit)
+        directions = sorted(client.directions(track_), key=lambda d: (-d.keeps, -d.tries))[:limit]
+    classes = {k: v for k, v in board.by_hardware_class.items() if hardware_class in (None, k)}
+    if json_:
+        console.print_json(
+            {
+                "hub": url,
+                "track": board.track,
+                "leaderboard": {k: [dump_json(e) for e in v[:limit]] for k, v in classes.items()},
+                "ecm_leaderboard": [dump_json(e) for e in board.ecm[:limit]],
+                "recent_keeps": [dump_json(v) for v in recent],
+                "directions": [dump_json(d) for d in directions],
+            }
+        )
+        return
+    out = console.out()
+    out.print(f"[bold]{board.track}[/] on {url}   page: {url.rstrip('/')}/tracks/{board.track}", highlight=False)
+    for klass, entries in classes.items():
+        table = Table(title=f"leaderboard — {klass}", title_justify="left")
+        for col in ("#", "val_bpb", "ECM", "client", "description", "experiment"):
+            table.add_column(col)
+        for e in entries[:limit]:
+            table.add_row(str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), e.client_name, e.description, e.experiment_id[:12])
+        out.print(table)
+    if not classes:
+        out.print("no kept experiments yet")
+    table = Table(title="recent keeps", title_justify="left")
+    for col in ("val_bpb", "Δ", "z", "hardware class", "client", "description", "experiment"):
+        table.add_column(col)
+    for v in recent:
+        r = v.record
+        table.add_row(
+            _fmt(r.metrics.val_bpb), _fmt(r.normalised.delta_val_bpb, "+.4f"), _fmt(r.normalised.z, "+.1f"),
+            r.hardware_class, v.client_name, r.description, v.id[:12],
+        )
+    out.print(table)
+    table = Table(title="top directions", title_justify="left")
+    for col in ("direction", "tries", "keeps", "crashes", "mean gain", "hardware-dependent"):
+        table.add_column(col)
+    for d in directions:
+        table.add_row(d.direction, str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"), "yes" if d.hardware_dependent else "")
+    out.print(table)
+
+
+def _recent_keeps(client: HubClient, track: str, hardware_class: str | None, limit: int) -> list[ExperimentView]:
+    keeps: list[ExperimentView] = []
+    for view in client.iter_experiments(track=track, hardware_class=hardware_class, outcome="ok"):
+        if view.record.status == "keep":
+            keeps.append(view)
+        if len(keeps) >= limit:
+            break
+    return keeps
+
+
+def show_cmd(
+    experiment_id: Annotated[str, typer.Argument(help="Experiment id (64 hex).")],
+    hub: HubOpt = None,
+    token: TokenOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """One experiment: figures, coloured diff, replications and lineage."""
+    url = _resolve_hub(hub, Path.cwd())
+    with HubClient(url, token=token) as client:
+        detail = client.experiment(experiment_id)
+    if json_:
+        console.print_json(dump_json(detail))
+        return
+    r = detail.record
+    n = r.normalised
+    out = console.out()
+    out.print(f"[bold]{r.description}[/]   {detail.id}", highlight=False)
+    out.print(
+        f"{r.outcome}/{r.status}  val_bpb {_fmt(r.metrics.val_bpb)}  parent {_fmt(r.parent_val_bpb)}  "
+        f"Δ {_fmt(n.delta_val_bpb, '+.6f')}  z {_fmt(n.z, '+.2f')}  ECM {_fmt(n.ecm, '.3f')}"
+        f"{' (extrapolated)' if n.ecm_extrapolated else ''}  gain {_fmt(n.gain, '.3f')}",
+        highlight=False,
+    )
+    out.print(
+        f"{detail.client_name} ({detail.key_id[:16]})  {r.hardware_class}  track {r.track}  "
+        f"{r.created_at:%Y-%m-%d %H:%M:%S}Z{'  [red]revoked key[/]' if detail.revoked else ''}",
+        highlight=False,
+    )
+    if detail.directions:
+        out.print("directions: " + ", ".join(detail.directions), highlight=False)
+    if r.error:
+        out.print(f"error: {r.error}", highlight=False)
+    out.print(Syntax(r.diff or "(no change)\n", "diff", theme="ansi_dark", background_color="default"))
+    rep = detail.replications
+    out.print(
+        f"replications: n={rep.n}  mean {_fmt(rep.val_bpb_mean)}  std {_fmt(rep.val_bpb_std)}  "
+        f"on {', '.join(rep.hardware_classes) or '—'}"
+        f"{'  (needs replication)' if detail.needs_replication else ''}",
+        highlight=False,
+    )
+    if detail.lineage:
+        out.print("lineage: " + " ← ".join(i[:12] for i in detail.lineage), highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# outbox
+
+
+def outbox_cmd(
+    directory: DirOpt = Path("."),
+    all_: Annotated[bool, typer.Option("--all", help="Also list delivered items.")] = False,
+    send: Annotated[bool, typer.Option("--send", help="Deliver pending items to the hub now.")] = False,
+    retry_rejected: Annotated[bool, typer.Option("--retry-rejected", help="Put rejected items back in the queue.")] = False,
+    hub: HubOpt = None,
+    token: TokenOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List records waiting for (or refused by) the hub; --send delivers them now."""
+    ws = _open_workspace(directory)
+    outbox = Outbox.for_workspace(ws.root)
+    if retry_rejected:
+        console.info(f"{outbox.requeue()} rejected item(s) queued again")
+    if send:
+        with HubClient(_resolve_hub(hub, ws.root), token=token) as client:
+            report = outbox.send_pending(client, force=True)
+        console.info(
+            f"sent {report.sent}, already on the hub {report.already_there}, rejected {len(report.rejected)}, "
+            f"pending {report.pending}" + (f" (hub unavailable: {report.unavailable})" if report.unavailable else "")
+        )
+    items = outbox.items(("pending", "rejected", "sent") if all_ else ("pending", "rejected"))
+    if json_:
+        console.print_json({"counts": outbox.counts(), "items": [dump_json(i) for i in items]})
+        return
+    _print_items(items, outbox.counts())
+
+
+def _print_items(items: list[OutboxItem], counts: dict[str, int]) -> None:
+    out = console.out()
+    out.print(f"pending {counts['pending']}  rejected {counts['rejected']}  sent {counts['sent']}", highlight=False)
+    if not items:
+        return
+    table = Table()
+    for col in ("#", "kind", "record", "state", "attempts", "reason / last error", "queued"):
+        table.add_column(col)
+    for i in items:
+        table.add_row(
+            str(i.seq), i.kind, i.record_id[:12], i.state, str(i.attempts),
+            (i.reason or "") + (f": {i.last_error}" if i.last_error and i.state != "sent" else ""),
+            f"{i.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    out.print(table)
+
+
+# --------------------------------------------------------------------------------------------------
+# pull
+
+
+def pull_cmd(
+    experiment_id: Annotated[str | None, typer.Argument(help="Experiment id to pull (default: --best).")] = None,
+    best: Annotated[bool, typer.Option("--best", help="Pull the community best of the hardware class.")] = False,
+    hardware_class: Annotated[
+        str | None, typer.Option("--hardware-class", help="Hardware class for --best (default: this machine's; 'any': best by ECM).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking (after the policy check).")] = False,
+    directory: DirOpt = Path("."),
+    hub: HubOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Apply someone else's train.py: show the diff, check the policy, ask, commit."""
+    from ..federation import fetch_pull, pull_message
+
+    if experiment_id and best:
+        raise UsageError("give either an EXPERIMENT_ID or --best, not both")
+    ws = _open_workspace(directory)
+    fed = load_federation(ws.root)
+    url = _resolve_hub(hub, ws.root)
+    track = fed.track if fed else ws.config.track
+    with HubClient(url, token=token) as client:
+        pulled = fetch_pull(client, track, experiment_id=experiment_id, hardware_class=hardware_class)
+    local = ws.train_py.read_text(encoding="utf-8")
+    if pulled.source == local:
+        console.info(f"train.py already equals {pulled.record_id[:12]}; nothing to do")
+        return
+    from ..sources import unified_diff
+
+    console.out().print(Syntax(unified_diff(local, pulled.source), "diff", theme="ansi_dark", background_color="default"))
+    console.info(f"{pulled.description}  (val_bpb {_fmt(pulled.val_bpb)}, signed by {pulled.key_id[:16]}, {pulled.hardware_class})")
+    findings = policy_findings(pulled.source)
+    if findings:
+        raise PolicyViolation(findings)
+    if not (yes or is_trusted(pulled.key_id)):
+        if not sys.stdin.isatty():
+            raise UsageError("not applying code from an untrusted key without confirmation", hint="read the diff, then re-run with --yes")
+        if not typer.confirm("apply this train.py?", default=False, err=True):
+            raise typer.Exit(1)
+    lock = ws.lock()
+    try:
+        commit = ws.commit_train_py(pulled.source, pull_message(pulled))
+    finally:
+        lock.close()
+    console.out().print(f"applied {pulled.record_id} as commit {commit[:12]}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# join
+
+
+def join_cmd(
+    hub_url: Annotated[str, typer.Argument(help="The hub's URL, e.g. http://127.0.0.1:8000.")],
+    init: Annotated[Path | None, typer.Option("--init", help="Create a new workspace in this folder first.")] = None,
+    track: Annotated[str | None, typer.Option("--track", help="Track of the new workspace (with --init).")] = None,
+    token: TokenOpt = None,
+    name: Annotated[str | None, typer.Option("--name", envvar="AUTORESEARCH_NAME", help="Display name on the hub (default: host name).")] = None,
+    proposer: Annotated[str, typer.Option("--proposer", envvar="AUTORESEARCH_PROPOSER", help="offline, anthropic or command.")] = "auto",
+    max_experiments: Annotated[int | None, typer.Option("--max-experiments", help="Stop after this many experiments.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Run tag (branch autoresearch/<tag>).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Unattended: calibrate without asking; adopt the community best without asking.")] = False,
+    adopt_every: Annotated[int, typer.Option("--adopt-every", help="Check the community best every N experiments (0: never).")] = DEFAULT_ADOPT_EVERY,
+    no_calibrate: Annotated[
+        bool, typer.Option("--no-calibrate", help="Skip calibration: records carry Δ val_bpb only (no z, no ECM).")
+    ] = False,
+    directory: DirOpt = Path("."),
+) -> None:
+    """Join a hub and run the agent loop connected to it."""
+    from ..demo import quiet_libraries
+    from ..federation import JoinOptions, join
+
+    quiet_libraries()
+    opts = JoinOptions(
+        hub_url=hub_url,
+        init=init,
+        track=track,
+        token=token,
+        display_name=name or socket.gethostname()[:64] or "volunteer",
+        proposer=proposer,
+        max_experiments=max_experiments,
+        tag=tag,
+        yes=yes,
+        adopt_every=adopt_every,
+        calibrate=not no_calibrate,
+        directory=directory,
+    )
+    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts))
+    best = "-" if stats.best_val_bpb is None else f"{stats.best_val_bpb:.6f}"
+    console.out().print(
+        f"{stats.runs} runs: {stats.keeps} keep, {stats.discards} discard, {stats.crashes} crash, "
+        f"{stats.rejected} rejected, {stats.skipped} answered by the hub or held; best val_bpb {best}",
+        highlight=False,
+    )
+
+
+def _run_loop(ws, spec, hooks, opts):  # type: ignore[no-untyped-def]  # (Workspace, TrackSpec, HubHooks, JoinOptions) -> LoopStats
+    """The agent loop with the hub's hooks, the CLI's display and Ctrl-C handling of ``run``."""
+    import signal
+    import zlib
+    from contextlib import nullcontext
+
+    from ..display import LiveDisplay, PlainDisplay
+    from ..loop import AgentLoop, LoopOptions
+    from ..proposers import default_proposer_name, make_proposer
+    from .workspace import _stop_on_sigint, default_tag
+
+    name = default_proposer_name() if opts.proposer == "auto" else opts.proposer
+    proposer = make_proposer(name, seed=zlib.crc32(str(ws.root).encode()), scratch_dir=ws.state_dir / "agent")
+    options = LoopOptions(tag=opts.tag or default_tag(ws), max_experiments=opts.max_experiments, adopt_every=opts.adopt_every)
+    err = console.err()
+    display = LiveDisplay(err) if err.is_terminal else PlainDisplay(err)
+    loop = AgentLoop(ws, spec, proposer, options, hooks=hooks, events=display)
+    with ws.lock():
+        previous = _stop_on_sigint(loop)
+        try:
+            with display if isinstance(display, LiveDisplay) else nullcontext():
+                return loop.run()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("join")
-    def join() -> None:
-        """Join a hub and run the loop connected to it."""
-        raise typer.Exit(2)
+    app.command("join")(join_cmd)
+    app.command("pull")(pull_cmd)
+    app.command("findings")(findings_cmd)
+    app.command("show")(show_cmd)
+    app.command("outbox")(outbox_cmd)
+

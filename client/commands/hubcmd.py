@@ -1,16 +1,185 @@
-"""``autoresearch hub serve|migrate|admin``: run and administer a hub (imports the hub lazily)."""
+"""``autoresearch hub serve|migrate|admin``: run and administer a hub.
+
+The hub's modules are imported inside the commands, so the client runs without FastAPI installed.
+Admin commands work on the database directly (``--db`` or ``AUTORESEARCH_HUB_DB_URL``), like
+``hub migrate``: whoever can reach the database administers the hub.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Literal
+
 import typer
 
+from .. import console
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from autoresearch.hub.settings import HubSettings
+
 hub_app = typer.Typer(help="Run and administer a hub (needs the `hub` extra).", no_args_is_help=True)
+admin_app = typer.Typer(help="Tokens, clients, approval and revocation on a hub's database.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Enroll and read tokens of a private hub.", no_args_is_help=True)
+hub_app.add_typer(admin_app, name="admin")
+admin_app.add_typer(tokens_app, name="tokens")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", envvar="AUTORESEARCH_HUB_DB_URL", help="SQLAlchemy URL; default: SQLite hub.db in AUTORESEARCH_HOME."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _settings(db: str | None, **overrides: object) -> HubSettings:
+    try:
+        from autoresearch.hub.settings import HubSettings
+    except ImportError as exc:
+        raise UsageError(f"the hub is not installed ({exc.name} is missing)", hint="pip install 'autoresearch-hub[hub]'") from exc
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if db is not None:
+        values["db_url"] = db
+    return HubSettings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _session(db: str | None) -> Iterator[Session]:
+    """A session on the migrated hub database; HubError becomes a one-line UsageError."""
+    from autoresearch.hub.db import make_engine, session_factory
+    from autoresearch.hub.errors import HubError
+    from autoresearch.hub.migrate import upgrade
+
+    settings = _settings(db)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # admin output stays short
+    upgrade(settings.db_url)
+    engine = make_engine(settings.db_url)
+    try:
+        with session_factory(engine)() as session:
+            yield session
+            session.commit()
+    except HubError as exc:
+        raise UsageError(exc.message) from exc
+    finally:
+        engine.dispose()
 
 
 @hub_app.command("serve")
-def serve() -> None:
-    """Serve the hub API and pages."""
-    raise typer.Exit(2)
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(envvar="AUTORESEARCH_HUB_HOST", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="AUTORESEARCH_HUB_PORT", help="TCP port.")] = 8000,
+    private: Annotated[
+        bool | None, typer.Option("--private/--public", envvar="AUTORESEARCH_HUB_PRIVATE", help="Reads need a token; keys enroll with a token.")
+    ] = None,
+    require_approval: Annotated[
+        bool | None, typer.Option("--require-approval", envvar="AUTORESEARCH_HUB_REQUIRE_APPROVAL", help="Keys without an enroll token wait for `hub admin approve`.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Migrate the database, then serve the API (/api/v1, /docs) and the pages."""
+    settings = _settings(db, private=private, require_approval=require_approval)
+    import uvicorn
+
+    from autoresearch.hub import logs
+    from autoresearch.hub.app import create_app
+    from autoresearch.hub.migrate import upgrade
+
+    logs.configure(settings.json_logs)
+    upgrade(settings.db_url)
+    if settings.private and settings.admin_token is None:
+        console.info("private hub without AUTORESEARCH_HUB_ADMIN_TOKEN: use `autoresearch hub admin tokens create` for tokens")
+    console.info(f"hub on http://{host}:{port} (database: {settings.db_url.split('://')[0]}, {'private' if settings.private else 'public'})")
+    if workers > 1:
+        raise UsageError("--workers > 1 is not supported by `hub serve`", hint="run several `hub serve` processes behind a load balancer (deploy/)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@hub_app.command("migrate")
+def migrate(db: DbOption = None) -> None:
+    """Apply the database migrations (Alembic) and exit."""
+    settings = _settings(db)
+    from autoresearch.hub.migrate import upgrade
+
+    upgrade(settings.db_url)
+    console.info("database is at the newest schema")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    kind: Annotated[str, typer.Option("--kind", help="enroll (register keys, read) or read.")] = "enroll",
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    db: DbOption = None,
+) -> None:
+    """Make a token and print it once on stdout (only its hash is stored)."""
+    if kind not in ("enroll", "read"):
+        raise UsageError(f"--kind must be enroll or read, not {kind!r}")
+    from autoresearch.hub import store
+
+    with _session(db) as session:
+        token = store.create_token(session, kind, label)
+    console.out().print(token, highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list(db: DbOption = None, json_: JsonOption = False) -> None:
+    """Tokens by id (never the tokens themselves)."""
+    from autoresearch.hub import store
+
+    with _session(db) as session:
+        rows = store.list_tokens(session)
+    if json_:
+        console.print_json([{"id": t.id, "kind": t.kind, "label": t.label, "created_at": t.created_at.isoformat(), "revoked": t.revoked} for t in rows])
+        return
+    for t in rows:
+        console.out().print(f"{t.id}\t{t.kind}\t{'revoked' if t.revoked else 'live'}\t{t.created_at:%Y-%m-%d}\t{t.label}", highlight=False)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `tokens list`.")], db: DbOption = None) -> None:
+    """Revoke a token: requests carrying it get 401 bad_token."""
+    from autoresearch.hub import store
+
+    with _session(db) as session:
+        store.revoke_token(session, token_id)
+    console.info(f"token {token_id} revoked")
+
+
+@admin_app.command("clients")
+def clients(db: DbOption = None, json_: JsonOption = False) -> None:
+    """Registered keys with status and experiment counts."""
+    from autoresearch.hub import store
+
+    with _session(db) as session:
+        rows = store.list_clients(session)
+    if json_:
+        console.print_json([c.model_dump(mode="json") for c in rows])
+        return
+    for c in rows:
+        console.out().print(f"{c.key_id}\t{c.status}\t{c.experiments}\t{c.display_name}", highlight=False)
+
+
+def _set_status(key_id: str, status: Literal["active", "revoked"], db: str | None) -> None:
+    from autoresearch.hub import store
+
+    with _session(db) as session:
+        client = store.set_client_status(session, key_id.lower(), status)
+    console.info(f"{client.display_name} ({client.key_id[:12]}…) is {client.status}")
+
+
+@admin_app.command("approve")
+def approve(key_id: Annotated[str, typer.Argument(help="Key id of a pending client.")], db: DbOption = None) -> None:
+    """Approve a pending key: its records are accepted from now on."""
+    _set_status(key_id, "active", db)
+
+
+@admin_app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="Key id to revoke.")], db: DbOption = None) -> None:
+    """Revoke a key: its new records get 403 key_revoked; its stored ones stay, marked revoked."""
+    _set_status(key_id, "revoked", db)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,7 +41,7 @@ def verify_cmd(
         result = verify(_read(file), public_key)
     except (ProtocolError, OSError) as exc:
         reason = getattr(exc, "reason", "unreadable")
-        console.error(f"invalid ({reason}): {exc}")
+        console.error(f"invalid ({reason}): " + " ".join(str(exc).split()))  # always one line
         raise typer.Exit(1) from None
     record = result.record
     data = record.model_dump(mode="json", by_alias=True)

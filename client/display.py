@@ -1,0 +1,109 @@
+"""What the person watching ``autoresearch run`` sees: a live rich panel on a TTY, log lines otherwise.
+
+Both implement the loop's ``LoopEvents``. The live panel shows the experiment number and description,
+a bar of the training budget, the current loss, the best val_bpb so far and the keep/discard/crash
+counts. The plain form writes one line when an experiment starts and one when it ends.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from autoresearch.trainer.result import TrainProgress
+
+from .loop import LoopStats
+from .workspace import LocalExperiment
+
+
+def _fmt_bpb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+def _summary(exp: LocalExperiment) -> str:
+    record = exp.record
+    if record is None:
+        return f"[{exp.number:04d}] {exp.kind}: {exp.description}"
+    delta = record.normalised.delta_val_bpb
+    z = record.normalised.z
+    extra = f" Δ {delta:+.6f}" if delta is not None else ""
+    extra += f" z {z:+.2f}" if z is not None else ""
+    why = f" ({record.outcome})" if record.outcome != "ok" else ""
+    return f"[{exp.number:04d}] {record.status}{why} val_bpb {_fmt_bpb(record.metrics.val_bpb)}{extra}  {exp.description}"
+
+
+def _counts(stats: LoopStats) -> str:
+    return (
+        f"best {_fmt_bpb(stats.best_val_bpb)} | {stats.keeps} keep, {stats.discards} discard, "
+        f"{stats.crashes} crash, {stats.rejected} rejected"
+    )
+
+
+class PlainDisplay:
+    """Log lines on a console (stderr): one per start, one per result, notes as they come."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def experiment_started(self, number: int, description: str, time_budget: float) -> None:
+        self.console.print(f"[{number:04d}] start ({time_budget:g} s budget): {description}", highlight=False, markup=False)
+
+    def progress(self, progress: TrainProgress) -> None:
+        return None
+
+    def experiment_finished(self, exp: LocalExperiment, stats: LoopStats) -> None:
+        self.console.print(f"{_summary(exp)}  | {_counts(stats)}", highlight=False, markup=False)
+
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+
+
+class LiveDisplay:
+    """A rich live panel; use as a context manager around ``AgentLoop.run``."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:>5.1f}/{task.total:g} s"),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._task = self._progress.add_task("waiting", total=1.0, loss="-")
+        self._header = Text("")
+        self._footer = Text("")
+        self._live = Live(Group(self._header, self._progress, self._footer), console=console, refresh_per_second=4, transient=False)
+
+    def __enter__(self) -> LiveDisplay:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def experiment_started(self, number: int, description: str, time_budget: float) -> None:
+        with self._lock:
+            self._header.plain = f"experiment {number}: {description}"
+            self._progress.reset(self._task, total=time_budget, completed=0.0, description="training", loss="-")
+
+    def progress(self, progress: TrainProgress) -> None:
+        with self._lock:
+            self._progress.update(
+                self._task, completed=min(progress.training_seconds, progress.time_budget), loss=f"{progress.loss:.4f}"
+            )
+
+    def experiment_finished(self, exp: LocalExperiment, stats: LoopStats) -> None:
+        with self._lock:
+            self._live.console.print(_summary(exp), highlight=False, markup=False)
+            self._footer.plain = _counts(stats)
+            self._progress.update(self._task, description="proposing")
+
+    def note(self, message: str) -> None:
+        self._live.console.print(message, highlight=False, markup=False)

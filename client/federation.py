@@ -1,0 +1,579 @@
+"""Federation: what a workspace joined to a hub remembers, and the hub-connected loop hooks.
+
+:class:`HubHooks` implements the loop's ``LoopHooks`` (docs/architecture.md, "Loop ↔ federation"):
+
+- ``context()`` — the hub's suggestions and the community best for this hardware class; a hub that
+  is down gives an empty context (logged once per outage) and the loop carries on solo;
+- ``claim()`` — signs a ``ClaimRecord`` with lease = time budget + margin and returns the hub's
+  ``ClaimAnswer`` (``None`` when the hub is down: proceed solo);
+- ``publish()`` — signs the ``ExperimentRecord`` and puts the envelope (plus the parent ``train.py``
+  the hub may not have) into the durable outbox; the background sender delivers it;
+- ``adopt()`` — called by the loop every ``adopt_every`` runs: offers the community best of this
+  hardware class as the next candidate when it beats the local best, after the policy check.
+
+Trust rule for adoption (code written by others runs on this machine): the user trusted the hub's
+community best by joining with ``--yes`` (unattended) or by listing the signer's key id in
+``$AUTORESEARCH_HOME/trusted_keys.txt``; otherwise adoption is skipped and logged (``autoresearch
+pull`` shows the diff and asks). The policy check always applies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoresearch.protocol import (
+    EXPERIMENT_SCHEMA,
+    ClaimAnswer,
+    ClaimRecord,
+    ClientRegistration,
+    CommunityBest,
+    Envelope,
+    ExperimentRecord,
+    KeyPair,
+    SuggestionList,
+    TrackSpec,
+    canonical_source_sha256,
+    sha256_hex,
+    sign,
+    utc_now,
+    verify,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import config
+from .errors import HubError, HubUnavailable, RecordRejected, UsageError
+from .hubclient import HubClient
+from .outbox import Outbox, OutboxSender
+from .results import atomic_write_text
+
+if TYPE_CHECKING:  # client/loop.py imports the trainer (torch); keep it out of import time
+    from .loop import Adoption, HubContext, LoopStats
+    from .workspace import Workspace
+
+    RunLoop = Callable[[Workspace, TrackSpec, "HubHooks"], LoopStats]
+
+_logger = logging.getLogger(__name__)
+
+FEDERATION_FILE = "federation.json"
+LEASE_MARGIN_SECONDS = 120  # claim lease = time budget + start-up, eval and margin (s)
+DEFAULT_ADOPT_EVERY = 5  # experiments between adoption checks
+
+
+class FederationConfig(BaseModel):
+    """What ``autoresearch join`` stores in ``.autoresearch/federation.json`` (no secrets: the token
+    comes from ``--token`` / ``AUTORESEARCH_HUB_TOKEN`` each time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hub_url: str
+    track: str = Field(description="full track id")
+    key_id: str
+    display_name: str
+    adopt_every: int = DEFAULT_ADOPT_EVERY
+    trust_community_best: bool = Field(default=False, description="joined with --yes: adopt without asking")
+    joined_at: datetime
+
+
+def federation_path(root: Path) -> Path:
+    return root / ".autoresearch" / FEDERATION_FILE
+
+
+def load_federation(root: Path) -> FederationConfig | None:
+    """The workspace's federation settings, or None when it never joined a hub.
+
+    Raises:
+        UsageError: the file exists but is not valid.
+    """
+    path = federation_path(root)
+    if not path.exists():
+        return None
+    try:
+        return FederationConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise UsageError(f"{path} is not valid: {exc.errors()[0]['msg']}", hint="run `autoresearch join` again") from exc
+
+
+def save_federation(root: Path, fed: FederationConfig) -> None:
+    """Write ``.autoresearch/federation.json`` atomically."""
+    atomic_write_text(federation_path(root), fed.model_dump_json(indent=2) + "\n")
+
+
+def is_trusted(key_id: str) -> bool:
+    """Whether ``key_id`` is listed in ``$AUTORESEARCH_HOME/trusted_keys.txt``."""
+    return key_id.lower() in config.trusted_key_ids()
+
+
+def policy_findings(source: str) -> list[str]:
+    """The static policy check of a ``train.py`` from someone else (empty: allowed)."""
+    from autoresearch.trainer.policy import check_source
+
+    return check_source(source)
+
+
+class HubHooks:
+    """The loop's hooks when joined to a hub (see the module docstring).
+
+    Args:
+        hub: client of the joined hub.
+        outbox: the workspace's outbox; ``sender`` delivers it in the background.
+        keys: this client's signing key.
+        track: full track id; ``time_budget`` its budget in seconds (for the claim lease).
+        hardware_class: this machine's hardware class (community best and suggestions are per class).
+        trust_community_best: adopt without a trusted key id (the user joined with ``--yes``).
+    """
+
+    def __init__(
+        self,
+        *,
+        hub: HubClient,
+        outbox: Outbox,
+        sender: OutboxSender | None,
+        keys: KeyPair,
+        track: str,
+        time_budget: float,
+        hardware_class: str,
+        trust_community_best: bool = False,
+        source_lookup: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.outbox = outbox
+        self.sender = sender
+        self.keys = keys
+        self.track = track
+        self.time_budget = time_budget
+        self.hardware_class = hardware_class
+        self.trust_community_best = trust_community_best
+        self._source_lookup = source_lookup
+        self._sources: dict[str, str] = {}
+        self._hub_down = False
+
+    # -- hub availability ---------------------------------------------------------------------------
+
+    def _down(self, exc: HubError) -> None:
+        if not self._hub_down:
+            _logger.warning("hub unavailable, carrying on solo (records wait in the outbox): %s", exc)
+        self._hub_down = True
+
+    def _up(self) -> None:
+        if self._hub_down:
+            _logger.info("hub reachable again")
+        self._hub_down = False
+
+    def remember_source(self, source: str) -> str:
+        """Keep a ``train.py`` text by sha256 so a later publish can upload it; returns the sha256."""
+        sha = sha256_hex(source)
+        self._sources[sha] = source
+        return sha
+
+    def _lookup(self, sha: str) -> str | None:
+        if sha in self._sources:
+            return self._sources[sha]
+        return self._source_lookup(sha) if self._source_lookup else None
+
+    # -- LoopHooks ----------------------------------------------------------------------------------
+
+    def suggestions(self) -> SuggestionList | None:
+        """The hub's suggestions for this hardware class, or None when the hub is down."""
+        try:
+            answer = self.hub.suggestions(self.track, hardware_class=self.hardware_class, client=self.keys.key_id)
+        except (HubUnavailable, RecordRejected) as exc:
+            self._down(exc)
+            return None
+        self._up()
+        return answer
+
+    def community_best(self) -> CommunityBest | None:
+        """The community best of this hardware class, or None when the hub is down."""
+        try:
+            best = self.hub.best(self.track, hardware_class=self.hardware_class)
+        except (HubUnavailable, RecordRejected) as exc:
+            self._down(exc)
+            return None
+        self._up()
+        self.remember_source(best.train_py)
+        return best
+
+    def claim(self, parent_source: str, child_source: str, description: str) -> ClaimAnswer | None:
+        """Claim (parent, child) for ``time_budget + LEASE_MARGIN_SECONDS``; None: proceed solo."""
+        self.remember_source(parent_source)
+        self.remember_source(child_source)
+        record = ClaimRecord(
+            track=self.track,
+            parent_canonical_sha256=canonical_source_sha256(parent_source),
+            child_canonical_sha256=canonical_source_sha256(child_source),
+            lease_seconds=int(self.time_budget * 2 + LEASE_MARGIN_SECONDS),
+            description=description[:500],
+            created_at=utc_now(),
+        )
+        try:
+            answer = self.hub.claim(sign(record, self.keys))
+        except (HubUnavailable, RecordRejected) as exc:
+            self._down(exc)
+            return None
+        self._up()
+        _logger.info("claim %s: %s", description, answer.status)
+        return answer
+
+    def publish(self, record: ExperimentRecord) -> None:
+        """Sign ``record`` and queue it (with its parent source when known) for the sender."""
+        sources = {}
+        parent = self._lookup(record.parent_sha256)
+        if parent is not None:
+            sources[record.parent_sha256] = parent
+        self.outbox.enqueue("experiment", sign(record, self.keys), sources=sources)
+        if self.sender is not None:
+            self.sender.wake()
+
+    def context(self) -> HubContext:
+        """Suggestions and community best for this hardware class; empty when the hub is down."""
+        from .loop import HubContext
+
+        suggestions = self.suggestions()
+        best = self.community_best() if suggestions is not None else None
+        return HubContext(suggestions=list(suggestions.items) if suggestions else [], community_best=best)
+
+    def adopt(self, best_val_bpb: float | None) -> Adoption | None:
+        """The community best of this hardware class as the next candidate, when it beats
+        ``best_val_bpb`` (bits per byte), comes from another key, is trusted and passes the policy.
+
+        The loop calls this every ``adopt_every`` runs; the candidate is trained here and kept only
+        if it beats the local best, so the local best stays measured on this machine.
+        """
+        from .loop import Adoption
+
+        best = self.community_best()
+        if best is None or best.experiment is None or best.val_bpb is None:
+            return None
+        signer = best.experiment.key_id
+        if signer == self.keys.key_id or (best_val_bpb is not None and best.val_bpb >= best_val_bpb):
+            return None
+        if not (self.trust_community_best or is_trusted(signer)):
+            _logger.info(
+                "community best %.6f from %s… beats ours but its signer is not trusted; "
+                "see it with `autoresearch pull --best`",
+                best.val_bpb,
+                signer[:12],
+            )
+            return None
+        findings = policy_findings(best.train_py)
+        if findings:
+            _logger.warning("community best from %s… fails the policy check: %s", signer[:12], "; ".join(findings))
+            return None
+        return Adoption(source=best.train_py, description=adopt_message(best), experiment_id=best.experiment.id)
+
+
+def adopt_message(best: CommunityBest) -> str:
+    """Commit message of an adoption: ``adopt community best (val_bpb=… from <key id>)``."""
+    assert best.experiment is not None and best.val_bpb is not None
+    return f"adopt community best (val_bpb={best.val_bpb:.6f} from {best.experiment.key_id[:16]})"
+
+
+def dump_json(model: BaseModel) -> object:
+    """A model as plain JSON data (for ``--json`` output)."""
+    return json.loads(model.model_dump_json(by_alias=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# pull: fetch someone else's train.py and check it against its signed record
+
+
+class Pulled(BaseModel):
+    """A ``train.py`` fetched from the hub, checked against the signed record that names it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: str
+    key_id: str
+    source: str
+    description: str
+    val_bpb: float | None
+    hardware_class: str
+
+
+def local_hardware_class() -> str:
+    """This machine's hardware class (imports the trainer's hardware probe lazily)."""
+    from autoresearch.trainer.hardware import hardware_class
+
+    return hardware_class()
+
+
+def fetch_pull(
+    client: HubClient, track: str, *, experiment_id: str | None = None, hardware_class: str | None = None
+) -> Pulled:
+    """Fetch an experiment's child ``train.py`` (or the community best's) and verify it.
+
+    ``hardware_class``: for the community best, this class (default: this machine's; ``any``: the
+    hub's best by ECM across classes).
+
+    Raises:
+        UsageError: the hub has no kept experiment to pull yet.
+        HubError: the served source, envelope and record do not agree (tampering or a broken hub).
+        ProtocolError: the envelope does not verify.
+    """
+    if experiment_id is None:
+        klass = None if hardware_class == "any" else (hardware_class or local_hardware_class())
+        best = client.best(track, hardware_class=klass)
+        if best.experiment is None:
+            raise UsageError(
+                f"the hub has no kept experiment on {track} for {klass or 'any hardware class'} yet",
+                hint="its community best is still the track's reference train.py",
+            )
+        experiment_id = best.experiment.id
+    detail = client.experiment(experiment_id)
+    source = detail.child_source if detail.child_source is not None else client.source(detail.record.child_sha256)
+    verified = verify(client.envelope(experiment_id), expected_schema=EXPERIMENT_SCHEMA)
+    record = verified.record
+    assert isinstance(record, ExperimentRecord)
+    if verified.record_id != detail.id or verified.keyid != detail.key_id:
+        raise HubError(f"the hub's envelope for {experiment_id[:12]} is not the experiment it describes")
+    if sha256_hex(source) != record.child_sha256:
+        raise HubError(f"the hub's train.py for {experiment_id[:12]} does not hash to the signed child_sha256")
+    return Pulled(
+        record_id=detail.id,
+        key_id=detail.key_id,
+        source=source,
+        description=record.description,
+        val_bpb=record.metrics.val_bpb,
+        hardware_class=record.hardware_class,
+    )
+
+
+def pull_message(pulled: Pulled) -> str:
+    """Commit message of a pull: names the source record and its signer."""
+    val = "—" if pulled.val_bpb is None else f"{pulled.val_bpb:.6f}"
+    return (
+        f"pull {pulled.record_id[:12]}: {pulled.description} (val_bpb={val} from {pulled.key_id[:16]})\n\n"
+        f"source record: {pulled.record_id}\nsigner key id: {pulled.key_id}\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# join: key, registration, track check, calibration, then the loop with HubHooks
+
+
+class JoinOptions(BaseModel):
+    """What ``autoresearch join`` was asked to do."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hub_url: str
+    init: Path | None = None
+    track: str | None = None
+    token: str | None = None
+    display_name: str
+    proposer: str = "auto"
+    max_experiments: int | None = None
+    tag: str | None = None
+    yes: bool = False
+    adopt_every: int = DEFAULT_ADOPT_EVERY
+    calibrate: bool = True
+    directory: Path = Path(".")
+
+
+def register_key(hub: HubClient, outbox: Outbox, keys: KeyPair, display_name: str, hardware_class: str) -> bool:
+    """Register ``keys`` with the hub; True when the hub answered, False when it is down (the
+    registration then waits at the head of the outbox).
+
+    The key is the identity: a key registered before under another display name keeps that name
+    (``key_already_registered`` is fine); a display name another key holds gets ``-<6 hex of the key
+    id>`` appended.
+
+    Raises:
+        RecordRejected: the hub refused the key (revoked, private hub without a valid token, …).
+    """
+
+    def registration(name: str) -> Envelope:
+        record = ClientRegistration(
+            public_key=keys.public_key_hex, display_name=name[:64], hardware_class=hardware_class[:200], created_at=utc_now()
+        )
+        return sign(record, keys)
+
+    env = registration(display_name)
+    try:
+        try:
+            hub.register(env)
+        except RecordRejected as exc:
+            if exc.reason == "display_name_taken":
+                hub.register(registration(f"{display_name[:57]}-{keys.key_id[:6]}"))
+            elif exc.reason != "key_already_registered":
+                raise
+    except HubUnavailable as exc:
+        _logger.warning("hub unavailable (%s); registration queued, running solo until it is back", exc)
+        outbox.enqueue("client", env)
+        return False
+    view = hub.client(keys.key_id)
+    if view.status == "revoked":
+        raise RecordRejected(
+            f"the hub revoked key {keys.key_id[:16]}…; it accepts no new records from it",
+            status=403,
+            reason="key_revoked",
+            hint="your experiments stay in this workspace (.autoresearch/) and its outbox",
+        )
+    if view.status == "pending":
+        _logger.warning("key %s… awaits the hub admin's approval; records wait in the outbox", keys.key_id[:16])
+    return True
+
+
+def check_track(hub: HubClient, spec: TrackSpec) -> None:
+    """Refuse a track the local harness cannot reproduce exactly.
+
+    Raises:
+        UsageError: the hub's spec of this track has another harness version or id.
+        RecordRejected: the hub does not know the track.
+    """
+    view = hub.track(spec.id)
+    theirs = view.spec
+    if theirs.harness_version != spec.harness_version:
+        raise UsageError(
+            f"the hub's track {theirs.id} uses harness version {theirs.harness_version}, this client has "
+            f"{spec.harness_version}: results would not compare",
+            hint="install the autoresearch-hub version the hub runs",
+        )
+    if theirs.id != spec.id:
+        raise UsageError(f"the hub's track {theirs.id} differs from the local {spec.id}")
+
+
+def _workspace_for(opts: JoinOptions, track: str | None):  # noqa: ANN202 - Workspace (client/workspace.py)
+    """Open the workspace, or create it with ``--init DIR --track T``."""
+    from autoresearch.trainer import tracks
+
+    from .workspace import Workspace
+
+    if opts.init is None:
+        if opts.track is not None:
+            raise UsageError("--track needs --init DIR (an existing workspace keeps its track)")
+        return Workspace.open(opts.directory)
+    if track is None:
+        raise UsageError("--init needs --track", hint="e.g. --init ./ws --track cpu")
+    if (opts.init / ".autoresearch" / "config.json").exists():
+        ws = Workspace.open(opts.init)
+        if tracks.get_track(ws.config.track).id != tracks.get_track(track).id:
+            raise UsageError(f"{opts.init} is a workspace of track {ws.config.track}, not {track}")
+        return ws
+    spec = tracks.get_track(track)
+    program = resources.files("autoresearch.client").joinpath("templates", "program.md").read_text(encoding="utf-8")
+    return Workspace.init(opts.init, track=spec.name, reference_source=tracks.reference_source(spec), program_md=program)
+
+
+def ensure_calibration(spec: TrackSpec, hardware_class: str, keys: KeyPair, outbox: Outbox, *, yes: bool) -> None:
+    """Reuse or run this machine's calibration of ``spec`` and queue its signed record for the hub.
+
+    A GPU track asks first (about 25 minutes on ``climbmix``) unless ``yes``.
+
+    Raises:
+        UsageError: the user declined, or no terminal to ask on without ``--yes``.
+    """
+    from . import calibration
+
+    if calibration.load_cached(spec, hardware_class) is None:
+        minutes = calibration.estimate_seconds(spec.time_budget) / 60
+        if spec.device == "cuda" and not yes:
+            import sys
+
+            import typer
+
+            if not sys.stdin.isatty():
+                raise UsageError(f"calibration of {spec.name} takes about {minutes:.0f} minutes", hint="re-run with --yes to run it")
+            if not typer.confirm(f"calibrate {spec.name} on this machine now (about {minutes:.0f} minutes)?", err=True):
+                raise UsageError("calibration declined", hint="join with --no-calibrate to publish Δ val_bpb only")
+        _logger.info("calibrating %s on %s (about %.0f minutes)", spec.name, hardware_class, minutes)
+        calibration.calibrate(spec, keys=keys)
+    env = calibration.load_cached_envelope(spec, hardware_class)
+    if env is not None:
+        outbox.enqueue("calibration", env)
+
+
+def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
+    """``autoresearch join``: key, registration, track check, calibration, then
+    ``run_loop(workspace, track, hooks)`` (the CLI's loop with its display) with :class:`HubHooks`.
+    Afterwards the outbox gets a last delivery attempt. Returns the loop's counters.
+
+    Raises:
+        RecordRejected: the hub refused this key (revoked; private hub without a valid token).
+        UsageError, WorkspaceError: bad options or workspace.
+    """
+    from autoresearch.trainer import hardware, tracks
+
+    from .commands.keys import load_or_create_keys
+
+    keys = load_or_create_keys()
+    ws = _workspace_for(opts, opts.track)
+    spec = tracks.get_track(ws.config.track)
+    hw = hardware.hardware_class()
+    outbox = Outbox.for_workspace(ws.root)
+    hub = HubClient(opts.hub_url, token=opts.token)
+    sender_hub = HubClient(opts.hub_url, token=opts.token)
+    try:
+        try:
+            check_track(hub, spec)
+        except HubUnavailable as exc:
+            _logger.warning("hub unavailable, cannot check track %s now (%s); running solo", spec.id, exc)
+        registered = register_key(hub, outbox, keys, opts.display_name, hw)
+        fed = FederationConfig(
+            hub_url=opts.hub_url,
+            track=spec.id,
+            key_id=keys.key_id,
+            display_name=opts.display_name,
+            adopt_every=opts.adopt_every,
+            trust_community_best=opts.yes,
+            joined_at=utc_now(),
+        )
+        save_federation(ws.root, fed)
+        if opts.calibrate:
+            ensure_calibration(spec, hw, keys, outbox, yes=opts.yes)
+        else:
+            _logger.info("calibration skipped: records carry Δ val_bpb only (no z, no ECM)")
+        sender = OutboxSender(outbox, sender_hub).start()
+        hooks = HubHooks(
+            hub=hub,
+            outbox=outbox,
+            sender=sender,
+            keys=keys,
+            track=spec.id,
+            time_budget=spec.time_budget,
+            hardware_class=hw,
+            trust_community_best=opts.yes,
+            source_lookup=lambda sha: _workspace_source(ws, sha),
+        )
+        _logger.info(
+            "joined %s as %s (key %s…)%s", opts.hub_url, opts.display_name, keys.key_id[:16], "" if registered else " [solo until the hub is back]"
+        )
+        try:
+            stats = run_loop(ws, spec, hooks)
+        finally:
+            report = sender.stop(flush=True)
+            if report is not None and (report.pending or report.rejected):
+                _logger.warning(
+                    "%d record(s) still wait in the outbox, %d rejected; `autoresearch outbox` lists them",
+                    report.pending,
+                    len(report.rejected),
+                )
+        revoked = [i for i in outbox.items(("rejected",)) if i.reason == "key_revoked"]
+        if revoked:
+            raise RecordRejected(
+                f"the hub revoked key {keys.key_id[:16]}…; {len(revoked)} record(s) were refused",
+                status=403,
+                reason="key_revoked",
+                hint="they stay in this workspace: `autoresearch outbox` lists them",
+            )
+        return stats
+    finally:
+        hub.close()
+        sender_hub.close()
+
+
+def _workspace_source(ws, sha: str) -> str | None:  # noqa: ANN001 - Workspace (client/workspace.py)
+    """A ``train.py`` of the workspace's recent experiments (parents and children) by sha256."""
+    for exp in reversed(ws.experiments()[-20:]):
+        for commit in (exp.parent_commit, exp.commit):
+            if commit:
+                source = ws.source_at(commit)
+                if sha256_hex(source) == sha:
+                    return source
+    return None

@@ -1,0 +1,368 @@
+"""The durable outbox: signed records wait here until the hub has them.
+
+Publishing never blocks research (DESIGN.md "The agent loop"): the loop hands a signed envelope to
+:meth:`Outbox.enqueue`, which commits it to SQLite and returns; :class:`OutboxSender`, a background
+thread, delivers items in order.
+
+Storage: ``<workspace>/.autoresearch/outbox.sqlite`` in WAL mode with ``synchronous=FULL``, so a
+committed item survives ``kill -9`` and power loss (SQLite "Atomic Commit", https://sqlite.org/atomiccommit.html).
+Each operation opens its own connection, so the loop thread, the sender thread and another process
+(``autoresearch outbox --send``) can share the file.
+
+Delivery rules:
+
+- items go out in enqueue order (``seq``); while the head item cannot be delivered because the hub
+  is unavailable, nothing behind it is sent (the hub sees records in the order they were made);
+- a hub that is down, times out, answers 5xx or 429 → the head item is retried after an exponential
+  backoff (1 s, 2 s, 4 s … capped at ``max_backoff`` seconds, with jitter); a :meth:`OutboxSender.wake`
+  (every new record) tries again at once;
+- resending is idempotent: the hub answers 200 (``created: false``) for a record id it already has,
+  which counts as delivered;
+- a 4xx with reason ``unknown_parent`` → PUT the item's sources (the parent ``train.py``) and retry
+  once; ``key_pending`` (a private hub's admin has not approved the key yet) → backoff, like a down hub;
+- any other 4xx → the item is marked ``rejected`` with the reason and never retried automatically
+  (``autoresearch outbox`` lists it; :meth:`Outbox.requeue` puts rejected items back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from autoresearch.protocol import Envelope, parse_envelope, sha256_hex, verify
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import HubUnavailable, RecordRejected, UsageError
+from .hubclient import HubClient
+
+_logger = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.sqlite"
+Kind = Literal["client", "experiment", "calibration"]
+State = Literal["pending", "sent", "rejected"]
+BACKOFF_REASONS = frozenset({"key_pending"})
+"""4xx reasons that mean "not yet" rather than "never": retried with backoff like a down hub."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('client', 'experiment', 'calibration')),
+    envelope TEXT NOT NULL,
+    sources TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    reason TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    sent_at TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_items_state_seq ON items (state, seq);
+CREATE TABLE IF NOT EXISTS sources (
+    sha256 TEXT PRIMARY KEY,
+    text TEXT NOT NULL
+);
+"""
+
+
+class OutboxItem(BaseModel):
+    """One record in the outbox (what ``autoresearch outbox --json`` prints)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    record_id: str
+    kind: Kind
+    state: State
+    attempts: int
+    next_attempt_at: float = Field(description="Unix time (s) of the next automatic attempt")
+    reason: str | None = Field(default=None, description="the hub's reason code of a rejection")
+    last_error: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+    sources: list[str] = Field(default_factory=list, description="sha256 of train.py files to upload on unknown_parent")
+
+
+class SendReport(BaseModel):
+    """What one :meth:`Outbox.send_pending` pass did."""
+
+    sent: int = 0
+    already_there: int = Field(default=0, description="records the hub already had (200)")
+    rejected: list[OutboxItem] = Field(default_factory=list)
+    pending: int = 0
+    unavailable: str | None = Field(default=None, description="why the pass stopped early (hub down)")
+
+
+class Outbox:
+    """The outbox file of one workspace.
+
+    Args:
+        path: the SQLite file (created with its tables on first use).
+        max_backoff: cap of the retry delay, seconds.
+    """
+
+    def __init__(self, path: Path, *, max_backoff: float = 300.0) -> None:
+        self.path = path
+        self.max_backoff = max_backoff
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    @classmethod
+    def for_workspace(cls, root: Path, **kwargs: float) -> Outbox:
+        """The outbox of the workspace at ``root`` (``root/.autoresearch/outbox.sqlite``)."""
+        return cls(root / ".autoresearch" / OUTBOX_FILE, **kwargs)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.row_factory = sqlite3.Row
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def enqueue(self, kind: Kind, envelope: Envelope, *, sources: dict[str, str] | None = None) -> str:
+        """Store a signed record for delivery; returns its record id. Enqueuing it again is a no-op.
+
+        ``sources`` maps sha256 → ``train.py`` text the hub may need (the parent of an experiment).
+
+        Raises:
+            ProtocolError: the envelope does not verify under its embedded key.
+            UsageError: a source's text does not hash to its key.
+        """
+        record_id = verify(envelope).record_id
+        sources = sources or {}
+        for sha, text in sources.items():
+            if sha256_hex(text) != sha:
+                raise UsageError(f"source {sha[:12]}… does not hash to its sha256")
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO sources (sha256, text) VALUES (?, ?)", list(sources.items())
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO items (record_id, kind, envelope, sources, created_at) VALUES (?, ?, ?, ?, ?)",
+                (record_id, kind, envelope.to_json(), json.dumps(sorted(sources)), _now_iso()),
+            )
+        _logger.debug("outbox: queued %s %s", kind, record_id[:12])
+        return record_id
+
+    def requeue(self, reason: str | None = None) -> int:
+        """Put rejected items (all, or those with ``reason``) back to pending; returns how many."""
+        query = "UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0 WHERE state = 'rejected'"
+        args: tuple[str, ...] = ()
+        if reason is not None:
+            query += " AND reason = ?"
+            args = (reason,)
+        with self._transaction() as conn:
+            return conn.execute(query, args).rowcount
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def items(self, states: tuple[State, ...] = ("pending", "rejected")) -> list[OutboxItem]:
+        """Items in the given states, oldest first."""
+        marks = ", ".join("?" for _ in states)
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT * FROM items WHERE state IN ({marks}) ORDER BY seq", states).fetchall()
+        return [_item(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per state (missing states count 0)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()
+        return {"pending": 0, "sent": 0, "rejected": 0} | {row[0]: row[1] for row in rows}
+
+    def envelope(self, record_id: str) -> Envelope:
+        """The stored envelope of an item (raises ``KeyError`` for an unknown id)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT envelope FROM items WHERE record_id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise KeyError(record_id)
+        return parse_envelope(row[0])
+
+    def source(self, sha256: str) -> str | None:
+        """A stored source text by sha256, or None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT text FROM sources WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- delivery -----------------------------------------------------------------------------------
+
+    def send_pending(self, hub: HubClient, *, force: bool = False) -> SendReport:
+        """Deliver pending items in order until the queue is empty or the hub is unavailable.
+
+        ``force`` ignores the backoff of the head item (used on wake-up and by ``outbox --send``).
+        Never raises for hub failures: they end up in the report and the items' state.
+        """
+        report = SendReport()
+        while True:
+            head = self._head()
+            if head is None:
+                break
+            if not force and head.next_attempt_at > time.time():
+                break
+            force = False  # only the first attempt of a pass skips the backoff
+            try:
+                created = self._deliver(hub, head)
+            except HubUnavailable as exc:
+                self._backoff(head, str(exc))
+                report.unavailable = str(exc)
+                break
+            except RecordRejected as exc:
+                if exc.reason in BACKOFF_REASONS:
+                    self._backoff(head, str(exc))
+                    report.unavailable = str(exc)
+                    break
+                report.rejected.append(self._reject(head, exc))
+                continue
+            self._mark_sent(head)
+            if created:
+                report.sent += 1
+            else:
+                report.already_there += 1
+        report.pending = self.counts()["pending"]
+        return report
+
+    def _deliver(self, hub: HubClient, item: OutboxItem) -> bool:
+        env = self.envelope(item.record_id)
+        try:
+            return _submit(hub, item.kind, env)
+        except RecordRejected as exc:
+            if exc.reason != "unknown_parent" or not item.sources:
+                raise
+        for sha in item.sources:
+            text = self.source(sha)
+            if text is not None:
+                _logger.info("outbox: uploading source %s… the hub does not have", sha[:12])
+                hub.put_source(sha, text)
+        return _submit(hub, item.kind, env)
+
+    def _head(self) -> OutboxItem | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM items WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else _item(row)
+
+    def _backoff(self, item: OutboxItem, error: str) -> None:
+        attempts = item.attempts + 1
+        delay = min(self.max_backoff, 2.0 ** (attempts - 1)) * random.uniform(0.75, 1.0)
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE items SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE seq = ?",
+                (attempts, time.time() + delay, error[:1000], item.seq),
+            )
+        _logger.info("outbox: hub unavailable, %d pending; next try in %.0f s", self.counts()["pending"], delay)
+
+    def _reject(self, item: OutboxItem, exc: RecordRejected) -> OutboxItem:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE items SET state = 'rejected', attempts = attempts + 1, reason = ?, last_error = ? WHERE seq = ?",
+                (exc.reason, str(exc)[:1000], item.seq),
+            )
+        _logger.warning("outbox: hub rejected %s %s… (%s): %s", item.kind, item.record_id[:12], exc.reason, exc)
+        return item.model_copy(update={"state": "rejected", "reason": exc.reason, "last_error": str(exc)})
+
+    def _mark_sent(self, item: OutboxItem) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE items SET state = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL WHERE seq = ?",
+                (_now_iso(), item.seq),
+            )
+
+
+def _submit(hub: HubClient, kind: str, env: Envelope) -> bool:
+    if kind == "experiment":
+        return hub.submit_experiment(env).created
+    if kind == "calibration":
+        return hub.submit_calibration(env).created
+    return hub.register(env).created
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        seq=row["seq"],
+        record_id=row["record_id"],
+        kind=row["kind"],
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        reason=row["reason"],
+        last_error=row["last_error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        sent_at=datetime.fromisoformat(row["sent_at"]) if row["sent_at"] else None,
+        sources=json.loads(row["sources"]),
+    )
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class OutboxSender:
+    """Background thread that delivers an outbox to one hub.
+
+    It runs a :meth:`Outbox.send_pending` pass when woken (every :meth:`wake`), when the head item's
+    backoff ends, and at least every ``idle_seconds``. :meth:`stop` ends the thread after one last
+    pass bounded by ``flush_seconds`` (the HTTP timeout bounds each request).
+    """
+
+    def __init__(self, outbox: Outbox, hub: HubClient, *, idle_seconds: float = 5.0) -> None:
+        self.outbox = outbox
+        self.hub = hub
+        self.idle_seconds = idle_seconds
+        self.last_report: SendReport | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
+
+    def start(self) -> OutboxSender:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Try to deliver now (ignoring the current backoff once)."""
+        self._wake.set()
+
+    def stop(self, *, flush: bool = True, flush_seconds: float = 15.0) -> SendReport | None:
+        """Stop the thread; with ``flush``, make a last forced pass first. Returns the last report."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=flush_seconds + 30.0)
+        if flush:
+            self.last_report = self.outbox.send_pending(self.hub, force=True)
+        return self.last_report
+
+    def _run(self) -> None:
+        force = True
+        while not self._stop.is_set():
+            self.last_report = self.outbox.send_pending(self.hub, force=force)
+            head = self.outbox.items(("pending",))
+            wait = self.idle_seconds
+            if head:
+                wait = max(0.05, min(wait, head[0].next_attempt_at - time.time()))
+            force = self._wake.wait(timeout=wait)
+            self._wake.clear()

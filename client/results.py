@@ -1,0 +1,112 @@
+"""``results.tsv`` in upstream autoresearch's format, and the compact results table proposers read.
+
+``results.tsv`` has five tab-separated columns, ``commit val_bpb memory_gb status description``
+(upstream ``program.md``): the short commit, val_bpb with 6 decimals, peak memory in GB with one
+decimal, ``keep``/``discard``/``crash``, and a one-line description. A crash shows ``0.000000`` and
+``0.0``. The loop rewrites the file atomically from its recorded experiments after every run, so the
+file can never hold a row twice or miss one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from autoresearch.protocol import ExperimentRecord
+from pydantic import BaseModel, ConfigDict
+
+HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
+
+
+class ResultRow(BaseModel):
+    """One row of ``results.tsv`` (values as written)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str
+    val_bpb: str
+    memory_gb: str
+    status: str
+    description: str
+
+    @classmethod
+    def from_record(cls, commit: str, record: ExperimentRecord) -> ResultRow:
+        """The row of a recorded experiment; ``commit`` is shortened to 7 hex characters."""
+        ok = record.status != "crash" and record.metrics.val_bpb is not None
+        val = record.metrics.val_bpb if ok else 0.0
+        mem_mib = record.metrics.peak_vram_mib if ok and record.metrics.peak_vram_mib else 0.0
+        return cls(
+            commit=commit[:7],
+            val_bpb=f"{val:.6f}",
+            memory_gb=f"{mem_mib / 1024:.1f}",
+            status=record.status,
+            description=_one_line(record.description),
+        )
+
+    def as_line(self) -> str:
+        return "\t".join((self.commit, self.val_bpb, self.memory_gb, self.status, self.description))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\t", " ").split())
+
+
+def read_results(path: Path) -> list[ResultRow]:
+    """Rows of a ``results.tsv`` (header skipped; a missing file is empty).
+
+    Raises:
+        ValueError: a row does not have five tab-separated columns (names the line).
+    """
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or (number == 1 and line.split("\t")[0] == "commit"):
+            continue
+        cols = line.split("\t")
+        if len(cols) != 5:
+            raise ValueError(f"{path}:{number}: expected 5 tab-separated columns, got {len(cols)}")
+        rows.append(ResultRow(**dict(zip(HEADER, cols, strict=True))))
+    return rows
+
+
+def write_results(path: Path, rows: Iterable[ResultRow]) -> None:
+    """Write ``results.tsv`` atomically (temp file in the same folder, then rename)."""
+    text = "\t".join(HEADER) + "\n" + "".join(row.as_line() + "\n" for row in rows)
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: temp file beside it, fsync, ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def compact_table(records: Sequence[tuple[int, ExperimentRecord]], *, max_rows: int = 20) -> str:
+    """The last ``max_rows`` experiments as a small fixed-width table for a proposer's prompt.
+
+    Long runs must not fill an LLM's context, so older rows are summarised in one line.
+    Columns: number, status, val_bpb, Δ vs parent (bits per byte), description.
+    """
+    lines = ["#     status   val_bpb   delta     description"]
+    hidden = len(records) - max_rows
+    if hidden > 0:
+        keeps = sum(1 for _, r in records[:hidden] if r.status == "keep")
+        lines.append(f"(… {hidden} earlier experiments, {keeps} kept, not shown)")
+    for number, record in records[-max_rows:]:
+        val = f"{record.metrics.val_bpb:.6f}" if record.metrics.val_bpb is not None else "-"
+        delta = record.normalised.delta_val_bpb
+        delta_s = f"{delta:+.5f}" if delta is not None else "-"
+        lines.append(f"{number:<5} {record.status:<8} {val:<9} {delta_s:<9} {_one_line(record.description)[:120]}")
+    return "\n".join(lines)

@@ -1,0 +1,369 @@
+"""The volunteer's workspace: a git repo holding ``train.py``, ``program.md`` and ``results.tsv``,
+with the loop's state under ``.autoresearch/`` (git-ignored)::
+
+    train.py                    the file the agent edits (one commit per experiment on the run branch)
+    program.md                  research instructions the human edits; proposers read it
+    results.tsv                 upstream's five columns, rewritten from the records after every run
+    .autoresearch/config.json   WorkspaceConfig (track, base branch, adoption)
+    .autoresearch/experiments/NNNN.json   one LocalExperiment per experiment (ExperimentRecord inside)
+    .autoresearch/pending.json  the candidate being run (a killed run is re-run from it on resume)
+    .autoresearch/runs/NNNN/    run.log and result.json of each run (and the train.py that ran)
+    .autoresearch/adopted_results.tsv     rows of an adopted upstream checkout's results.tsv
+    .autoresearch/lock          held (flock) by the one `autoresearch run` in this workspace
+
+Every state file is written atomically; git runs with a fallback identity when none is configured.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from autoresearch.protocol import ExperimentRecord, utc_now
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import UsageError, WorkspaceError
+from .results import ResultRow, atomic_write_text, read_results, write_results
+
+_logger = logging.getLogger(__name__)
+
+STATE_DIR = ".autoresearch"
+FALLBACK_IDENTITY = ("-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost")
+GITIGNORE_LINES = (".autoresearch/", "results.tsv", "__pycache__/", "run.log")
+
+
+class WorkspaceConfig(BaseModel):
+    """``.autoresearch/config.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    track: str = Field(description="track name or id given to `init`")
+    base_branch: str = Field(description="branch run branches start from")
+    adopted: bool = Field(default=False, description="adopted from an upstream autoresearch checkout")
+    created_at: datetime
+
+
+class ProposerUsage(BaseModel):
+    """What a proposal cost: LLM tokens and US dollars (None for proposers that use no LLM)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_usd: float = 0.0
+    attempts: int = 1
+    seconds: float = 0.0
+
+
+class PendingExperiment(BaseModel):
+    """The candidate being run; written before the run starts, removed once its result is recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: int
+    tag: str
+    commit: str = Field(description="the candidate commit (the best commit for a baseline)")
+    parent_commit: str
+    description: str
+    proposer: str
+    repair_of: int | None = None
+    usage: ProposerUsage | None = None
+    started_at: datetime
+
+
+class LocalExperiment(BaseModel):
+    """One experiment as this workspace recorded it: ``.autoresearch/experiments/NNNN.json``.
+
+    ``kind`` is ``run`` (trained here; ``record`` holds the unsigned ExperimentRecord), ``rejected``
+    (failed the policy check, never run; ``rejected_reasons``) or ``hub_done`` (the hub answered a
+    claim with a result; ``record`` is the hub's record and ``hub_experiment_id`` its id).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: int
+    tag: str
+    kind: Literal["run", "rejected", "hub_done"]
+    commit: str | None = None
+    parent_commit: str
+    description: str
+    proposer: str
+    child_sha256: str
+    child_canonical_sha256: str | None = None
+    record: ExperimentRecord | None = None
+    rejected_reasons: list[str] = Field(default_factory=list)
+    hub_experiment_id: str | None = None
+    repair_of: int | None = None
+    usage: ProposerUsage | None = None
+    run_dir: str | None = None
+    started_at: datetime
+    finished_at: datetime
+
+
+class Workspace:
+    """An autoresearch workspace rooted at ``root`` (see the module docstring for the layout)."""
+
+    def __init__(self, root: Path, config: WorkspaceConfig) -> None:
+        self.root = root
+        self.config = config
+
+    # paths ---------------------------------------------------------------------------------------
+
+    @property
+    def train_py(self) -> Path:
+        return self.root / "train.py"
+
+    @property
+    def program_md(self) -> Path:
+        return self.root / "program.md"
+
+    @property
+    def results_tsv(self) -> Path:
+        return self.root / "results.tsv"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def experiments_dir(self) -> Path:
+        return self.state_dir / "experiments"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def pending_path(self) -> Path:
+        return self.state_dir / "pending.json"
+
+    # creation ------------------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: Path, *, track: str, reference_source: str, program_md: str, adopt: bool = False) -> Workspace:
+        """Create a workspace in ``root`` (new, or adopting an upstream autoresearch checkout).
+
+        New: ``root`` must not hold a ``train.py``; creates the git repo (branch ``main``), writes
+        ``train.py`` (``reference_source``), ``program.md``, ``results.tsv`` and ``.gitignore``, and
+        commits. Adopt: ``root`` is a git checkout with a ``train.py``; its branch, history, and
+        ``results.tsv`` rows are kept (rows go to ``.autoresearch/adopted_results.tsv``); a missing
+        ``program.md`` is written.
+
+        Raises:
+            WorkspaceError: ``root`` already is a workspace, or does not fit the mode.
+        """
+        root = root.resolve()
+        if (root / STATE_DIR / "config.json").exists():
+            raise WorkspaceError(f"{root} already is an autoresearch workspace", hint="run `autoresearch run` in it")
+        if adopt:
+            return cls._adopt(root, track=track, program_md=program_md)
+        if (root / "train.py").exists():
+            raise WorkspaceError(
+                f"{root} already holds a train.py",
+                hint="use `autoresearch init DIR --adopt` to adopt an upstream autoresearch checkout",
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / ".git").exists():
+            _git(root, "init", "-q", "-b", "main")
+        atomic_write_text(root / "train.py", reference_source)
+        atomic_write_text(root / "program.md", program_md)
+        _ensure_gitignore(root)
+        write_results(root / "results.tsv", [])
+        _git(root, "add", "train.py", "program.md", ".gitignore")
+        _git(root, "commit", "-q", "-m", f"autoresearch: reference train.py for track {track}")
+        return cls._write_config(root, track=track, adopted=False)
+
+    @classmethod
+    def _adopt(cls, root: Path, *, track: str, program_md: str) -> Workspace:
+        if not (root / "train.py").is_file() or not (root / ".git").exists():
+            raise WorkspaceError(
+                f"{root} is not an autoresearch checkout (needs a git repo with train.py)",
+                hint="create a fresh workspace with `autoresearch init DIR --track T`",
+            )
+        adopted_rows = read_results(root / "results.tsv")
+        if not (root / "program.md").exists():
+            atomic_write_text(root / "program.md", program_md)
+            _git(root, "add", "program.md")
+            _git(root, "commit", "-q", "-m", "autoresearch: add program.md")
+        _ensure_gitignore(root)
+        ws = cls._write_config(root, track=track, adopted=True)
+        write_results(ws.state_dir / "adopted_results.tsv", adopted_rows)
+        ws.write_results_tsv()
+        _logger.info("adopted %s (%d results.tsv rows kept)", root, len(adopted_rows))
+        return ws
+
+    @classmethod
+    def _write_config(cls, root: Path, *, track: str, adopted: bool) -> Workspace:
+        branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+        config = WorkspaceConfig(track=track, base_branch=branch, adopted=adopted, created_at=utc_now())
+        for sub in ("experiments", "runs"):
+            (root / STATE_DIR / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / STATE_DIR / "config.json", config.model_dump_json(indent=2) + "\n")
+        return cls(root, config)
+
+    @classmethod
+    def open(cls, root: Path) -> Workspace:
+        """Open the workspace at ``root`` or the nearest parent folder that is one.
+
+        Raises:
+            WorkspaceError: no workspace there, or its config is unreadable.
+        """
+        root = root.resolve()
+        for folder in (root, *root.parents):
+            path = folder / STATE_DIR / "config.json"
+            if path.exists():
+                try:
+                    return cls(folder, WorkspaceConfig.model_validate_json(path.read_text()))
+                except ValueError as exc:
+                    raise WorkspaceError(f"{path} is malformed: {exc}") from exc
+        raise WorkspaceError(f"no autoresearch workspace at {root}", hint="create one with `autoresearch init DIR --track T`")
+
+    # git -----------------------------------------------------------------------------------------
+
+    def git(self, *args: str) -> str:
+        """Run git in the workspace; returns stripped stdout. Raises WorkspaceError on failure."""
+        return _git(self.root, *args)
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def branch_exists(self, branch: str) -> bool:
+        return subprocess.run(
+            ["git", "-C", str(self.root), "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
+            capture_output=True, check=False,
+        ).returncode == 0
+
+    def checkout_run_branch(self, tag: str) -> str:
+        """Check out ``autoresearch/<tag>``, creating it at HEAD when new. Returns the branch name."""
+        branch = f"autoresearch/{tag}"
+        if self.branch_exists(branch):
+            self.git("checkout", "-q", branch)
+        else:
+            self.git("checkout", "-q", "-b", branch)
+        return branch
+
+    def train_py_dirty(self) -> bool:
+        return bool(self.git("status", "--porcelain", "--", "train.py"))
+
+    def commit_train_py(self, source: str, message: str) -> str:
+        """Write ``train.py`` and commit it; returns the new commit (40 hex)."""
+        atomic_write_text(self.train_py, source)
+        self.git("add", "train.py")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.head()
+
+    def reset_hard(self, commit: str) -> None:
+        self.git("reset", "-q", "--hard", commit)
+
+    def source_at(self, commit: str) -> str:
+        """``train.py`` as of ``commit``."""
+        return _git(self.root, "show", f"{commit}:train.py", strip=False)
+
+    # state ---------------------------------------------------------------------------------------
+
+    def experiments(self) -> list[LocalExperiment]:
+        """Every recorded experiment, by number."""
+        out = []
+        for path in sorted(self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
+            try:
+                out.append(LocalExperiment.model_validate_json(path.read_text()))
+            except ValueError as exc:
+                raise WorkspaceError(f"{path} is malformed: {exc}") from exc
+        return out
+
+    def save_experiment(self, exp: LocalExperiment) -> Path:
+        path = self.experiments_dir / f"{exp.number:04d}.json"
+        atomic_write_text(path, exp.model_dump_json(indent=2, by_alias=True) + "\n")
+        return path
+
+    def next_number(self) -> int:
+        numbers = [e.number for e in self.experiments()]
+        pending = self.pending()
+        if pending:
+            numbers.append(pending.number)
+        return max(numbers, default=0) + 1
+
+    def pending(self) -> PendingExperiment | None:
+        if not self.pending_path.exists():
+            return None
+        return PendingExperiment.model_validate_json(self.pending_path.read_text())
+
+    def set_pending(self, pending: PendingExperiment) -> None:
+        atomic_write_text(self.pending_path, pending.model_dump_json(indent=2) + "\n")
+
+    def clear_pending(self) -> None:
+        self.pending_path.unlink(missing_ok=True)
+
+    def new_run_dir(self, number: int) -> Path:
+        """A fresh folder for a run of experiment ``number``: ``runs/NNNN``, or ``runs/NNNN-k`` when
+        a killed attempt left one (its orphaned harness may still be writing there)."""
+        path = self.runs_dir / f"{number:04d}"
+        attempt = 1
+        while path.exists():
+            attempt += 1
+            path = self.runs_dir / f"{number:04d}-{attempt}"
+        path.mkdir(parents=True)
+        return path
+
+    def write_results_tsv(self) -> None:
+        """Rewrite ``results.tsv``: adopted rows, then one row per experiment run here."""
+        rows = read_results(self.state_dir / "adopted_results.tsv")
+        for exp in self.experiments():
+            if exp.kind == "run" and exp.record is not None and exp.commit:
+                rows.append(ResultRow.from_record(exp.commit, exp.record))
+        write_results(self.results_tsv, rows)
+
+    def lock(self) -> IO[str]:
+        """Take the workspace's run lock (released when the returned file is closed or the process dies).
+
+        Raises:
+            WorkspaceError: another `autoresearch run` holds it.
+        """
+        fh = open(self.state_dir / "lock", "a+")  # noqa: SIM115 - returned to the caller, who closes it
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.close()
+            raise WorkspaceError(
+                f"another `autoresearch run` is running in {self.root}", hint="stop it first (Ctrl-C)"
+            ) from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        return fh
+
+
+def _identity_args(root: Path) -> tuple[str, ...]:
+    """``-c user.name=… -c user.email=…`` when git has no identity configured (else nothing)."""
+    if os.environ.get("GIT_COMMITTER_EMAIL") or os.environ.get("EMAIL"):
+        return ()
+    probe = subprocess.run(["git", "-C", str(root), "config", "user.email"], capture_output=True, check=False)
+    return () if probe.returncode == 0 and probe.stdout.strip() else FALLBACK_IDENTITY
+
+
+def _git(root: Path, *args: str, strip: bool = True) -> str:
+    cmd = ["git", *_identity_args(root), "-C", str(root), *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise UsageError("git is not installed", hint="install git; the workspace is a git repo") from exc
+    if proc.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args[:2])} failed in {root}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip() if strip else proc.stdout
+
+
+def _ensure_gitignore(root: Path) -> None:
+    path = root / ".gitignore"
+    existing = path.read_text().splitlines() if path.exists() else []
+    missing = [line for line in GITIGNORE_LINES if line not in existing]
+    if missing:
+        atomic_write_text(path, "\n".join([*existing, *missing]) + "\n")

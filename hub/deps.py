@@ -1,0 +1,204 @@
+"""FastAPI dependencies as named ``Annotated`` aliases, and the per-app state they read.
+
+Authorisation lives here, never in a route body: :data:`ReadAccessDep` (a private hub needs a read,
+enroll or admin token for every read), :data:`AdminDep`, and :func:`signed_by_active_key` (a
+submission's signer must be registered, active and the signature must verify under its key).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from autoresearch.protocol import Verified
+
+from . import ingest, store
+from .catalog import TrackCatalog
+from .errors import AuthError, BadRequest
+from .metrics import HubMetrics
+from .settings import HubSettings
+from .store import DedupSettings
+
+_logger = logging.getLogger(__name__)
+
+TokenKind = Literal["admin", "enroll", "read"]
+TOKEN_COOKIE = "autoresearch_token"
+"""Cookie a browser keeps its read token in on a private hub (set by the pages' login form)."""
+
+
+@dataclass
+class HubState:
+    """Everything a request may need, built once by ``create_app`` and kept on ``app.state.hub``."""
+
+    settings: HubSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    catalog: TrackCatalog
+    metrics: HubMetrics = field(default_factory=HubMetrics)
+
+    @property
+    def rules(self) -> DedupSettings:
+        s = self.settings
+        return DedupSettings(rel_tol=s.near_duplicate_rel_tol, jaccard=s.near_duplicate_jaccard, replication_z=s.replication_z)
+
+
+def get_state(request: Request) -> HubState:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[HubState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> HubSettings:
+    return state.settings
+
+
+SettingsDep = Annotated[HubSettings, Depends(get_settings)]
+
+
+def get_catalog(state: StateDep) -> TrackCatalog:
+    return state.catalog
+
+
+CatalogDep = Annotated[TrackCatalog, Depends(get_catalog)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    """A session per request; rolled back and closed at the end (routes commit their writes)."""
+    with state.sessions() as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The ``Authorization: Bearer …`` token, or None when the header is absent.
+
+    Raises:
+        AuthError: ``bad_token`` for another scheme or an empty token.
+    """
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("Authorization must be 'Bearer <token>'", code="bad_token")
+    return token.strip()
+
+
+def token_kind(request: Request, session: SessionDep, settings: SettingsDep) -> TokenKind | None:
+    """What the request's token grants (None: no token).
+
+    Raises:
+        AuthError: ``bad_token`` for a token the hub does not know (or revoked).
+    """
+    token = bearer_token(request)
+    if token is None:
+        return None
+    kind = token_kind_of(token, session, settings)
+    if kind is None:
+        raise AuthError("unknown or revoked token", code="bad_token")
+    return kind
+
+
+def token_kind_of(token: str, session: Session, settings: HubSettings) -> TokenKind | None:
+    """What a token grants: ``admin`` (the settings' admin token), ``enroll``/``read`` (a live
+    stored token), or None for an unknown or revoked one."""
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if admin and _equal(token, admin):
+        return "admin"
+    return store.token_kind(session, token)  # type: ignore[return-value]
+
+
+TOKEN_COOKIE = "autoresearch_token"
+"""Cookie set by the pages' login form on a private hub (``hub/routes/pages.py``). It grants read
+access only, never admin or enroll rights, so a cross-site request cannot borrow those."""
+
+
+def cookie_grants_read(request: Request, session: Session, settings: HubSettings) -> bool:
+    """True when the request's :data:`TOKEN_COOKIE` holds a live token (of any kind)."""
+    token = request.cookies.get(TOKEN_COOKIE)
+    return bool(token) and token_kind_of(token, session, settings) is not None  # type: ignore[arg-type]
+
+
+TokenKindDep = Annotated[TokenKind | None, Depends(token_kind)]
+
+
+def read_access(request: Request, session: SessionDep, settings: SettingsDep, kind: TokenKindDep) -> None:
+    """Public hub: anyone reads. Private hub: a read, enroll or admin token is required (Bearer
+    header, or the pages' login cookie :data:`TOKEN_COOKIE`).
+
+    Raises:
+        AuthError: ``token_required``.
+    """
+    if settings.private and kind is None and not cookie_grants_read(request, session, settings):
+        raise AuthError("this hub is private: send 'Authorization: Bearer <read token>'", code="token_required")
+
+
+ReadAccessDep = Annotated[None, Depends(read_access)]
+
+
+def admin_access(kind: TokenKindDep) -> None:
+    """Raises AuthError ``admin_required`` unless the request carries the admin token."""
+    if kind != "admin":
+        raise AuthError("this needs the hub's admin token", code="admin_required")
+
+
+AdminDep = Annotated[None, Depends(admin_access)]
+
+
+async def envelope_body(request: Request, settings: SettingsDep) -> bytes:
+    """The raw request body (a DSSE envelope), as received, at most ``max_body_bytes``.
+
+    Raises:
+        BadRequest: ``body_too_large``.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise BadRequest(f"body is {declared} bytes; this hub takes at most {settings.max_body_bytes}", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_body_bytes:
+            raise BadRequest(f"body is larger than {settings.max_body_bytes} bytes", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+BodyDep = Annotated[bytes, Depends(envelope_body)]
+
+
+def signed_by_active_key(session: Session, body: bytes, schema: str) -> Verified:
+    """Verify a submission: its signer must be a registered, active key, and the signature must verify
+    under that key (the first signature whose key id is registered is used).
+
+    Raises:
+        HubError: ``malformed_json``/``envelope_malformed``, ``unregistered_key``, ``key_revoked``,
+            ``key_pending``, or the protocol failure (``bad_signature``, ``wrong_schema`` …).
+    """
+    for keyid in ingest.signer_key_ids(body):
+        client = store.get_client(session, keyid)
+        if client is None:
+            continue
+        if client.status == "revoked":
+            raise AuthError(f"key {keyid[:12]}… was revoked; its new records are refused", code="key_revoked")
+        if client.status == "pending":
+            raise AuthError(f"key {keyid[:12]}… is waiting for an admin's approval", code="key_pending")
+        return ingest.verify_under(body, client.public_key, schema)
+    raise AuthError(
+        "the signing key is not registered on this hub; register it first (POST /api/v1/clients)",
+        code="unregistered_key",
+    )
+

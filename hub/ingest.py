@@ -1,0 +1,191 @@
+"""Checks a signed record must pass before the store keeps it. Pure: no SQL, no HTTP.
+
+The route verifies the envelope under the registered key (:func:`verify_under`), then
+:func:`check_experiment` re-derives everything the hub keeps about an experiment from the record and
+its parent source: the child source (the diff applied to the parent), its hashes and canonical
+hashes, the direction keys, near-duplicate fingerprints and the gain used in statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from autoresearch.protocol import (
+    ClientRegistration,
+    ExperimentRecord,
+    ProtocolError,
+    SchemaError,
+    TrackSpec,
+    Verified,
+    canonical_source_sha256,
+    parse_envelope,
+    sha256_hex,
+    verify,
+)
+
+from . import dedup, directions
+from .errors import Rejected, from_protocol
+from .patch import apply_to
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckedExperiment:
+    """An experiment that passed every check, with what the hub derived from it."""
+
+    verified: Verified
+    record: ExperimentRecord
+    parent_source: str
+    child_source: str
+    directions: list[str]
+    seed_only: bool
+    const_changes: dedup.ConstChanges | None
+    minhash: bytes | None
+    gain: float | None
+
+
+def signer_key_ids(body: bytes) -> list[str]:
+    """Key ids of the envelope's signatures, in order.
+
+    Raises:
+        BadRequest: ``malformed_json`` / ``envelope_malformed``.
+    """
+    try:
+        return [s.keyid for s in parse_envelope(body).signatures]
+    except ProtocolError as exc:
+        raise from_protocol(exc) from exc
+
+
+def verify_under(body: bytes, public_key_hex: str, schema: str) -> Verified:
+    """Verify the envelope bytes under one public key, expecting ``schema``.
+
+    Raises:
+        HubError: the protocol failure mapped to its code (``bad_signature``, ``wrong_schema``,
+            ``unknown_schema``, ``schema_invalid``, ``non_canonical`` …).
+    """
+    try:
+        return verify(body, public_key_hex, expected_schema=schema)
+    except ProtocolError as exc:
+        raise from_protocol(exc) from exc
+
+
+def verify_registration(body: bytes, schema: str) -> Verified:
+    """Verify a client registration under the public key it announces (proof of possession).
+
+    Raises:
+        HubError: as :func:`verify_under`.
+    """
+    try:
+        env = parse_envelope(body)
+        unverified = verify(env, None, expected_schema=schema)  # embedded key, bound to key id
+    except ProtocolError as exc:
+        raise from_protocol(exc) from exc
+    record = unverified.record
+    if not isinstance(record, ClientRegistration):
+        raise Rejected("expected a client registration", code="wrong_schema")
+    return verify_under(body, record.public_key, schema)
+
+
+def check_not_future(created_at: datetime, now: datetime, max_future_seconds: float) -> None:
+    """Raises Rejected ``future_timestamp`` when ``created_at`` is more than the allowance ahead."""
+    if created_at - now > timedelta(seconds=max_future_seconds):
+        raise Rejected(
+            f"created_at {created_at.isoformat()} is more than {max_future_seconds:.0f} s in the future "
+            f"(hub time {now.isoformat()}); check the clock",
+            code="future_timestamp",
+        )
+
+
+def check_experiment(
+    verified: Verified,
+    spec: TrackSpec,
+    parent_source: str,
+    *,
+    now: datetime,
+    max_diff_bytes: int,
+    max_source_bytes: int,
+    max_future_seconds: float,
+) -> CheckedExperiment:
+    """Every content check of an experiment record (the signature is already verified).
+
+    Raises:
+        HubError: ``diff_too_large``, ``future_timestamp``, ``hash_mismatch``, ``diff_does_not_apply``,
+            ``unparsable_source``, ``source_too_large``.
+    """
+    record = verified.record
+    if not isinstance(record, ExperimentRecord):
+        raise Rejected("expected an experiment record", code="wrong_schema")
+    diff_size = len(record.diff.encode("utf-8"))
+    if diff_size > max_diff_bytes:
+        raise Rejected(f"diff is {diff_size} bytes; this hub takes at most {max_diff_bytes}", code="diff_too_large")
+    check_not_future(record.created_at, now, max_future_seconds)
+    if sha256_hex(parent_source) != record.parent_sha256:
+        raise Rejected("parent source does not match parent_sha256", code="hash_mismatch")
+    child = apply_to(parent_source, record.diff, record.child_sha256)
+    if len(child.encode("utf-8")) > max_source_bytes:
+        raise Rejected(f"child train.py is larger than {max_source_bytes} bytes", code="source_too_large")
+    _check_canonical(parent_source, record.parent_canonical_sha256, "parent")
+    _check_canonical(child, record.child_canonical_sha256, "child")
+    keys = _directions(parent_source, child)
+    return CheckedExperiment(
+        verified=verified,
+        record=record,
+        parent_source=parent_source,
+        child_source=child,
+        directions=keys,
+        seed_only=directions.is_seed_only(keys),
+        const_changes=dedup.const_changes(parent_source, child, keys),
+        minhash=dedup.minhash_bytes(dedup.diff_tokens(parent_source, child)),
+        gain=experiment_gain(record),
+    )
+
+
+def experiment_gain(record: ExperimentRecord) -> float | None:
+    """The gain used in statistics: the record's ``normalised.gain`` (ECM child / ECM parent) when
+    present, else parent val_bpb ÷ child val_bpb on the same machine (> 1 is better); None for runs
+    without a val_bpb."""
+    if record.normalised.gain is not None:
+        return record.normalised.gain
+    if record.metrics.val_bpb is not None and record.parent_val_bpb is not None:
+        return record.parent_val_bpb / record.metrics.val_bpb
+    return None
+
+
+def _check_canonical(source: str, expected: str, which: str) -> None:
+    try:
+        actual = canonical_source_sha256(source)
+    except SchemaError as exc:
+        raise Rejected(f"{which} train.py does not parse: {exc}", code="unparsable_source") from exc
+    if actual != expected:
+        raise Rejected(
+            f"{which}_canonical_sha256 is {expected[:12]}…, but the {which} source's canonical hash is {actual[:12]}…",
+            code="hash_mismatch",
+        )
+
+
+def _directions(parent: str, child: str) -> list[str]:
+    try:
+        return directions.extract_directions(parent, child)
+    except SchemaError as exc:  # both sources parsed above; kept as a typed guard
+        raise Rejected(str(exc), code="unparsable_source") from exc
+
+
+def source_checks(text: str, sha256: str, max_source_bytes: int) -> str:
+    """Check an uploaded ``train.py``: size, hash, that it parses. Returns its canonical hash.
+
+    Raises:
+        HubError: ``source_too_large``, ``hash_mismatch``, ``unparsable_source``.
+    """
+    size = len(text.encode("utf-8"))
+    if size > max_source_bytes:
+        raise Rejected(f"train.py is {size} bytes; this hub takes at most {max_source_bytes}", code="source_too_large")
+    if sha256_hex(text) != sha256:
+        raise Rejected(f"body hashes to {sha256_hex(text)[:12]}…, not {sha256[:12]}…", code="hash_mismatch")
+    try:
+        return canonical_source_sha256(text)
+    except SchemaError as exc:
+        raise Rejected(str(exc), code="unparsable_source") from exc
+

@@ -1,0 +1,29 @@
+"""``POST /api/v1/calibrations``: store a client's signed calibration record."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from autoresearch.protocol import CALIBRATION_SCHEMA, Accepted, CalibrationRecord, utc_now
+
+from .. import ingest, store
+from ..deps import BodyDep, SessionDep, StateDep, signed_by_active_key
+from ..openapi import ENVELOPE_BODY, ERRORS
+
+router = APIRouter(prefix="/api/v1", tags=["calibrations"])
+
+
+@router.post("/calibrations", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
+def submit_calibration(body: BodyDep, session: SessionDep, state: StateDep, response: Response) -> Accepted:
+    """Verify and store a calibration (known track, no future timestamp). 201 new, 200 stored before."""
+    verified = signed_by_active_key(session, body, CALIBRATION_SCHEMA)
+    record = verified.record
+    assert isinstance(record, CalibrationRecord)
+    state.catalog.get_by_id(record.track)
+    ingest.check_not_future(record.created_at, utc_now(), state.settings.max_future_seconds)
+    created = store.add_calibration(session, verified, envelope_json=body.decode("utf-8"))
+    session.commit()
+    state.metrics.records.labels("calibration", "created" if created else "duplicate").inc()
+    if not created:
+        response.status_code = 200
+    return Accepted(id=verified.record_id, created=created, kind="calibration")

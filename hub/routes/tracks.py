@@ -1,0 +1,76 @@
+"""Track views: ``/api/v1/tracks``, ``/tracks/{track}``, its leaderboard, best, directions and
+suggestions. ``{track}`` is a full track id or a built-in short name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from autoresearch.protocol import CommunityBest, DirectionStats, Leaderboard, SuggestionList, TrackView, utc_now
+
+from .. import store
+from ..deps import ReadAccessDep, SessionDep, StateDep
+from ..openapi import ERRORS
+
+router = APIRouter(prefix="/api/v1", tags=["tracks"])
+
+KEPT_FOR_SUGGESTIONS = 300
+
+
+@router.get("/tracks", response_model=list[TrackView], responses=ERRORS)
+def list_tracks(session: SessionDep, state: StateDep, _: ReadAccessDep) -> list[TrackView]:
+    """Every track this hub knows, with counts and best figures."""
+    return [store.track_view(session, spec) for spec in state.catalog.all()]
+
+
+@router.get("/tracks/{track}", response_model=TrackView, responses=ERRORS)
+def get_track(track: str, session: SessionDep, state: StateDep, _: ReadAccessDep) -> TrackView:
+    return store.track_view(session, state.catalog.get(track))
+
+
+@router.get("/tracks/{track}/leaderboard", response_model=Leaderboard, responses=ERRORS)
+def get_leaderboard(track: str, session: SessionDep, state: StateDep, _: ReadAccessDep) -> Leaderboard:
+    """Raw val_bpb per hardware class and ECM across classes (kept runs of non-revoked keys)."""
+    return store.leaderboard(session, state.catalog.get(track).id)
+
+
+@router.get("/tracks/{track}/best", response_model=CommunityBest, responses=ERRORS)
+def get_best(
+    track: str, session: SessionDep, state: StateDep, _: ReadAccessDep,
+    hardware_class: Annotated[str | None, Query(max_length=200)] = None,
+) -> CommunityBest:
+    """The community best ``train.py`` (of a hardware class, else by ECM), with its lineage."""
+    spec = state.catalog.get(track)
+    return store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
+
+
+@router.get("/tracks/{track}/directions", response_model=list[DirectionStats], responses=ERRORS)
+def get_directions(track: str, session: SessionDep, state: StateDep, _: ReadAccessDep) -> list[DirectionStats]:
+    """Per direction: tries, keeps, crashes, gain and z statistics, per hardware class."""
+    return store.direction_stats(session, state.catalog.get(track).id)
+
+
+@router.get("/tracks/{track}/suggestions", response_model=SuggestionList, responses=ERRORS)
+def get_suggestions(
+    track: str, session: SessionDep, state: StateDep, _: ReadAccessDep,
+    hardware_class: Annotated[str | None, Query(max_length=200)] = None,
+    client: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="asking key id")] = None,
+) -> SuggestionList:
+    """What to try next (exploit, explore, combine, replicate, avoid), from :mod:`..suggestions`."""
+    from .. import suggestions
+
+    spec = state.catalog.get(track)
+    best = store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
+    items = suggestions.suggest(
+        spec.id,
+        store.direction_stats(session, spec.id),
+        store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS),
+        hardware_class=hardware_class,
+        client=client,
+        source_of=lambda sha: store.get_source(session, sha),
+        reference_source=state.catalog.reference_source(spec),
+        now=utc_now(),
+        best_id=best.experiment.id if best.experiment else None,
+    )
+    return SuggestionList(track=spec.id, hardware_class=hardware_class, items=items)

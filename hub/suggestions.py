@@ -1,0 +1,429 @@
+"""The suggestion engine: what an agent should try next on a track (DESIGN.md, "Suggestions").
+
+Pure logic over protocol models; the hub's route fills the inputs from its store and serves the
+result as ``SuggestionList``. Entry point (stable; the hub route and the research simulator call it)::
+
+    suggest(
+        track: str,
+        stats: Sequence[DirectionStats],      # per-direction aggregates of the track
+        kept: Sequence[ExperimentView],       # kept (status "keep", outcome "ok") experiments, newest
+                                              #   first; a few hundred at most
+        *,
+        hardware_class: str | None,           # the asking client's class (None: any)
+        client: str | None,                   # the asking client's key id (None: anonymous)
+        source_of: Callable[[str], str | None],   # sha256 -> train.py source (None: unknown)
+        reference_source: str,                # the track's reference train.py
+        now: datetime,                        # the request time (UTC)
+        limit: int = 10,
+        in_flight: Mapping[str, int] | None = None,   # direction -> live claims on it (optional)
+        best_id: str | None = None,           # experiment id of the current community best
+    ) -> list[Suggestion]
+
+The rule, in one place:
+
+* **Normalised gain** is ``z`` (improvement of the child over its parent in units of the
+  calibration's seed noise σ; positive is better). Every direction carries a Normal–Normal posterior
+  over its true mean z: prior N(0, PRIOR_SD²) with ``PRIOR_SD = 1`` (most changes are small against
+  the seed noise), each ok try an observation with noise ``OBS_SD = √2`` (z compares two noisy runs,
+  child and parent). Live claims on a direction count as observations of z = 0 ("hallucinated"
+  results, the batch Thompson trick of Kandasamy et al. 2018), so parallel clients spread out.
+* **Thompson sampling** (Thompson 1933; Russo et al., "A Tutorial on Thompson Sampling", 2018): each
+  candidate's score is one draw from its posterior. The random stream is seeded by SHA-256 of
+  (track, client, 10-minute time bucket): one client asking twice in a bucket gets the same list
+  (deterministic for a seeded input), two clients asking at the same moment get independent draws, so
+  their top suggestions differ unless one direction dominates the posterior.
+* ``exploit``: a direction with at least one ok try and posterior mean > 0. ``explore``: a direction
+  with fewer than EXPLORE_MAX_TRIES tries, including every direction derivable from the reference
+  ``train.py`` that nobody tried yet (``NAME ↑``/``NAME ↓`` for numeric constants, ``NAME`` for
+  other constants and functions, ``Class.method``). Both are scored by their draw, so one rule
+  balances them; the rationale names the area of ``train.py`` (optimizer, attention, …).
+* ``combine``: two kept experiments on the same parent whose directions are disjoint, merged by
+  :func:`autoresearch.hub.combine.combine_sources` (parses, exact union of changes, policy check).
+  Once a community best is known (``best_id``), only pairs that build on it: the best and one of its
+  siblings, or two children of the best.
+  Score: the sum of the two experiments' own posterior draws (each one try with its z).
+* ``replicate``: a kept experiment with z ≥ REPLICATE_MIN_Z run only once, asked of any other
+  client; or run fewer than REPLICATE_ENOUGH times and never on the asking client's hardware class.
+  Never asked of its own author. Score: its posterior draw plus BEST_BONUS when it is the community best, so a suspicious best is confirmed first.
+* ``avoid``: a direction with ≥ AVOID_MIN_TRIES tries that crashes at least half the time, or whose
+  posterior puts less than AVOID_MAX_P_GAIN on a positive effect. Listed last (at most MAX_AVOID),
+  score = posterior mean (negative).
+* A direction the asking hardware class has tried ≥ 2 times without a mean ECM gain above 1 is not
+  suggested to that class (hardware-dependent findings).
+* ``seed`` is never suggested: a seed change is not a finding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from itertools import combinations
+
+from autoresearch.protocol import DirectionStats, ExperimentView, Suggestion
+
+from .combine import Combined, CombineRefused, combine_sources
+from .directions import MODULE, SEED, possible_directions
+
+_logger = logging.getLogger(__name__)
+
+PRIOR_SD = 1.0
+"""Prior sd of a direction's true mean z: a typical change moves val_bpb by about one seed-noise σ."""
+OBS_SD = math.sqrt(2.0)
+"""Noise sd of one observed z: child and parent are each one noisy run (σ each, in z units)."""
+TIME_BUCKET_SECONDS = 600
+"""Width of the time bucket in the Thompson seed: lists are stable for a client within it."""
+EXPLORE_MAX_TRIES = 2
+"""A direction with fewer tries than this is an ``explore`` candidate."""
+AVOID_MIN_TRIES = 3
+"""Tries a direction needs before it can be called a dead end."""
+AVOID_CRASH_RATE = 0.5
+AVOID_MAX_P_GAIN = 0.1
+"""``avoid`` when the posterior probability of a positive effect is below this."""
+MAX_AVOID = 3
+REPLICATE_MIN_Z = 1.0
+"""Only results at least one seed-noise σ better than their parent are worth a replication."""
+BEST_BONUS = 1.0
+"""Score added to replicating the current community best (z units): trust needs confirmation."""
+REPLICATE_ENOUGH = 3
+"""Runs of one experiment after which no more replications are asked for."""
+HARDWARE_MIN_TRIES = 2
+MAX_COMBINE_PAIRS = 12
+"""Pairs of kept experiments merged per request (the most promising first); bounds the work."""
+MAX_EVIDENCE = 10
+
+_AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "schedule",
+        ("warmup", "warmdown", "schedule", "multiplier", "decay_steps", "final_lr", "cooldown"),
+    ),
+    (
+        "optimizer",
+        ("lr", "adam", "muon", "beta", "momentum", "weight_decay", "optim", "eps", "grad_clip"),
+    ),
+    (
+        "attention",
+        ("attn", "attention", "head", "window", "rope", "rotary", "kv", "softcap", "causal"),
+    ),
+    ("embeddings", ("embed", "vocab", "wte", "lm_head", "unembed")),
+    ("mlp", ("mlp", "ffn", "expansion", "relu", "gelu")),
+    ("normalisation", ("norm",)),
+    ("model size", ("depth", "layer", "dim", "width", "aspect", "n_embd", "params")),
+    ("batch", ("batch", "seq_len", "accum", "tokens")),
+    ("training loop", (MODULE.lower(), "train", "step", "loop")),
+)
+
+
+def area_of(direction: str) -> str:
+    """The area of ``train.py`` a direction belongs to (``optimizer``, ``attention``, …, ``other``),
+    by keywords in its name: a coarse map for rationales and the explore list."""
+    name = direction.split(" ", 1)[0].lower()
+    for area, keywords in _AREAS:
+        if any(k in name for k in keywords):
+            return area
+    return "other"
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """Normal posterior over a direction's true mean z (mean, sd), from ``n`` observations."""
+
+    mean: float
+    sd: float
+    n: int
+
+    @property
+    def p_gain(self) -> float:
+        """Posterior probability that the true mean z is positive."""
+        return 0.5 * (1.0 + math.erf(self.mean / (self.sd * math.sqrt(2.0))))
+
+
+def posterior(mean_z: float | None, n: int, *, pseudo_zeros: int = 0) -> Posterior:
+    """Normal–Normal posterior of a mean z from ``n`` observations averaging ``mean_z``.
+
+    Prior N(0, PRIOR_SD²), observation noise OBS_SD; ``pseudo_zeros`` extra observations of z = 0
+    stand for live claims whose results are not in yet.
+    """
+    total = n + pseudo_zeros
+    precision = 1.0 / PRIOR_SD**2 + total / OBS_SD**2
+    observed = (mean_z or 0.0) * n if n else 0.0
+    mean = (observed / OBS_SD**2) / precision
+    return Posterior(mean=mean, sd=math.sqrt(1.0 / precision), n=total)
+
+
+def thompson_rng(track: str, client: str | None, now: datetime) -> random.Random:
+    """The random stream of one request: seeded by SHA-256 of (track, client, time bucket)."""
+    bucket = int(now.timestamp() // TIME_BUCKET_SECONDS)
+    seed = hashlib.sha256(f"{track}|{client or ''}|{bucket}".encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+
+
+def suggest(
+    track: str,
+    stats: Sequence[DirectionStats],
+    kept: Sequence[ExperimentView],
+    *,
+    hardware_class: str | None,
+    client: str | None,
+    source_of: Callable[[str], str | None],
+    reference_source: str,
+    now: datetime,
+    limit: int = 10,
+    in_flight: Mapping[str, int] | None = None,
+    best_id: str | None = None,
+) -> list[Suggestion]:
+    """Ranked suggestions for one client (see the module docstring for the rule and its constants).
+
+    Args:
+        track: track id (part of the Thompson seed).
+        stats: per-direction aggregates of the track (``DirectionStats``); order does not matter.
+        kept: kept experiments of the track (combine and replicate candidates).
+        hardware_class: the asking client's hardware class, or None.
+        client: the asking client's key id, or None.
+        source_of: returns the ``train.py`` source with that SHA-256, or None when unknown.
+        reference_source: the track's reference ``train.py`` (explore areas come from it).
+        now: request time, timezone-aware.
+        limit: most suggestions returned (≥ 1).
+        in_flight: live claims per direction key (each counts as an observation of z = 0).
+        best_id: experiment id of the current community best (its replication gets BEST_BONUS).
+
+    Returns:
+        At most ``limit`` suggestions: actionable ones by descending score, then up to MAX_AVOID
+        ``avoid`` entries. Deterministic for the same inputs and time bucket.
+
+    Raises:
+        ValueError: ``limit`` < 1 or ``now`` is naive.
+        SchemaError: the reference source does not parse.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    rng = thompson_rng(track, client, now)
+    claims = in_flight or {}
+    by_direction = {s.direction: s for s in stats}
+
+    actionable: list[Suggestion] = []
+    avoid: list[Suggestion] = []
+    candidates = sorted(set(by_direction) | set(possible_directions(reference_source)))
+    for direction in candidates:
+        if direction == SEED:
+            continue
+        draw = rng.gauss(0.0, 1.0)  # drawn for every candidate, in sorted order: reproducible
+        item = _direction_suggestion(
+            direction, by_direction.get(direction), draw, hardware_class, claims
+        )
+        if item is None:
+            continue
+        (avoid if item.kind == "avoid" else actionable).append(item)
+
+    ordered_kept = sorted(kept, key=lambda v: v.id)
+    actionable.extend(_combine_suggestions(ordered_kept, source_of, rng, best_id))
+    actionable.extend(
+        _replicate_suggestions(ordered_kept, hardware_class, client, source_of, best_id, rng)
+    )
+
+    actionable.sort(key=lambda s: (-s.score, s.kind, s.direction))
+    avoid.sort(key=lambda s: (s.score, s.direction))
+    n_avoid = min(MAX_AVOID, len(avoid), limit // 3)
+    return actionable[: limit - n_avoid] + avoid[:n_avoid]
+
+
+def _direction_suggestion(
+    direction: str,
+    stat: DirectionStats | None,
+    draw: float,
+    hardware_class: str | None,
+    claims: Mapping[str, int],
+) -> Suggestion | None:
+    """exploit / explore / avoid for one direction, or None when it is neither."""
+    tries = stat.tries if stat else 0
+    crashes = stat.crashes if stat else 0
+    ok = max(tries - crashes, 0)
+    post = posterior(
+        stat.mean_z if stat else None,
+        ok if stat and stat.mean_z is not None else 0,
+        pseudo_zeros=claims.get(direction, 0),
+    )
+    evidence = list(stat.evidence[:MAX_EVIDENCE]) if stat else []
+    area = area_of(direction)
+    if tries >= AVOID_MIN_TRIES and (
+        crashes / tries >= AVOID_CRASH_RATE or post.p_gain < AVOID_MAX_P_GAIN
+    ):
+        why = (
+            f"crashed {crashes} of {tries} tries"
+            if crashes / tries >= AVOID_CRASH_RATE
+            else f"{tries} tries, {stat.keeps if stat else 0} kept, mean z {post.mean:+.2f} (P(gain) {post.p_gain:.0%})"
+        )
+        return Suggestion(
+            kind="avoid",
+            direction=direction,
+            rationale=f"dead end: {why}",
+            score=round(post.mean, 6),
+            evidence=evidence,
+        )
+    if _fails_on_class(stat, hardware_class):
+        return None
+    score = round(post.mean + post.sd * draw, 6)
+    if ok >= 1 and post.mean > 0:
+        keeps = stat.keeps if stat else 0
+        return Suggestion(
+            kind="exploit",
+            direction=direction,
+            score=score,
+            evidence=evidence,
+            rationale=f"{area}: {keeps}/{tries} kept, posterior mean z {post.mean:+.2f} ± {post.sd:.2f}; push further",
+        )
+    if tries < EXPLORE_MAX_TRIES:
+        what = "untried" if tries == 0 else f"only {tries} tr{'y' if tries == 1 else 'ies'}"
+        return Suggestion(
+            kind="explore",
+            direction=direction,
+            score=score,
+            evidence=evidence,
+            rationale=f"{area}: {what} on this track",
+        )
+    return None
+
+
+def _fails_on_class(stat: DirectionStats | None, hardware_class: str | None) -> bool:
+    if stat is None or hardware_class is None:
+        return False
+    mine = stat.by_hardware_class.get(hardware_class)
+    return bool(
+        mine
+        and mine.tries >= HARDWARE_MIN_TRIES
+        and mine.mean_gain is not None
+        and mine.mean_gain <= 1.0
+    )
+
+
+def _z_of(view: ExperimentView) -> float | None:
+    return view.record.normalised.z
+
+
+def _combine_suggestions(
+    kept: Sequence[ExperimentView],
+    source_of: Callable[[str], str | None],
+    rng: random.Random,
+    best_id: str | None,
+) -> list[Suggestion]:
+    best = next((v for v in kept if v.id == best_id), None)
+    by_parent: dict[str, list[ExperimentView]] = {}
+    for view in kept:
+        if view.directions and SEED not in view.directions and (_z_of(view) or 0.0) > 0:
+            by_parent.setdefault(view.record.parent_canonical_sha256, []).append(view)
+    pairs: list[tuple[float, ExperimentView, ExperimentView]] = []
+    for siblings in by_parent.values():
+        for a, b in combinations(siblings, 2):
+            if set(_names(a.directions)) & set(_names(b.directions)):
+                continue
+            if best is not None and not _builds_on_best(a, b, best):
+                continue
+            pairs.append((posterior(_z_of(a), 1).mean + posterior(_z_of(b), 1).mean, a, b))
+    pairs.sort(key=lambda p: (-p[0], p[1].id, p[2].id))
+    out: list[Suggestion] = []
+    for _, a, b in pairs[:MAX_COMBINE_PAIRS]:
+        merged = _merge(a, b, source_of)
+        if merged is None:
+            continue
+        pa, pb = posterior(_z_of(a), 1), posterior(_z_of(b), 1)
+        score = pa.mean + pa.sd * rng.gauss(0.0, 1.0) + pb.mean + pb.sd * rng.gauss(0.0, 1.0)
+        direction = " + ".join(merged.directions)
+        out.append(
+            Suggestion(
+                kind="combine",
+                direction=direction[:200],
+                score=round(score, 6),
+                evidence=[a.id, b.id],
+                parent_sha256=a.record.parent_sha256,
+                train_py=merged.train_py,
+                rationale=f"both kept on the same parent (z {_z_of(a):+.2f} and {_z_of(b):+.2f}), disjoint changes; merged file ready to run",
+            )
+        )
+    return out
+
+
+def _builds_on_best(a: ExperimentView, b: ExperimentView, best: ExperimentView) -> bool:
+    """A pair worth merging once a community best exists: the best and a sibling of it (the merge
+    is the best plus the sibling's change), or two children of the best. Older pairs would throw
+    the best's own change away."""
+    on_best = best.record.child_canonical_sha256
+    return best.id in (a.id, b.id) or a.record.parent_canonical_sha256 == on_best
+
+
+def _merge(
+    a: ExperimentView, b: ExperimentView, source_of: Callable[[str], str | None]
+) -> Combined | None:
+    parent = source_of(a.record.parent_sha256)
+    left, right = source_of(a.record.child_sha256), source_of(b.record.child_sha256)
+    if parent is None or left is None or right is None:
+        _logger.debug("combine %s + %s skipped: a source is unknown", a.id[:12], b.id[:12])
+        return None
+    try:
+        return _combine_cached(parent, left, right)
+    except CombineRefused as exc:
+        _logger.debug("combine %s + %s refused (%s): %s", a.id[:12], b.id[:12], exc.reason, exc)
+        return None
+
+
+@lru_cache(maxsize=512)
+def _combine_cached(parent: str, left: str, right: str) -> Combined:
+    return combine_sources(parent, left, right)
+
+
+def _replicate_suggestions(
+    kept: Sequence[ExperimentView],
+    hardware_class: str | None,
+    client: str | None,
+    source_of: Callable[[str], str | None],
+    best_id: str | None,
+    rng: random.Random,
+) -> list[Suggestion]:
+    out: list[Suggestion] = []
+    for view in kept:
+        z = _z_of(view)
+        if z is None or z < REPLICATE_MIN_Z or (client is not None and view.key_id == client):
+            continue
+        seen = view.replications.hardware_classes or [view.record.hardware_class]
+        other_class = hardware_class is not None and hardware_class not in seen
+        if not (
+            (other_class and view.replications.n < REPLICATE_ENOUGH) or view.replications.n <= 1
+        ):
+            continue
+        child = source_of(view.record.child_sha256)
+        if child is None:
+            continue
+        post = posterior(z, 1)
+        is_best = view.id == best_id
+        score = post.mean + post.sd * rng.gauss(0.0, 1.0) + (BEST_BONUS if is_best else 0.0)
+        where = "another hardware class" if other_class else "another client"
+        out.append(
+            Suggestion(
+                kind="replicate",
+                direction=" + ".join(view.directions)[:200] or "(no direction)",
+                score=round(score, 6),
+                evidence=[view.id, *view.replications.experiment_ids][:MAX_EVIDENCE],
+                experiment_id=view.id,
+                parent_sha256=view.record.parent_sha256,
+                train_py=child,
+                rationale=(
+                    f"{'community best' if is_best else 'promising'} (z {z:+.2f}) seen only on "
+                    f"{', '.join(seen)}; re-run it on {where} to confirm"
+                ),
+            )
+        )
+    return out
+
+
+def _names(directions: Sequence[str]) -> list[str]:
+    return [d.split(" ", 1)[0] for d in directions]

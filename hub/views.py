@@ -1,0 +1,353 @@
+"""Page context builders for the hub's web pages: pure functions over protocol models.
+
+The page routes (``hub/routes/pages.py``) call the same store functions as the JSON routes and hand
+the protocol models they get to the builders here, which only reshape them for display: chart series,
+the highlighted diff, formatted figures. Nothing here touches the database, so what a page shows is
+always what the API serves.
+
+Decisions (see docs/pages.md):
+
+* The progress chart shows one hardware class at a time (val_bpb compares only within a class) and
+  at most :data:`CHART_MAX_POINTS` most recent experiments of it; the running-best frontier starts
+  from the best kept val_bpb before that window when the store knows it.
+* Crashed experiments have no val_bpb; the chart still shows one point per experiment by drawing
+  them in a band just above the highest val_bpb.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from autoresearch.protocol import CalibrationRecord, DirectionStats, ExperimentView, record_id
+from markupsafe import Markup
+from pydantic import BaseModel, ConfigDict
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import DiffLexer
+
+_logger = logging.getLogger(__name__)
+
+CHART_MAX_POINTS = 2000
+"""Most experiments one progress chart draws (the newest ones); older ones are left to the tables."""
+
+CURVE_SAMPLES = 64
+"""Points on a drawn calibration curve ``bpb(t) = c + a·t^(−b)``."""
+
+DIFF_CSS_CLASS = "diff"
+"""CSS class of the highlighted diff block; ``static/pygments.css`` is generated for it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting (registered as Jinja filters by the page router)
+
+
+def fmt_bpb(value: float | None) -> str:
+    """val_bpb with 4 decimals (``0.9979``), or an en dash for a missing value. Unit: bits per byte."""
+    return "–" if value is None else f"{value:.4f}"
+
+
+def fmt_signed(value: float | None, digits: int = 4) -> str:
+    """A signed figure such as Δ val_bpb (``−0.0123``, ``+0.0040``), with a real minus sign."""
+    if value is None:
+        return "–"
+    text = f"{value:+.{digits}f}"
+    return text.replace("-", "\u2212")
+
+
+def fmt_ratio(value: float | None) -> str:
+    """A multiplier such as ECM or gain, ``1.23×``; en dash when missing."""
+    return "–" if value is None else f"{value:.3g}×"
+
+
+def fmt_count(value: float | None) -> str:
+    """A count with SI suffix for big values: ``950``, ``12.3k``, ``4.56M``, ``1.2B``."""
+    if value is None:
+        return "–"
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.3g}{suffix}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def fmt_number(value: float | None, digits: int = 1) -> str:
+    """A plain figure with ``digits`` decimals; en dash when missing."""
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def short_hash(value: str | None, n: int = 12) -> str:
+    """First ``n`` hex digits of a SHA-256 (key ids, record ids, source hashes)."""
+    return "–" if not value else value[:n]
+
+
+def reltime(when: datetime, now: datetime | None = None) -> str:
+    """Human relative time (``just now``, ``5 min ago``, ``3 h ago``, ``12 d ago``, or the date)."""
+    now = now or datetime.now(UTC)
+    seconds = (now - when).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    if seconds < 45:
+        return "just now"
+    for limit, unit, size in ((3600, "min", 60), (86_400, "h", 3600), (30 * 86_400, "d", 86_400)):
+        if seconds < limit:
+            return f"{max(1, round(seconds / size))} {unit} ago"
+    return when.strftime("%Y-%m-%d")
+
+
+def abstime(when: datetime) -> str:
+    """Absolute UTC time for tooltips: ``2026-11-29 11:48:03 UTC``."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --------------------------------------------------------------------------------------------------
+# The coloured diff
+
+
+@lru_cache(maxsize=1)
+def _diff_formatter() -> HtmlFormatter:  # type: ignore[type-arg]
+    return HtmlFormatter(cssclass=DIFF_CSS_CLASS, linenos=False, wrapcode=True)
+
+
+def diff_html(diff: str) -> Markup:
+    """Syntax-highlighted unified diff as HTML (Pygments ``DiffLexer`` + ``HtmlFormatter``).
+
+    Added lines carry the token class ``gi``, removed lines ``gd``, hunk headers ``gu``; the colours
+    come from ``static/pygments.css`` (:func:`diff_css`). Pygments escapes the text, so the result is
+    safe to embed.
+    """
+    return Markup(highlight(diff, DiffLexer(), _diff_formatter()))
+
+
+def diff_css() -> str:
+    """Stylesheet for :func:`diff_html` (what ``static/pygments.css`` holds; regenerate with
+    ``python -c "from autoresearch.hub.views import diff_css; print(diff_css())"``)."""
+    return str(_diff_formatter().get_style_defs(f".{DIFF_CSS_CLASS}"))
+
+
+def diff_stats(diff: str) -> tuple[int, int]:
+    """(added, removed) line counts of a unified diff, file headers excluded."""
+    added = removed = 0
+    for line in diff.splitlines():
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return added, removed
+
+
+# --------------------------------------------------------------------------------------------------
+# Chart series (serialised as JSON into the page; drawn by static/charts.js with uPlot)
+
+
+class ChartModel(BaseModel):
+    """Base of chart series embedded in pages: frozen, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProgressSeries(ChartModel):
+    """Columns of the progress chart, one entry per experiment, oldest first.
+
+    ``x``: created_at, unix seconds. ``keep`` / ``discard`` / ``crash``: val_bpb (bits per byte) of the
+    experiment in the column matching its status, None in the others (``crash`` holds the band value
+    above the highest val_bpb). ``frontier``: running best kept val_bpb. ``labels``, ``ids``,
+    ``hardware``: per-experiment description, record id and hardware class for the hover box.
+    ``new_best``: indices of keeps that lowered the frontier (labelled on the chart, as upstream's
+    progress.png does).
+    """
+
+    x: list[float]
+    keep: list[float | None]
+    discard: list[float | None]
+    crash: list[float | None]
+    frontier: list[float | None]
+    labels: list[str]
+    ids: list[str]
+    hardware: list[str]
+    new_best: list[int]
+    hardware_class: str | None = None
+    truncated: bool = False
+
+
+def progress_series(
+    experiments: Sequence[ExperimentView],
+    *,
+    hardware_class: str | None = None,
+    best_before: float | None = None,
+    truncated: bool = False,
+) -> ProgressSeries:
+    """Build the progress chart columns from experiments (any order; sorted oldest first here).
+
+    ``best_before`` seeds the frontier with the best kept val_bpb older than the window, so a
+    truncated window still shows the true running best. Raises nothing; an empty input gives
+    empty columns.
+    """
+    rows = sorted(experiments, key=lambda e: (e.record.created_at, e.id))
+    values = [e.record.metrics.val_bpb for e in rows if e.record.metrics.val_bpb is not None]
+    crash_band = _crash_band(values)
+    out: dict[str, list] = {k: [] for k in ("x", "keep", "discard", "crash", "frontier", "labels", "ids", "hardware")}  # type: ignore[type-arg]
+    new_best: list[int] = []
+    best = best_before
+    for i, exp in enumerate(rows):
+        rec = exp.record
+        val = rec.metrics.val_bpb
+        status = rec.status if val is not None else "crash"
+        if status == "keep" and val is not None and (best is None or val < best):
+            best = val
+            new_best.append(i)
+        out["x"].append(rec.created_at.timestamp())
+        out["keep"].append(val if status == "keep" else None)
+        out["discard"].append(val if status == "discard" else None)
+        out["crash"].append(crash_band if status == "crash" else None)
+        out["frontier"].append(best)
+        out["labels"].append(rec.description)
+        out["ids"].append(exp.id)
+        out["hardware"].append(rec.hardware_class)
+    return ProgressSeries(**out, new_best=new_best, hardware_class=hardware_class, truncated=truncated)
+
+
+def _crash_band(values: Sequence[float]) -> float:
+    """The y value at which crashed runs are drawn: a little above the highest val_bpb."""
+    if not values:
+        return 1.0
+    hi, lo = max(values), min(values)
+    return hi + max(0.05 * (hi - lo), 0.002 * hi)
+
+
+class CurveSeries(ChartModel):
+    """A calibration drawn as its fitted curve and its measured points.
+
+    ``t`` / ``fit``: seconds of training and the fitted val_bpb ``c + a·t^(−b)`` (bits per byte) on a
+    log-spaced grid over the measured budgets; ``points_t`` / ``points_bpb``: the reference runs.
+    """
+
+    t: list[float]
+    fit: list[float]
+    points_t: list[float]
+    points_bpb: list[float]
+    time_budget: float
+    sigma: float
+
+
+def calibration_curve(cal: CalibrationRecord, samples: int = CURVE_SAMPLES) -> CurveSeries:
+    """Sample a calibration's fitted curve on a log grid from its smallest to its largest budget.
+
+    Formula from DESIGN.md "Calibration": ``bpb(t) = c + a·t^(−b)``.
+    """
+    lo, hi = cal.min_budget_seconds, cal.max_budget_seconds
+    if hi <= lo:
+        hi = lo * 2
+    grid = [lo * (hi / lo) ** (i / (samples - 1)) for i in range(samples)]
+    fit = [cal.fit.c + cal.fit.a * t ** (-cal.fit.b) for t in grid]
+    pts = sorted(cal.points, key=lambda p: p.training_seconds or p.budget_seconds)
+    return CurveSeries(
+        t=grid,
+        fit=fit,
+        points_t=[p.training_seconds if p.training_seconds > 0 else p.budget_seconds for p in pts],
+        points_bpb=[p.val_bpb for p in pts],
+        time_budget=cal.time_budget_seconds,
+        sigma=cal.sigma,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Home-page activity: experiments and distinct clients (keys) over a window, and experiments per
+    hour. ``sampled``: the window held more experiments than were read, so ``experiments`` and
+    ``active_clients`` are lower bounds and ``per_hour`` is the rate over the span the read ones cover.
+    """
+
+    window_hours: float
+    experiments: int
+    active_clients: int
+    per_hour: float
+    sampled: bool = False
+
+
+def activity(
+    experiments: Sequence[ExperimentView], window_hours: float, *, now: datetime, sampled: bool = False
+) -> Activity:
+    """Activity of the experiments received in the last ``window_hours`` (already filtered to it)."""
+    n = len(experiments)
+    hours = window_hours
+    if sampled and experiments:
+        oldest = min(e.received_at for e in experiments)
+        hours = max((now - oldest).total_seconds() / 3600, 1 / 60)
+    return Activity(window_hours, n, len({e.key_id for e in experiments}), n / hours, sampled)
+
+
+@dataclass(frozen=True)
+class DirectionRow:
+    """One row of the directions table: the stats plus the keep rate and per-class gains sorted."""
+
+    stats: DirectionStats
+    keep_rate: float | None
+    classes: list[tuple[str, int, int, float | None]] = field(default_factory=list)
+
+
+def direction_rows(stats: Sequence[DirectionStats], limit: int | None = None) -> list[DirectionRow]:
+    """Directions ordered by mean gain (best first, untested gains last), then tries; at most ``limit``."""
+
+    def order(s: DirectionStats) -> tuple[int, float, int]:
+        return (s.mean_gain is None, -(s.mean_gain or 0.0), -s.tries)
+
+    rows = [
+        DirectionRow(
+            stats=s,
+            keep_rate=(s.keeps / s.tries) if s.tries else None,
+            classes=sorted(
+                ((hw, c.tries, c.keeps, c.mean_gain) for hw, c in s.by_hardware_class.items()),
+                key=lambda r: -r[1],
+            ),
+        )
+        for s in sorted(stats, key=order)
+    ]
+    return rows[:limit] if limit is not None else rows
+
+
+@dataclass(frozen=True)
+class ExperimentLink:
+    """An experiment shown as one line (lineage, children): id, description, val_bpb (bits per byte)."""
+
+    id: str
+    description: str
+    val_bpb: float | None
+    status: str
+
+    @classmethod
+    def of(cls, view: ExperimentView) -> ExperimentLink:
+        return cls(view.id, view.record.description, view.record.metrics.val_bpb, view.record.status)
+
+
+MAX_CALIBRATIONS_SHOWN = 4
+
+
+@dataclass(frozen=True)
+class CalibrationPanel:
+    """One calibration on a client page: the record, its id and its sampled curve."""
+
+    id: str
+    record: CalibrationRecord
+    curve: CurveSeries
+
+
+def latest_calibrations(records: Sequence[CalibrationRecord], limit: int = MAX_CALIBRATIONS_SHOWN) -> list[CalibrationPanel]:
+    """The newest calibration per (track, hardware class, harness version), newest first, at most ``limit``."""
+    seen: set[tuple[str, str, str]] = set()
+    panels: list[CalibrationPanel] = []
+    for rec in sorted(records, key=lambda r: r.created_at, reverse=True):
+        key = (rec.track, rec.hardware_class, rec.harness_version)
+        if key in seen:
+            continue
+        seen.add(key)
+        panels.append(CalibrationPanel(record_id(rec), rec, calibration_curve(rec)))
+        if len(panels) == limit:
+            break
+    return panels

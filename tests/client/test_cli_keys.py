@@ -1,0 +1,130 @@
+"""``autoresearch --version``, ``--help`` and ``keys generate|show`` with real key files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_run import run_cli
+
+COMMANDS = [
+    "keys", "sign", "verify", "prepare", "train", "init", "run", "calibrate", "hub",
+    "join", "pull", "findings", "show", "outbox", "demo",
+]  # fmt: skip
+
+
+CLAIM_JSON = json.dumps(
+    {
+        "schema": "autoresearch/claim/v1",
+        "track": "tiny-0123456789ab",
+        "parent_canonical_sha256": "a" * 64,
+        "child_canonical_sha256": "b" * 64,
+        "lease_seconds": 60,
+        "created_at": "2026-03-14T15:09:26Z",
+    }
+).encode()
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    return lambda *args, stdin=None: run_cli(capsys, monkeypatch, *args, stdin=stdin)
+
+
+def _entry_point() -> str:
+    return str(Path(sys.executable).with_name("autoresearch"))
+
+
+def test_version_from_the_installed_entry_point(tmp_path: Path) -> None:
+    proc = subprocess.run([_entry_point(), "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("autoresearch ")
+    version = proc.stdout.split()[1]
+    assert version[0].isdigit() and version != "0+unknown"
+
+
+def test_help_lists_every_command_group(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--help")
+    assert result.code == 0
+    listed = {line.split()[1] for line in result.out.splitlines() if line.startswith("│ ") and len(line.split()) > 1}
+    missing = [c for c in COMMANDS if c not in listed]
+    assert not missing, f"--help does not list {missing}:\n{result.out}"
+
+
+def test_keys_generate_writes_a_0600_key_and_prints_its_id(cli, clean_env: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("keys", "generate")
+    assert result.code == 0, result.err
+    key_id = result.out.strip()
+    assert len(key_id) == 64 and int(key_id, 16) >= 0
+    pem = clean_env / "keys" / "ed25519.pem"
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    public_hex = (clean_env / "keys" / "ed25519.pub").read_text().strip()
+    assert hashlib.sha256(bytes.fromhex(public_hex)).hexdigest() == key_id
+    assert not [p for p in pem.parent.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_keys_generate_refuses_to_overwrite(cli, clean_env: Path) -> None:  # type: ignore[no-untyped-def]
+    first = cli("keys", "generate").out.strip()
+    again = cli("keys", "generate")
+    assert again.code == 1
+    assert "already exists" in again.err and "hint:" in again.err
+    forced = cli("keys", "generate", "--force")
+    assert forced.code == 0 and forced.out.strip() != first
+    assert (clean_env / "keys" / "ed25519.pem.bak").exists()
+
+
+def test_keys_show_prints_key_id_and_public_key(cli) -> None:  # type: ignore[no-untyped-def]
+    key_id = cli("keys", "generate").out.strip()
+    shown = cli("keys", "show")
+    assert shown.code == 0
+    fields = dict(line.split(":", 1) for line in shown.out.strip().splitlines())
+    assert fields["key id"].strip() == key_id
+    assert hashlib.sha256(bytes.fromhex(fields["public key"].strip())).hexdigest() == key_id
+    data = json.loads(cli("keys", "show", "--json").out)
+    assert data["key_id"] == key_id
+    assert hashlib.sha256(bytes.fromhex(data["public_key"])).hexdigest() == key_id
+
+
+def test_keys_show_without_a_key_says_how_to_make_one(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("keys", "show")
+    assert result.code == 1
+    assert "no signing key" in result.err
+    assert "autoresearch keys generate" in result.err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_key_readable_by_others_is_refused_with_chmod_hint(cli, clean_env: Path, mode: int) -> None:  # type: ignore[no-untyped-def]
+    cli("keys", "generate")
+    pem = clean_env / "keys" / "ed25519.pem"
+    pem.chmod(mode)
+    for args in (("keys", "show"), ("sign", "-")):
+        result = cli(*args, stdin=CLAIM_JSON)
+        assert result.code == 1
+        assert f"chmod 600 {pem}" in result.err
+        assert "Traceback" not in result.err
+    pem.chmod(0o600)
+    assert cli("keys", "show").code == 0
+
+
+def test_malformed_key_file_is_reported(cli, clean_env: Path) -> None:  # type: ignore[no-untyped-def]
+    pem = clean_env / "keys" / "ed25519.pem"
+    pem.parent.mkdir()
+    pem.write_text("not a key\n")
+    pem.chmod(0o600)
+    result = cli("keys", "show")
+    assert result.code == 1
+    assert "not a PEM private key" in result.err
+
+
+def test_home_comes_from_the_environment(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    other_home = tmp_path / "elsewhere"
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(other_home))
+    assert cli("keys", "generate").code == 0
+    assert (other_home / "keys" / "ed25519.pem").exists()

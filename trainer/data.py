@@ -1,0 +1,209 @@
+"""Harness data: track corpora, tokenizers and the BOS-aligned best-fit packing dataloader.
+
+Every document is tokenized as ``[BOS, *tokens]``. Rows of ``T + 1`` tokens are packed best-fit from
+a buffer of documents (upstream karpathy/autoresearch ``prepare.py``, ``make_dataloader``): take the
+largest buffered document that fits the space left in the row; when none fits, crop the shortest to
+fill the row exactly. Unlike upstream, the cropped remainder is not dropped: it goes back into the
+buffer as a new segment ``[BOS, *rest]``, so no text token is lost, also across epoch boundaries
+(the buffer carries over; the next epoch's documents are appended behind it). Consequences: every
+row starts with BOS, there is no padding, inputs are ``row[:-1]`` and targets ``row[1:]``.
+
+The offline corpus (``cpu``/``tiny``) is read from the file shipped in ``trainer/data/`` after its
+SHA-256 is checked against the track spec; its tokenizer is bytes (ids 0–255) plus BOS (256).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import lzma
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autoresearch.protocol import TrackSpec
+
+from . import tracks
+
+_logger = logging.getLogger(__name__)
+
+BYTES_BOS_ID = 256
+
+
+class DataError(Exception):
+    """Track data is missing or does not match the checksum pinned in the track spec."""
+
+
+@dataclass(frozen=True)
+class TokenizedCorpus:
+    """A track's data, ready for packing.
+
+    ``token_bytes[i]`` is the UTF-8 byte length of token ``i`` (0 for special tokens): the
+    denominator of val_bpb. ``train_docs`` is an infinite-capable factory (see :meth:`train_stream`).
+    """
+
+    vocab_size: int
+    bos_id: int
+    token_bytes: np.ndarray  # (V,) int64
+    train_docs: list[np.ndarray]
+    val_docs: list[np.ndarray]
+
+    def train_stream(self, seed: int) -> Iterator[tuple[np.ndarray, int]]:
+        """Endless ``(doc, epoch)`` over the train split, reshuffled each epoch (epoch 1, 2, …)."""
+        epoch = 1
+        while True:
+            order = list(range(len(self.train_docs)))
+            random.Random(seed * 1_000_003 + epoch).shuffle(order)
+            for i in order:
+                yield self.train_docs[i], epoch
+            epoch += 1
+
+    def val_stream(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Endless ``(doc, epoch)`` over the val split in file order (deterministic)."""
+        epoch = 1
+        while True:
+            for doc in self.val_docs:
+                yield doc, epoch
+            epoch += 1
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def encode_bytes(text: str) -> np.ndarray:
+    """``[BOS, *utf8 bytes]`` as int64 token ids (the ``bytes+bos`` tokenizer)."""
+    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    return np.concatenate([np.array([BYTES_BOS_ID], dtype=np.int64), raw])
+
+
+def load_pycorpus(track: TrackSpec, path: Path | None = None) -> TokenizedCorpus:
+    """Load and tokenize the shipped offline corpus after checking its SHA-256.
+
+    Raises:
+        DataError: the file is missing or its checksum differs from ``track.data_sha256``.
+    """
+    path = path or tracks.pycorpus_path()
+    if not path.is_file():
+        raise DataError(f"offline corpus {path} is missing (broken install?)")
+    digest = sha256_file(path)
+    if digest != track.data_sha256:
+        raise DataError(f"offline corpus {path} has SHA-256 {digest}, track {track.id} expects {track.data_sha256}")
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    with lzma.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            (val if doc["split"] == "val" else train).append(encode_bytes(doc["text"]))
+    token_bytes = np.ones(tracks.BYTES_VOCAB_SIZE, dtype=np.int64)
+    token_bytes[BYTES_BOS_ID] = 0
+    return TokenizedCorpus(tracks.BYTES_VOCAB_SIZE, BYTES_BOS_ID, token_bytes, train, val)
+
+
+def load_corpus(track: TrackSpec) -> TokenizedCorpus:
+    """The tokenized data of a track.
+
+    Raises:
+        DataError: the data is missing (run ``autoresearch prepare``) or fails its checksum.
+    """
+    if track.tokenizer == "bytes+bos":
+        return load_pycorpus(track)
+    if track.name == "climbmix":
+        from .climbmix import load_climbmix
+
+        return load_climbmix(track)
+    raise DataError(f"track {track.id}: no loader for tokenizer {track.tokenizer!r}")
+
+
+class BestFitPacker:
+    """Packs ``[BOS, …]`` documents into rows of ``row_len`` tokens (see the module docstring).
+
+    ``docs`` yields ``(tokens, epoch)``; each ``tokens`` must start with ``bos_id``. A finite
+    ``docs`` ends the rows when the buffer can no longer fill a whole row (at most ``row_len - 1``
+    text tokens are left unused then). ``epoch`` is the epoch of the newest document read.
+    """
+
+    def __init__(self, docs: Iterable[tuple[np.ndarray, int]], row_len: int, bos_id: int, buffer_size: int = 256) -> None:
+        if row_len < 2:
+            raise ValueError(f"row_len must be at least 2, got {row_len}")
+        self._docs = iter(docs)
+        self.row_len = row_len
+        self.bos_id = bos_id
+        self.buffer_size = buffer_size
+        self.epoch = 0
+        self._lengths: list[int] = []  # sorted lengths, parallel to _segments
+        self._segments: list[np.ndarray] = []
+        self._exhausted = False
+
+    def _push(self, seg: np.ndarray) -> None:
+        i = bisect.bisect_right(self._lengths, len(seg))
+        self._lengths.insert(i, len(seg))
+        self._segments.insert(i, seg)
+
+    def _pop(self, i: int) -> np.ndarray:
+        self._lengths.pop(i)
+        return self._segments.pop(i)
+
+    def _refill(self) -> None:
+        while not self._exhausted and len(self._segments) < self.buffer_size:
+            try:
+                doc, self.epoch = next(self._docs)
+            except StopIteration:
+                self._exhausted = True
+                return
+            if len(doc) < 2 or doc[0] != self.bos_id:
+                if len(doc) and doc[0] != self.bos_id:
+                    raise ValueError("every document must start with BOS")
+                continue  # an empty document carries no text
+            self._push(doc)
+
+    def next_row(self) -> np.ndarray | None:
+        """The next row, ``(row_len,)`` int64, or None when a finite stream cannot fill one."""
+        self._refill()
+        if self._exhausted and sum(self._lengths) < self.row_len:
+            return None
+        row = np.empty(self.row_len, dtype=np.int64)
+        pos = 0
+        while pos < self.row_len:
+            self._refill()
+            remaining = self.row_len - pos
+            i = bisect.bisect_right(self._lengths, remaining) - 1  # largest segment that fits
+            if i >= 0:
+                seg = self._pop(i)
+                row[pos : pos + len(seg)] = seg
+                pos += len(seg)
+                continue
+            if not self._segments:
+                return None  # finite stream ran dry mid-row (only with rows of BOS-only docs)
+            seg = self._pop(0)  # none fits: crop the shortest to fill the row exactly
+            row[pos:] = seg[:remaining]
+            rest = seg[remaining:]
+            if len(rest):
+                self._push(np.concatenate([np.array([self.bos_id], dtype=np.int64), rest]))
+            pos = self.row_len
+        return row
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while (row := self.next_row()) is not None:
+            yield row
+
+
+def eval_rows(corpus: TokenizedCorpus, max_seq_len: int, eval_tokens: int) -> np.ndarray:
+    """The fixed evaluation rows: ``(eval_tokens // max_seq_len, max_seq_len + 1)`` int64.
+
+    Packed from the val split in file order, so the same rows come back for every run, whatever
+    batch size evaluates them.
+    """
+    n_rows = max(1, eval_tokens // max_seq_len)
+    packer = BestFitPacker(corpus.val_stream(), max_seq_len + 1, corpus.bos_id)
+    return np.stack([packer.next_row() for _ in range(n_rows)])  # type: ignore[misc]
