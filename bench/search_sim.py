@@ -51,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from autoresearch.hub.directions import extract_directions
-from autoresearch.hub.suggestions import suggest
+from autoresearch.hub.suggestions import counts_toward_gain, suggest, trusted
 from autoresearch.protocol import (
     DirectionByClass,
     DirectionStats,
@@ -73,7 +73,6 @@ STEP = 1.25  # one ↑ multiplies a hyperparameter by this, one ↓ divides
 BASE_VAL_BPB = 1.0
 ADOPT_EVERY = 5  # global_best: runs between adoptions of the community best
 DEAD_END_TRIES = 3  # a direction with this many tries and no keep (or half crashes) is a known dead end
-TRUST_MIN_Z = 0.5  # hub: mean z over the original and its replications needed to trust a best
 
 
 @dataclass(frozen=True)
@@ -280,6 +279,7 @@ class Run:
     directions: list[str]
     true_delta: float  # true change of quality on this class
     finished_at: float
+    source: str = "random"  # what chose the run (see Plan.source)
 
 
 @dataclass
@@ -303,6 +303,7 @@ class Plan:
     child: State
     kind: str  # experiment | baseline | replicate
     replicate_of: str | None = None
+    source: str = "random"  # what chose it: random | exploit | explore | combine | replicate | baseline
 
 
 @dataclass
@@ -316,6 +317,7 @@ class Metrics:
     false_bests: int = 0
     keeps: int = 0
     crashes: int = 0
+    sources: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # runs by what chose them
 
 
 class Community:
@@ -343,6 +345,7 @@ class Community:
         self._stats_cache: dict[str, DirectionStats] = {}
         self._directions: dict[tuple[State, State], list[str]] = {}
         self._views: dict[str, tuple[int, ExperimentView]] = {}
+        self._class_values: dict[tuple[State, int], float] = {}
 
     def directions_of(self, parent: State, child: State) -> list[str]:
         """Direction keys of parent → child, by the hub's real extractor (memoised)."""
@@ -383,14 +386,17 @@ class Community:
             self._set_best(run.child, estimate, run.id)
 
     def update_best_hub(self) -> None:
-        """hub: a kept experiment on the trusted best becomes the best once replicated (mean z)."""
+        """hub: the trusted kept experiment on the best with the highest mean z becomes the best.
+
+        Trust is the engine's rule (:func:`autoresearch.hub.suggestions.trusted`): a high enough
+        posterior probability of a gain, and replications that agree.
+        """
         best_choice: tuple[float, str] | None = None
         for rid, run in self.kept_runs.items():
             if run.parent != self.best:
                 continue
-            zs = [self._z(r) for r in [run, *self.replications[rid]]]
-            zs = [z for z in zs if z is not None]
-            if len(zs) < 2 or statistics.fmean(zs) < TRUST_MIN_Z:
+            zs = [z for z in (self._z(r) for r in [run, *self.replications[rid]]) if z is not None]
+            if not zs or not trusted(zs):
                 continue
             gain = statistics.fmean(zs)
             if best_choice is None or gain > best_choice[0]:
@@ -406,6 +412,14 @@ class Community:
 
     # ---- bookkeeping ------------------------------------------------------------------------------
 
+    def class_measurement(self, state: State, cls: int) -> float | None:
+        """A published val_bpb of ``state`` on hardware class ``cls`` (the latest), if any.
+
+        Adopting agents of ``global_best`` and ``hub`` take it as their parent's value instead of
+        spending a baseline run: results compare within a hardware class.
+        """
+        return self._class_values.get((state, cls))
+
     def known_dead_end(self, direction: str) -> bool:
         tries = self.dir_tries.get(direction, [])
         if len(tries) < DEAD_END_TRIES:
@@ -414,6 +428,8 @@ class Community:
 
     def record(self, run: Run) -> None:
         self.runs.append(run)
+        if run.measured is not None:
+            self._class_values[(run.child, run.cls)] = run.measured
         m = self.metrics
         m.runs += 1
         if run.kind == "experiment":
@@ -444,13 +460,17 @@ class Community:
         return out
 
     def _build_stats(self, direction: str, tries: list[Run]) -> DirectionStats:
-        zs = [z for z in (self._z(r) for r in tries) if z is not None]
+        # The gain distribution comes from experiments that isolate the direction (the engine's
+        # counts_toward_gain); tries, keeps and crashes count every experiment touching it.
+        isolated = [r for r in tries if counts_toward_gain(r.directions)]
+        zs = [z for z in (self._z(r) for r in isolated) if z is not None]
         by_class: dict[str, DirectionByClass] = {}
         for c, h in enumerate(HARDWARE):
             mine = [r for r in tries if r.cls == c]
             if not mine:
                 continue
-            deltas = [r.parent_measured - r.measured for r in mine if r.measured is not None and r.parent_measured is not None]
+            deltas = [r.parent_measured - r.measured for r in mine
+                      if r.measured is not None and r.parent_measured is not None and counts_toward_gain(r.directions)]
             gain = 1.0 + 10.0 * statistics.fmean(deltas) if deltas else None  # ECM gain > 1 iff better
             by_class[h.name] = DirectionByClass(tries=len(mine), keeps=sum(r.status == "keep" for r in mine),
                                                 mean_gain=max(gain, 1e-6) if gain is not None else None)
@@ -491,7 +511,7 @@ class Community:
 # Strategies: choose the next run of an agent
 
 
-def choose_solo(com: Community, agent: Agent, *, dedup: bool) -> Plan:
+def choose_solo(com: Community, agent: Agent, *, dedup: bool, avoid_in_flight: bool = False) -> Plan:
     """independent / global_best: a random change of the agent's own best (baseline first)."""
     if agent.parent not in agent.measured:
         return Plan(agent.parent, agent.parent, "baseline")
@@ -503,6 +523,8 @@ def choose_solo(com: Community, agent: Agent, *, dedup: bool) -> Plan:
             continue
         if dedup and key in com.done:
             continue  # the fork skips an exact duplicate of a published description
+        if avoid_in_flight and com.in_flight.get(key):
+            continue  # hub claims: held by another agent
         return Plan(agent.parent, child, "experiment")
     return Plan(agent.parent, agent.parent.apply(com.rng.choice(ALL_ACTIONS)), "experiment")
 
@@ -512,15 +534,24 @@ def adopt_global_best(com: Community, agent: Agent) -> None:
         mine = agent.measured.get(State.reference())
         own_estimate = (mine - agent.parent_measured) if mine is not None and agent.parent_measured is not None else 0.0
         if com.best_estimate > own_estimate:
-            agent.parent = com.best
-            agent.parent_measured = agent.measured.get(com.best)
+            adopt(com, agent, com.best)
+
+
+def adopt(com: Community, agent: Agent, state: State) -> None:
+    """Switch an agent to a new parent; reuse a published value on its class, else baseline later."""
+    agent.parent = state
+    known = agent.measured.get(state)
+    if known is None:
+        known = com.class_measurement(state, agent.cls)
+        if known is not None:
+            agent.measured[state] = known
+    agent.parent_measured = known
 
 
 def choose_hub(com: Community, agent: Agent, now_hours: float) -> Plan:
     """hub: work on the trusted best, follow the real suggestion engine, claim before running."""
     if agent.parent != com.best:
-        agent.parent = com.best
-        agent.parent_measured = agent.measured.get(com.best)
+        adopt(com, agent, com.best)
     if agent.parent not in agent.measured:
         return Plan(agent.parent, agent.parent, "baseline")
     kept = [com.view(r) for r in com.kept_runs.values()]
@@ -541,8 +572,9 @@ def choose_hub(com: Community, agent: Agent, now_hours: float) -> Plan:
         key = (plan.parent, plan.child)
         if plan.kind == "experiment" and (key in com.done or com.in_flight.get(key)):
             continue  # the claim answers "done" or "held"
+        plan.source = item.kind
         return plan
-    return choose_solo(com, agent, dedup=True)
+    return choose_solo(com, agent, dedup=True, avoid_in_flight=True)
 
 
 def _plan_from(com: Community, agent: Agent, kind: str, direction: str, train_py: str | None,
@@ -583,6 +615,7 @@ def simulate(strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, 
         plan = choose_hub(com, agent, t) if strategy == "hub" else choose_solo(com, agent, dedup=strategy == "global_best")
         duration = 1.0 / HARDWARE[agent.cls].runs_per_hour * noise.uniform(0.95, 1.05)
         plans[agent.index] = (plan, duration)
+        com.metrics.sources["baseline" if plan.kind == "baseline" else plan.source] += 1
         com.in_flight[(plan.parent, plan.child)] = com.in_flight.get((plan.parent, plan.child), 0) + 1
         counter += 1
         heapq.heappush(heap, (t + duration, counter, agent.index))
@@ -646,7 +679,7 @@ def finish_run(com: Community, agent: Agent, plan: Plan, noise: random.Random, t
     keep = measured is not None and parent_measured is not None and measured < parent_measured
     status = "crash" if crashed else ("keep" if keep else "discard")
     run = Run(rid, agent.index, c, plan.parent, plan.child, "experiment", crashed, measured, parent_measured,
-              status, directions, true_delta, t)
+              status, directions, true_delta, t, plan.source)
     com.record(run)
     if keep:
         assert measured is not None

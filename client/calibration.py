@@ -209,8 +209,8 @@ def calibrate(
     Run directories (``run.log``, ``result.json``) are kept under the cache folder's ``runs/``.
 
     Raises:
-        CalibrationError: a reference run did not end ``ok``, or the runs cannot be fitted
-            (:class:`~autoresearch.client.fitting.FitError` is a subclass of the same base).
+        CalibrationError: a reference run did not end ``ok``, or ``seeds < 2``.
+        FitError: the runs cannot be fitted (flat, or val_bpb rising with the budget beyond 2σ).
     """
     from autoresearch.trainer import hardware
 
@@ -237,6 +237,7 @@ def calibrate(
         [p.val_bpb for p in points],
         tolerance=NOISE_TOLERANCE_SIGMAS * sigma,
     )
+    tflops = measure_matmul_tflops(_device(spec))  # imports torch, so software versions see CUDA
     record = CalibrationRecord(
         track=spec.id,
         hardware_class=hw,
@@ -251,7 +252,7 @@ def calibrate(
         min_budget_seconds=min(report.budgets),
         max_budget_seconds=max(report.budgets),
         tokens_per_second=sum(p.tokens_per_second for p in full) / len(full),
-        matmul_tflops=measure_matmul_tflops(_device(spec)),
+        matmul_tflops=tflops,
         created_at=utc_now(),
     )
     path = _store(sign(record, keys), spec, hw)
@@ -336,7 +337,7 @@ def machine_hardware_class(spec: TrackSpec) -> str:
     """This machine's hardware class for ``spec`` (the CPU class for CPU tracks, even on a GPU box)."""
     from autoresearch.trainer import hardware
 
-    return hardware.hardware_class_for(spec.device)
+    return str(hardware.hardware_class_for(spec.device))
 
 
 def _device(spec: TrackSpec) -> str:

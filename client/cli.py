@@ -14,7 +14,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
-
 from autoresearch.protocol import ProtocolError
 
 from . import console

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 _stdout: Console | None = None
 _stderr: Console | None = None
@@ -39,12 +40,13 @@ def print_json(data: Any) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    """An error as one line, plus ``hint: …`` when there is one."""
-    err().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """An error as one line, plus ``hint: …`` when there is one. Text is printed literally (paths and
+    payload excerpts may hold ``[…]``, which rich would otherwise read as markup)."""
+    err().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     if hint:
-        err().print(f"[dim]hint:[/] {hint}", markup=True, highlight=False)
+        err().print(f"[dim]hint:[/] {escape(hint)}", markup=True, highlight=False)
 
 
 def info(message: str) -> None:
-    """A log line on stderr."""
-    err().print(message, highlight=False)
+    """A log line on stderr, printed literally (no rich markup)."""
+    err().print(message, markup=False, highlight=False)

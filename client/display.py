@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import threading
 
+from autoresearch.trainer.result import TrainProgress
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
-
-from autoresearch.trainer.result import TrainProgress
 
 from .loop import LoopStats
 from .workspace import LocalExperiment
@@ -91,7 +90,7 @@ class LiveDisplay:
     def experiment_started(self, number: int, description: str, time_budget: float) -> None:
         with self._lock:
             self._header.plain = f"experiment {number}: {description}"
-            self._progress.reset(self._task, total=time_budget, completed=0.0, description="training", loss="-")
+            self._progress.reset(self._task, total=time_budget, completed=0, description="training", loss="-")
 
     def progress(self, progress: TrainProgress) -> None:
         with self._lock:

@@ -28,13 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from autoresearch.protocol import (
+    CalibrationRecord,
     ClaimAnswer,
     CommunityBest,
     ExperimentRecord,
-    Normalised,
     SoftwareVersions,
     Status,
     Suggestion,
@@ -44,7 +42,9 @@ from autoresearch.protocol import (
 )
 from autoresearch.trainer.policy import check_source
 from autoresearch.trainer.result import RunResult, TrainProgress
+from pydantic import BaseModel, ConfigDict, Field
 
+from . import calibration
 from .errors import ClientError, ProposerError, WorkspaceError
 from .proposers import Proposal, ProposalContext, Proposer, RepairRequest
 from .results import atomic_write_text, compact_table
@@ -65,6 +65,7 @@ BASELINE_DESCRIPTION = "baseline"
 COMMIT_TRAILER = "autoresearch-experiment:"
 REPAIRABLE_OUTCOMES = frozenset({"crash", "nan", "oom", "eval_crash"})
 ERROR_TAIL_CHARS = 3000
+MAX_BASELINE_ATTEMPTS = 3  # consecutive failed baselines before the loop gives up
 
 # --------------------------------------------------------------------------------------------------
 # The federation contract (docs/architecture.md)
@@ -226,6 +227,10 @@ class _Candidate:
     baseline: bool = False
 
 
+class _Interrupted(Exception):
+    """A stop was requested while a run was cut short; the candidate stays pending."""
+
+
 class _Prefetch:
     """A proposal prepared in a daemon thread against ``base_source``."""
 
@@ -311,8 +316,9 @@ class AgentLoop:
         self._prefetch: _Prefetch | None = None
         self._hub = HubContext()
         self._calibration_loaded = False
-        self._calibration = None
+        self._calibration: CalibrationRecord | None = None
         self._runs_since_adopt = 0
+        self._baseline_failures = 0
 
     def request_stop(self) -> None:
         """Stop after the current experiment is recorded (safe from a signal handler)."""
@@ -325,7 +331,8 @@ class AgentLoop:
     # setup ---------------------------------------------------------------------------------------
 
     def _tag_experiments(self) -> list[LocalExperiment]:
-        return [e for e in self.ws.experiments() if e.tag == self.options.tag]
+        """This tag's experiments under this track id (a changed track or harness starts afresh)."""
+        return [e for e in self.ws.experiments() if e.tag == self.options.tag and e.track == self.track.id]
 
     def _restore(self) -> _Best | None:
         """Check out the branch, recover from a killed run, and find the best so far."""
@@ -345,7 +352,7 @@ class AgentLoop:
         self.ws.checkout_run_branch(self.options.tag)
         every = self.ws.experiments()
         for exp in every:
-            if exp.child_canonical_sha256:
+            if exp.child_canonical_sha256 and exp.track == self.track.id:
                 self._tried.add(exp.child_canonical_sha256)
         best = self._best_recorded()
         if pending is not None:
@@ -362,6 +369,8 @@ class AgentLoop:
             if self.ws.source_at("HEAD") != best.source:
                 _logger.info("train.py changed by hand since the last best: running a new baseline")
                 best = None
+        if best is None and any(e.tag == self.options.tag and e.track != self.track.id for e in every):
+            _logger.info("track %s differs from this tag's earlier experiments: running a new baseline", self.track.id)
         if best is None and not any(c.baseline for c in self._queue):
             self._queue.insert(0, self._baseline())
         return best
@@ -421,10 +430,10 @@ class AgentLoop:
             failures = 0
             if cand is None:
                 continue
-            outcome = self._experiment(cand, best)
-            if outcome is None:  # interrupted: left pending for the next `run`
+            try:
+                best = self._experiment(cand, best)
+            except _Interrupted:  # left pending for the next `run`
                 break
-            best = outcome
         return self.stats
 
     def _context(self, best: _Best | None, *, repair: RepairRequest | None = None) -> ProposalContext:
@@ -462,13 +471,11 @@ class AgentLoop:
             cand = _Candidate(adoption.source, adoption.description, "hub")
         elif self._prefetch is not None:
             cand = self._take_prefetched(best)
-            if cand is None:
-                return None
         else:
             cand = self._propose(best)
         return self._admit(cand, best)
 
-    def _take_prefetched(self, best: _Best | None) -> _Candidate | None:
+    def _take_prefetched(self, best: _Best | None) -> _Candidate:
         prefetch, self._prefetch = self._prefetch, None
         assert prefetch is not None
         proposal, waited = prefetch.result()
@@ -519,6 +526,7 @@ class AgentLoop:
         exp = LocalExperiment(
             number=cand.number or self.ws.next_number(),
             tag=self.options.tag,
+            track=self.track.id,
             kind="rejected",
             parent_commit=best.commit if best else self.ws.head(),
             description=cand.description,
@@ -542,6 +550,7 @@ class AgentLoop:
         exp = LocalExperiment(
             number=self.ws.next_number(),
             tag=self.options.tag,
+            track=self.track.id,
             kind="hub_done",
             parent_commit=best.commit if best else self.ws.head(),
             description=cand.description,
@@ -563,7 +572,12 @@ class AgentLoop:
     # one experiment ------------------------------------------------------------------------------
 
     def _experiment(self, cand: _Candidate, best: _Best | None) -> _Best | None:
-        """Commit, run, record, publish, keep or reset. Returns the new best, or None if interrupted."""
+        """Commit, run, record, publish, keep or reset. Returns the best after this experiment.
+
+        Raises:
+            _Interrupted: a stop was requested and the run did not finish.
+            WorkspaceError: the baseline failed ``MAX_BASELINE_ATTEMPTS`` times in a row.
+        """
         number = cand.number or self.ws.next_number()
         parent_commit = best.commit if best else self.ws.head()
         parent_source = best.source if best else cand.source
@@ -598,11 +612,12 @@ class AgentLoop:
         result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress)
         if self.stopping and result.outcome != "ok":
             self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
-            return None
+            raise _Interrupted
         record = self._record(cand, parent_source, best, result)
         exp = LocalExperiment(
             number=number,
             tag=self.options.tag,
+            track=self.track.id,
             kind="run",
             commit=commit,
             parent_commit=parent_commit,
@@ -632,9 +647,23 @@ class AgentLoop:
         elif best is not None:
             self.ws.reset_hard(best.commit)
         self.events.experiment_finished(exp, self.stats)
-        if record.status == "crash" and self._wants_repair(cand, result):
+        if record.status == "crash" and cand.baseline:
+            self._retry_baseline(result)
+        elif record.status == "crash" and self._wants_repair(cand, result):
             self._queue_repair(cand, result, number, new_best)
         return new_best
+
+    def _retry_baseline(self, result: RunResult) -> None:
+        """Queue the baseline again; a baseline that keeps failing stops the loop (nothing to compare to)."""
+        self._baseline_failures += 1
+        if self._baseline_failures >= MAX_BASELINE_ATTEMPTS:
+            tail = (result.error or "").strip().splitlines()[-1:] or [""]
+            raise WorkspaceError(
+                f"the baseline train.py failed {self._baseline_failures} times ({result.outcome}): {tail[0]}",
+                hint=f"see the run logs under {self.ws.runs_dir}; fix train.py and commit it",
+            )
+        self.events.note(f"the baseline failed ({result.outcome}); running it again")
+        self._queue.insert(0, self._baseline())
 
     def _count(self, record: ExperimentRecord, result: RunResult) -> None:
         self.stats.runs += 1
@@ -673,7 +702,7 @@ class AgentLoop:
         hardware_class, software = self._machine(result)
         parent_val = best.val_bpb if best and not cand.baseline else None
         cal = self._load_calibration(hardware_class)
-        normalised = self._normalise(cal, metrics.val_bpb if result.outcome == "ok" else None, parent_val)
+        normalised = calibration.normalise(cal, metrics.val_bpb if result.outcome == "ok" else None, parent_val)
         status = decide(
             outcome=result.outcome,
             val_bpb=metrics.val_bpb,
@@ -715,21 +744,14 @@ class AgentLoop:
 
         return result.hardware_class or hardware.hardware_class(), result.software or hardware.software_versions()
 
-    def _load_calibration(self, hardware_class: str):  # -> CalibrationRecord | None
+    def _load_calibration(self, hardware_class: str) -> CalibrationRecord | None:
         if not self._calibration_loaded:
-            from . import calibration
-
             self._calibration = calibration.load_cached(self.track, hardware_class)
             self._calibration_loaded = True
             if self._calibration is None:
                 _logger.info("no calibration for %s on %s: results carry Δ val_bpb only", self.track.id, hardware_class)
         return self._calibration
 
-    @staticmethod
-    def _normalise(cal, child: float | None, parent: float | None) -> Normalised:  # type: ignore[no-untyped-def]
-        from . import calibration
-
-        return calibration.normalise(cal, child, parent)
 
 
 def decide(

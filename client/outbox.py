@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import httpx
 from autoresearch.protocol import Envelope, parse_envelope, sha256_hex, verify
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -101,6 +102,7 @@ class SendReport(BaseModel):
     rejected: list[OutboxItem] = Field(default_factory=list)
     pending: int = 0
     unavailable: str | None = Field(default=None, description="why the pass stopped early (hub down)")
+    reachable: bool = Field(default=True, description="False when the hub could not be connected to at all")
 
 
 class Outbox:
@@ -232,6 +234,7 @@ class Outbox:
             except HubUnavailable as exc:
                 self._backoff(head, str(exc))
                 report.unavailable = str(exc)
+                report.reachable = not isinstance(exc.__cause__, httpx.TransportError)
                 break
             except RecordRejected as exc:
                 if exc.reason in BACKOFF_REASONS:
@@ -347,14 +350,24 @@ class OutboxSender:
         """Try to deliver now (ignoring the current backoff once)."""
         self._wake.set()
 
-    def stop(self, *, flush: bool = True, flush_seconds: float = 15.0) -> SendReport | None:
-        """Stop the thread; with ``flush``, make a last forced pass first. Returns the last report."""
+    def stop(self, *, flush: bool = True, flush_seconds: float = 20.0) -> SendReport | None:
+        """Stop the thread; with ``flush``, try to deliver what is pending first. Returns the last report.
+
+        The flush retries for up to ``flush_seconds`` while the hub answers but fails (5xx, 429: a
+        busy or restarting hub); a hub that cannot be reached at all gets one attempt.
+        """
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=flush_seconds + 30.0)
-        if flush:
+        self._thread.join(timeout=60.0)
+        if not flush:
+            return self.last_report
+        deadline = time.monotonic() + flush_seconds
+        while True:
             self.last_report = self.outbox.send_pending(self.hub, force=True)
-        return self.last_report
+            report = self.last_report
+            if not report.pending or not report.unavailable or not report.reachable or time.monotonic() > deadline:
+                return report
+            time.sleep(1.0)
 
     def _run(self) -> None:
         force = True

@@ -56,9 +56,14 @@ def changed_lines(parent: str, child: str) -> int:
 
 def _blank_seeds(tree: ast.Module) -> str:
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
         if any(isinstance(t, ast.Name) and _SEED_NAME.search(t.id) for t in targets):
-            node.value = ast.Constant(None)  # type: ignore[union-attr]
+            node.value = ast.Constant(None)
     return ast.dump(tree)
 
 

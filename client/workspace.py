@@ -91,6 +91,7 @@ class LocalExperiment(BaseModel):
 
     number: int
     tag: str
+    track: str = Field(description="track id the experiment belongs to")
     kind: Literal["run", "rejected", "hub_done"]
     commit: str | None = None
     parent_commit: str

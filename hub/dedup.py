@@ -20,9 +20,8 @@ import logging
 import re
 
 import numpy as np
-from datasketch import MinHash
-
 from autoresearch.protocol import canonical_source
+from datasketch import MinHash
 
 from . import directions
 

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
+from autoresearch.protocol import Verified
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from autoresearch.protocol import Verified
-
 from . import ingest, store
 from .catalog import TrackCatalog
+from .db import begin_write
 from .errors import AuthError, BadRequest
 from .metrics import HubMetrics
 from .settings import HubSettings
@@ -82,6 +82,20 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def get_write_session(state: StateDep) -> Iterator[Session]:
+    """A session whose transaction is a write transaction from its first statement (SQLite:
+    ``BEGIN IMMEDIATE``), so a submission's reads and writes never race another writer."""
+    with state.sessions() as session:
+        begin_write(session)
+        try:
+            yield session
+        finally:
+            session.rollback()
+
+
+WriteSessionDep = Annotated[Session, Depends(get_write_session)]
+
+
 def bearer_token(request: Request) -> str | None:
     """The ``Authorization: Bearer …`` token, or None when the header is absent.
 
@@ -116,14 +130,9 @@ def token_kind_of(token: str, session: Session, settings: HubSettings) -> TokenK
     """What a token grants: ``admin`` (the settings' admin token), ``enroll``/``read`` (a live
     stored token), or None for an unknown or revoked one."""
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-    if admin and _equal(token, admin):
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
         return "admin"
     return store.token_kind(session, token)  # type: ignore[return-value]
-
-
-TOKEN_COOKIE = "autoresearch_token"
-"""Cookie set by the pages' login form on a private hub (``hub/routes/pages.py``). It grants read
-access only, never admin or enroll rights, so a cross-site request cannot borrow those."""
 
 
 def cookie_grants_read(request: Request, session: Session, settings: HubSettings) -> bool:

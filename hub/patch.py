@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 
 import whatthepatch
-from whatthepatch.exceptions import WhatThePatchException
-
 from autoresearch.protocol import sha256_hex
+from whatthepatch.exceptions import WhatThePatchException
 
 from .errors import Rejected
 

@@ -32,11 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
 from autoresearch.protocol import (
     CalibrationRecord,
     ClaimAnswer,
@@ -52,6 +47,8 @@ from autoresearch.protocol import (
     Leaderboard,
     LeaderboardEntry,
     Page,
+    Progress,
+    ProgressPoint,
     Replications,
     TrackSpec,
     TrackView,
@@ -60,6 +57,10 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from . import dedup
 from .db import begin_write
@@ -263,8 +264,9 @@ def put_source(session: Session, text: str, canonical_sha256: str | None = None)
         _insert(session)(Source)
         .values(sha256=sha, canonical_sha256=canonical_sha256, text=text, size=len(text.encode()), created_at=utc_now())
         .on_conflict_do_nothing(index_elements=["sha256"])
+        .returning(Source.sha256)
     )
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    return session.execute(stmt).first() is not None
 
 
 def _source_by_canonical(session: Session, canonical_sha256: str) -> str | None:
@@ -492,8 +494,9 @@ def add_calibration(session: Session, verified: Verified, *, envelope_json: str)
             record_json=verified.payload.decode("utf-8"), envelope_json=envelope_json,
         )
         .on_conflict_do_nothing(index_elements=["id"])
+        .returning(Calibration.id)
     )
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    return session.execute(stmt).first() is not None
 
 
 def calibrations_of(session: Session, key_id: str) -> list[CalibrationRecord]:
@@ -531,8 +534,9 @@ def claim(
         _insert(session)(Claim)
         .values(**base, key_id=key_id, record_id=record_id, lease_expires_at=expires, created_at=now)
         .on_conflict_do_nothing(index_elements=list(base))
+        .returning(Claim.seq)
     )
-    if session.execute(stmt).rowcount:  # type: ignore[attr-defined]
+    if session.execute(stmt).first() is not None:
         return ClaimAnswer(status="granted", **base, lease_expires_at=expires, holder_key_id=key_id)
     taken = session.execute(
         update(Claim)
@@ -637,6 +641,25 @@ def recent_kept(session: Session, track: str, limit: int = 50) -> list[Experimen
         .limit(limit)
     ).all()
     return _views(session, list(rows))
+
+
+def progress(session: Session, track: str, hardware_class: str, *, limit: int) -> Progress:
+    """The newest ``limit`` experiments of a (track, hardware class), oldest first, as chart points.
+
+    Reads only the columns the chart draws (no record JSON), so a few thousand points stay cheap.
+    """
+    rows = session.execute(
+        select(Experiment.id, Experiment.created_at, Experiment.status, Experiment.outcome, Experiment.val_bpb,
+               Experiment.description)
+        .where(Experiment.track == track, Experiment.hardware_class == hardware_class)
+        .order_by(Experiment.seq.desc())
+        .limit(limit + 1)
+    ).all()
+    points = [
+        ProgressPoint(id=i, created_at=at, status=st, outcome=oc, val_bpb=bpb, description=d)  # type: ignore[arg-type]
+        for i, at, st, oc, bpb, d in reversed(rows[:limit])
+    ]
+    return Progress(track=track, hardware_class=hardware_class, points=points, truncated=len(rows) > limit)
 
 
 def get_experiment_view(session: Session, experiment_id: str) -> ExperimentView:

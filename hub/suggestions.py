@@ -32,7 +32,7 @@ The rule, in one place:
   (track, client, 10-minute time bucket): one client asking twice in a bucket gets the same list
   (deterministic for a seeded input), two clients asking at the same moment get independent draws, so
   their top suggestions differ unless one direction dominates the posterior.
-* ``exploit``: a direction with at least one ok try and posterior mean > 0. ``explore``: a direction
+* ``exploit``: a direction with a positive observed mean z and posterior mean > 0. ``explore``: a direction
   with fewer than EXPLORE_MAX_TRIES tries, including every direction derivable from the reference
   ``train.py`` that nobody tried yet (``NAME ↑``/``NAME ↓`` for numeric constants, ``NAME`` for
   other constants and functions, ``Class.method``). Both are scored by their draw, so one rule
@@ -44,7 +44,9 @@ The rule, in one place:
   Score: the sum of the two experiments' own posterior draws (each one try with its z).
 * ``replicate``: a kept experiment with z ≥ REPLICATE_MIN_Z run only once, asked of any other
   client; or run fewer than REPLICATE_ENOUGH times and never on the asking client's hardware class.
-  Never asked of its own author. Score: its posterior draw plus BEST_BONUS when it is the community best, so a suspicious best is confirmed first.
+  Never asked of its own author. Score: its posterior draw plus BEST_BONUS when it is the community
+  best or a challenger (kept on top of the best), so a suspicious best is confirmed first and a
+  new best is not held up waiting for its confirmation.
 * ``avoid``: a direction with ≥ AVOID_MIN_TRIES tries that crashes at least half the time, or whose
   posterior puts less than AVOID_MAX_P_GAIN on a positive effect. Listed last (at most MAX_AVOID),
   score = posterior mean (negative).
@@ -76,6 +78,10 @@ PRIOR_SD = 1.0
 """Prior sd of a direction's true mean z: a typical change moves val_bpb by about one seed-noise σ."""
 OBS_SD = math.sqrt(2.0)
 """Noise sd of one observed z: child and parent are each one noisy run (σ each, in z units)."""
+MIN_PRIOR_SD = 0.25
+"""Floor of the empirical prior's sd: never rule out an untried direction completely."""
+EB_MIN_DIRECTIONS = 5
+"""Tried directions needed before the prior is estimated from them (empirical Bayes)."""
 TIME_BUCKET_SECONDS = 600
 """Width of the time bucket in the Thompson seed: lists are stable for a client within it."""
 EXPLORE_MAX_TRIES = 2
@@ -88,14 +94,19 @@ AVOID_MAX_P_GAIN = 0.1
 MAX_AVOID = 3
 REPLICATE_MIN_Z = 1.0
 """Only results at least one seed-noise σ better than their parent are worth a replication."""
-BEST_BONUS = 1.0
-"""Score added to replicating the current community best (z units): trust needs confirmation."""
+BEST_BONUS = 2.0
+"""Score added to replicating the community best or a challenger of it (z units). Confirming a
+challenger moves every client onto it, so it is worth more than one more experiment."""
 REPLICATE_ENOUGH = 3
 """Runs of one experiment after which no more replications are asked for."""
 HARDWARE_MIN_TRIES = 2
 MAX_COMBINE_PAIRS = 12
 """Pairs of kept experiments merged per request (the most promising first); bounds the work."""
+TRUST_P = 0.95
+"""Posterior probability of a gain above which a community best is trusted (see :func:`trusted`)."""
 MAX_EVIDENCE = 10
+MAX_PER_KIND = {"combine": 4, "replicate": 3}
+"""Most suggestions of one kind in a list, so every list offers different kinds of work."""
 
 _AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
@@ -143,17 +154,87 @@ class Posterior:
         return 0.5 * (1.0 + math.erf(self.mean / (self.sd * math.sqrt(2.0))))
 
 
-def posterior(mean_z: float | None, n: int, *, pseudo_zeros: int = 0) -> Posterior:
+@dataclass(frozen=True)
+class Prior:
+    """Normal prior over a direction's true mean z: N(mean, sd²)."""
+
+    mean: float = 0.0
+    sd: float = PRIOR_SD
+
+
+def empirical_prior(stats: Sequence[DirectionStats]) -> Prior:
+    """The prior of a direction nobody tried, estimated from the directions that were tried.
+
+    Hierarchical normal model fitted by the method of moments (empirical Bayes: Efron & Morris
+    1975; Gelman et al., *Bayesian Data Analysis*, ch. 5): the mean is the try-weighted mean of the
+    directions' mean z, the variance is the spread of those means less the part observation noise
+    explains, clamped to [MIN_PRIOR_SD², PRIOR_SD²]. With fewer than EB_MIN_DIRECTIONS tried
+    directions the default N(0, PRIOR_SD²) stands. On a track where most changes hurt, untried
+    directions then start below zero, so Thompson sampling stops spraying the budget over dozens of
+    untried directions and spends it on what pays, and on replications.
+    """
+    tried = [
+        (s.mean_z, s.tries - s.crashes)
+        for s in stats
+        if s.direction != SEED and s.mean_z is not None and s.tries - s.crashes > 0
+    ]
+    if len(tried) < EB_MIN_DIRECTIONS:
+        return Prior()
+    weight = sum(n for _, n in tried)
+    mean = sum(z * n for z, n in tried) / weight
+    spread = sum((z - mean) ** 2 for z, _ in tried) / (len(tried) - 1)
+    noise = sum(OBS_SD**2 / n for _, n in tried) / len(tried)
+    var = min(max(spread - noise, MIN_PRIOR_SD**2), PRIOR_SD**2)
+    return Prior(mean=min(mean, 0.0), sd=math.sqrt(var))
+
+
+def posterior(
+    mean_z: float | None, n: int, *, pseudo_zeros: int = 0, prior: Prior = Prior()
+) -> Posterior:
     """Normal–Normal posterior of a mean z from ``n`` observations averaging ``mean_z``.
 
-    Prior N(0, PRIOR_SD²), observation noise OBS_SD; ``pseudo_zeros`` extra observations of z = 0
-    stand for live claims whose results are not in yet.
+    Prior N(prior.mean, prior.sd²) (default N(0, PRIOR_SD²)), observation noise OBS_SD;
+    ``pseudo_zeros`` extra observations of z = 0 stand for live claims whose results are not in yet.
     """
     total = n + pseudo_zeros
-    precision = 1.0 / PRIOR_SD**2 + total / OBS_SD**2
+    precision = 1.0 / prior.sd**2 + total / OBS_SD**2
     observed = (mean_z or 0.0) * n if n else 0.0
-    mean = (observed / OBS_SD**2) / precision
+    mean = (prior.mean / prior.sd**2 + observed / OBS_SD**2) / precision
     return Posterior(mean=mean, sd=math.sqrt(1.0 / precision), n=total)
+
+
+def counts_toward_gain(directions: Sequence[str]) -> bool:
+    """Whether an experiment's z and gain belong in its direction's gain distribution.
+
+    Only an experiment that changes exactly one direction isolates that direction's effect; a
+    combined or multi-change experiment credits every direction it touches with the whole gain, so
+    one real gain makes its passengers look good (and exploit then pushes the passengers). Tries,
+    keeps and crashes still count every experiment. Seed-only changes never count.
+    """
+    return len(directions) == 1 and directions[0] != SEED
+
+
+def gain_probability(zs: Sequence[float]) -> float:
+    """Posterior probability that an experiment truly improves on its parent, from the z of each of
+    its runs (the original first, then its replications), under the default prior N(0, PRIOR_SD²).
+    """
+    if not zs:
+        return 0.5
+    return posterior(sum(zs) / len(zs), len(zs)).p_gain
+
+
+def trusted(zs: Sequence[float]) -> bool:
+    """The trust rule recommended for a community best: ``gain_probability(zs) ≥ TRUST_P`` and, once
+    replicated, the replications agree (their mean z is positive).
+
+    With TRUST_P = 0.95 one run needs z ≥ 4.0 (pure noise gets there 1 time in 400: z of a null
+    change has sd √2) and two runs a mean z ≥ 2.05. The agreement clause guards against the
+    winner's curse: an original kept *because* its z was high is not confirmed by a replication that
+    shows nothing.
+    """
+    if gain_probability(zs) < TRUST_P:
+        return False
+    return len(zs) < 2 or sum(zs[1:]) / (len(zs) - 1) > 0.0
 
 
 def thompson_rng(track: str, client: str | None, now: datetime) -> random.Random:
@@ -211,6 +292,7 @@ def suggest(
     rng = thompson_rng(track, client, now)
     claims = in_flight or {}
     by_direction = {s.direction: s for s in stats}
+    prior = empirical_prior(stats)
 
     actionable: list[Suggestion] = []
     avoid: list[Suggestion] = []
@@ -220,7 +302,7 @@ def suggest(
             continue
         draw = rng.gauss(0.0, 1.0)  # drawn for every candidate, in sorted order: reproducible
         item = _direction_suggestion(
-            direction, by_direction.get(direction), draw, hardware_class, claims
+            direction, by_direction.get(direction), draw, hardware_class, claims, prior
         )
         if item is None:
             continue
@@ -235,7 +317,22 @@ def suggest(
     actionable.sort(key=lambda s: (-s.score, s.kind, s.direction))
     avoid.sort(key=lambda s: (s.score, s.direction))
     n_avoid = min(MAX_AVOID, len(avoid), limit // 3)
-    return actionable[: limit - n_avoid] + avoid[:n_avoid]
+    return _capped(actionable, limit - n_avoid) + avoid[:n_avoid]
+
+
+def _capped(ranked: list[Suggestion], limit: int) -> list[Suggestion]:
+    """The first ``limit`` suggestions, with at most MAX_PER_KIND of each kind (a list that is all
+    combines would leave a client nothing else once those are claimed)."""
+    taken: dict[str, int] = {}
+    out: list[Suggestion] = []
+    for item in ranked:
+        if taken.get(item.kind, 0) >= MAX_PER_KIND.get(item.kind, limit):
+            continue
+        taken[item.kind] = taken.get(item.kind, 0) + 1
+        out.append(item)
+        if len(out) == limit:
+            break
+    return out
 
 
 def _direction_suggestion(
@@ -244,6 +341,7 @@ def _direction_suggestion(
     draw: float,
     hardware_class: str | None,
     claims: Mapping[str, int],
+    prior: Prior,
 ) -> Suggestion | None:
     """exploit / explore / avoid for one direction, or None when it is neither."""
     tries = stat.tries if stat else 0
@@ -253,6 +351,7 @@ def _direction_suggestion(
         stat.mean_z if stat else None,
         ok if stat and stat.mean_z is not None else 0,
         pseudo_zeros=claims.get(direction, 0),
+        prior=prior,
     )
     evidence = list(stat.evidence[:MAX_EVIDENCE]) if stat else []
     area = area_of(direction)
@@ -274,7 +373,7 @@ def _direction_suggestion(
     if _fails_on_class(stat, hardware_class):
         return None
     score = round(post.mean + post.sd * draw, 6)
-    if ok >= 1 and post.mean > 0:
+    if ok >= 1 and post.mean > 0 and stat is not None and (stat.mean_z or 0.0) > 0:
         keeps = stat.keeps if stat else 0
         return Suggestion(
             kind="exploit",
@@ -329,7 +428,13 @@ def _combine_suggestions(
                 continue
             if best is not None and not _builds_on_best(a, b, best):
                 continue
-            pairs.append((posterior(_z_of(a), 1).mean + posterior(_z_of(b), 1).mean, a, b))
+            pairs.append(
+                (
+                    posterior(_z_of(a), 1).mean + posterior(_z_of(b), 1).mean,
+                    a,
+                    b,
+                )
+            )
     pairs.sort(key=lambda p: (-p[0], p[1].id, p[2].id))
     out: list[Suggestion] = []
     for _, a, b in pairs[:MAX_COMBINE_PAIRS]:
@@ -389,6 +494,8 @@ def _replicate_suggestions(
     best_id: str | None,
     rng: random.Random,
 ) -> list[Suggestion]:
+    best = next((v for v in kept if v.id == best_id), None)
+    on_best = best.record.child_canonical_sha256 if best else None
     out: list[Suggestion] = []
     for view in kept:
         z = _z_of(view)
@@ -405,7 +512,12 @@ def _replicate_suggestions(
             continue
         post = posterior(z, 1)
         is_best = view.id == best_id
-        score = post.mean + post.sd * rng.gauss(0.0, 1.0) + (BEST_BONUS if is_best else 0.0)
+        challenger = on_best is not None and view.record.parent_canonical_sha256 == on_best
+        role = (
+            "community best" if is_best else "challenger of the best" if challenger else "promising"
+        )
+        bonus = BEST_BONUS if is_best or challenger else 0.0
+        score = post.mean + post.sd * rng.gauss(0.0, 1.0) + bonus
         where = "another hardware class" if other_class else "another client"
         out.append(
             Suggestion(
@@ -417,7 +529,7 @@ def _replicate_suggestions(
                 parent_sha256=view.record.parent_sha256,
                 train_py=child,
                 rationale=(
-                    f"{'community best' if is_best else 'promising'} (z {z:+.2f}) seen only on "
+                    f"{role} (z {z:+.2f}) seen only on "
                     f"{', '.join(seen)}; re-run it on {where} to confirm"
                 ),
             )

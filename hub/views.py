@@ -8,8 +8,8 @@ always what the API serves.
 Decisions (see docs/pages.md):
 
 * The progress chart shows one hardware class at a time (val_bpb compares only within a class) and
-  at most :data:`CHART_MAX_POINTS` most recent experiments of it; the running-best frontier starts
-  from the best kept val_bpb before that window when the store knows it.
+  at most the newest 2000 experiments of it (``GET /api/v1/tracks/{track}/progress``); the
+  running-best frontier starts at the first keep inside that window.
 * Crashed experiments have no val_bpb; the chart still shows one point per experiment by drawing
   them in a band just above the highest val_bpb.
 """
@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from autoresearch.protocol import CalibrationRecord, DirectionStats, ExperimentView, record_id
+from autoresearch.protocol import (
+    CalibrationRecord,
+    DirectionStats,
+    ExperimentView,
+    Progress,
+    record_id,
+)
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict
 from pygments import highlight
@@ -30,9 +36,6 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
 _logger = logging.getLogger(__name__)
-
-CHART_MAX_POINTS = 2000
-"""Most experiments one progress chart draws (the newest ones); older ones are left to the tables."""
 
 CURVE_SAMPLES = 64
 """Points on a drawn calibration curve ``bpb(t) = c + a·t^(−b)``."""
@@ -153,10 +156,9 @@ class ProgressSeries(ChartModel):
 
     ``x``: created_at, unix seconds. ``keep`` / ``discard`` / ``crash``: val_bpb (bits per byte) of the
     experiment in the column matching its status, None in the others (``crash`` holds the band value
-    above the highest val_bpb). ``frontier``: running best kept val_bpb. ``labels``, ``ids``,
-    ``hardware``: per-experiment description, record id and hardware class for the hover box.
-    ``new_best``: indices of keeps that lowered the frontier (labelled on the chart, as upstream's
-    progress.png does).
+    above the highest val_bpb). ``frontier``: running best kept val_bpb. ``labels`` and ``ids``:
+    description and record id for the hover box and the click-through. ``new_best``: indices of keeps
+    that lowered the frontier (labelled on the chart, as upstream's progress.png does).
     """
 
     x: list[float]
@@ -166,47 +168,40 @@ class ProgressSeries(ChartModel):
     frontier: list[float | None]
     labels: list[str]
     ids: list[str]
-    hardware: list[str]
     new_best: list[int]
     hardware_class: str | None = None
     truncated: bool = False
 
 
-def progress_series(
-    experiments: Sequence[ExperimentView],
-    *,
-    hardware_class: str | None = None,
-    best_before: float | None = None,
-    truncated: bool = False,
-) -> ProgressSeries:
-    """Build the progress chart columns from experiments (any order; sorted oldest first here).
+def progress_series(progress: Progress | None, *, best_before: float | None = None) -> ProgressSeries:
+    """Chart columns from the API's progress points (``GET /api/v1/tracks/{track}/progress``).
 
-    ``best_before`` seeds the frontier with the best kept val_bpb older than the window, so a
-    truncated window still shows the true running best. Raises nothing; an empty input gives
-    empty columns.
+    ``best_before`` seeds the frontier with a best kept val_bpb older than the points (None: the
+    frontier starts at the first keep). ``None`` progress (no hardware class yet) gives empty columns.
     """
-    rows = sorted(experiments, key=lambda e: (e.record.created_at, e.id))
-    values = [e.record.metrics.val_bpb for e in rows if e.record.metrics.val_bpb is not None]
-    crash_band = _crash_band(values)
-    out: dict[str, list] = {k: [] for k in ("x", "keep", "discard", "crash", "frontier", "labels", "ids", "hardware")}  # type: ignore[type-arg]
+    points = sorted(progress.points, key=lambda p: (p.created_at, p.id)) if progress else []
+    crash_band = _crash_band([p.val_bpb for p in points if p.val_bpb is not None])
+    cols: dict[str, list[float | None]] = {k: [] for k in ("keep", "discard", "crash", "frontier")}
     new_best: list[int] = []
     best = best_before
-    for i, exp in enumerate(rows):
-        rec = exp.record
-        val = rec.metrics.val_bpb
-        status = rec.status if val is not None else "crash"
-        if status == "keep" and val is not None and (best is None or val < best):
-            best = val
+    for i, p in enumerate(points):
+        status = p.status if p.val_bpb is not None else "crash"
+        if status == "keep" and p.val_bpb is not None and (best is None or p.val_bpb < best):
+            best = p.val_bpb
             new_best.append(i)
-        out["x"].append(rec.created_at.timestamp())
-        out["keep"].append(val if status == "keep" else None)
-        out["discard"].append(val if status == "discard" else None)
-        out["crash"].append(crash_band if status == "crash" else None)
-        out["frontier"].append(best)
-        out["labels"].append(rec.description)
-        out["ids"].append(exp.id)
-        out["hardware"].append(rec.hardware_class)
-    return ProgressSeries(**out, new_best=new_best, hardware_class=hardware_class, truncated=truncated)
+        cols["keep"].append(p.val_bpb if status == "keep" else None)
+        cols["discard"].append(p.val_bpb if status == "discard" else None)
+        cols["crash"].append(crash_band if status == "crash" else None)
+        cols["frontier"].append(best)
+    return ProgressSeries(
+        x=[p.created_at.timestamp() for p in points],
+        **cols,
+        labels=[p.description for p in points],
+        ids=[p.id for p in points],
+        new_best=new_best,
+        hardware_class=progress.hardware_class if progress else None,
+        truncated=progress.truncated if progress else False,
+    )
 
 
 def _crash_band(values: Sequence[float]) -> float:

@@ -14,8 +14,10 @@ from .records import (
     ExperimentRecord,
     FiniteFloat,
     NonNegFloat,
+    Outcome,
     PositiveFloat,
     Sha256Hex,
+    Status,
     Suggestion,
     TrackSpec,
 )
@@ -171,6 +173,29 @@ class TrackView(ApiModel):
     clients: int = 0
     best_val_bpb: PositiveFloat | None = None
     best_ecm: PositiveFloat | None = None
+
+
+class ProgressPoint(ApiModel):
+    """One experiment on a track's progress chart: when, how it ended and its val_bpb (bits per byte;
+    None for a crash)."""
+
+    id: Sha256Hex
+    created_at: datetime
+    status: Status
+    outcome: Outcome
+    val_bpb: PositiveFloat | None = None
+    description: str
+
+
+class Progress(ApiModel):
+    """``GET /api/v1/tracks/{track}/progress?hardware_class=&limit=``: the newest ``limit`` experiments
+    of one hardware class, oldest first (the data of the track page's progress chart).
+    ``truncated``: older experiments exist beyond ``limit``."""
+
+    track: str
+    hardware_class: str
+    points: list[ProgressPoint]
+    truncated: bool = False
 
 
 class ClientView(ApiModel):

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 
 class ProtocolError(Exception):
-    """Base class of every protocol failure. ``reason`` is a short machine-readable code."""
+    """Base class of every protocol failure. ``reason`` is a short machine-readable code; ``hint``
+    (optional) says what to do about it, and the CLI prints it as ``hint: …``."""
 
     reason = "protocol_error"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
+        self.hint = hint
 
 
 class SchemaError(ProtocolError):

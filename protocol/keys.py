@@ -96,7 +96,8 @@ class KeyPair:
             KeyFileError: ``path`` already exists (never overwrite a key silently).
         """
         if path.exists():
-            raise KeyFileError(f"{path} already exists; refusing to overwrite a private key", reason="key_exists")
+            raise KeyFileError(f"{path} already exists; refusing to overwrite a private key", reason="key_exists",
+                               hint="move it away first if you really mean to replace it")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_atomic(path, self.private_pem(), mode=0o600)
         _write_atomic(path.with_suffix(".pub"), (self.public_key_hex + "\n").encode(), mode=0o644)
@@ -111,14 +112,12 @@ class KeyPair:
         try:
             st = path.stat()
         except FileNotFoundError as exc:
-            raise KeyFileError(
-                f"no private key at {path}", reason="key_missing"
-            ) from exc
+            raise KeyFileError(f"no private key at {path}", reason="key_missing") from exc
         if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(
-                f"private key {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"fix it with: chmod 600 {path}",
+                f"private key {path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):o}); refusing to use it",
                 reason="key_permissions",
+                hint=f"chmod 600 {path}",
             )
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)

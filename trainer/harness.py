@@ -272,6 +272,8 @@ class _Run:
         except (data.DataError, RuntimeError, OSError) as exc:
             self.fail("crash", f"harness could not prepare track {self.track.id}: {exc}")
             return
+        if self.limits.num_threads is not None and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(self.limits.num_threads)
         torch.manual_seed(self.args.seed)
         np.random.seed(self.args.seed % 2**32)
         try:

@@ -208,7 +208,7 @@ def render_plot(cal: CalibrationRecord, *, width: int = 60, height: int = 14) ->
     grid = [[" "] * width for _ in range(height)]
 
     def row(y: float) -> int:
-        return round((y_hi - y) / (y_hi - y_lo) * (height - 1))
+        return int(round((y_hi - y) / (y_hi - y_lo) * (height - 1)))
 
     def col(x: float) -> int:
         return round((math.log(x) - lo) / (hi - lo) * (width - 1))

@@ -1,17 +1,121 @@
-"""``autoresearch prepare`` and ``autoresearch train`` (filled in by the trainer)."""
+"""``autoresearch prepare`` and ``autoresearch train``: track data and one harness run.
+
+``train`` prints the upstream summary block on stdout (``--json OUT`` also writes the full
+:class:`~autoresearch.trainer.result.RunResult`); live progress goes to stderr. Exit status 0 for
+outcome ``ok``, 1 for any other outcome (the summary block is printed either way).
+"""
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .. import console
+from ..errors import UsageError
+
+
+def _track(name: str, time_budget: float | None = None):  # -> TrackSpec
+    from autoresearch.trainer import tracks
+
+    try:
+        return tracks.get_track(name, time_budget=time_budget)
+    except tracks.UnknownTrack as exc:
+        raise UsageError(str(exc), hint="pick one of: " + ", ".join(tracks.TRACK_NAMES)) from None
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="--time-budget takes seconds, e.g. --time-budget 30") from None
+
+
+def _resolve_train_py(file: Path | None, track, run_dir: Path) -> Path:
+    from autoresearch.trainer import tracks
+
+    if file is not None:
+        if not file.is_file():
+            raise UsageError(f"{file} does not exist", hint="pass a train.py, or omit FILE to use ./train.py or the track's reference")
+        return file
+    if Path("train.py").is_file():
+        return Path("train.py")
+    reference = run_dir / "train.py"
+    reference.write_text(tracks.reference_source(track), encoding="utf-8")
+    console.info(f"no ./train.py: running the reference train.py of track {track.name}")
+    return reference
 
 
 def register(app: typer.Typer) -> None:
     @app.command("prepare")
-    def prepare() -> None:
-        """Download or build a track's data and tokenizer."""
-        raise typer.Exit(2)
+    def prepare(
+        track: Annotated[str, typer.Option("--track", "-t", envvar="AUTORESEARCH_TRACK", help="climbmix, cpu or tiny.")] = "cpu",
+        num_shards: Annotated[int, typer.Option("--num-shards", min=1, help="climbmix: training shards to download (the validation shard is always added).")] = 10,
+    ) -> None:
+        """Download or check a track's data and tokenizer."""
+        spec = _track(track)
+        if spec.name == "climbmix":
+            from autoresearch.trainer import climbmix
+
+            try:
+                summary = climbmix.prepare(num_shards=num_shards, progress=True)
+            except climbmix.PrepareError as exc:
+                raise UsageError(str(exc), hint="re-run `autoresearch prepare --track climbmix`: finished shards are kept and partial ones resume") from None
+            console.out().print(summary, highlight=False)
+            return
+        from autoresearch.trainer import data
+
+        try:
+            corpus = data.load_corpus(spec)
+        except data.DataError as exc:
+            raise UsageError(str(exc), hint="reinstall autoresearch-hub; the offline corpus ships with it") from None
+        n_train = sum(len(d) for d in corpus.train_docs)
+        n_val = sum(len(d) for d in corpus.val_docs)
+        console.out().print(
+            f"track {spec.id}: offline corpus ok (sha256 {spec.data_sha256[:12]}…), "
+            f"{len(corpus.train_docs)} train docs / {n_train:,} tokens, {len(corpus.val_docs)} val docs / {n_val:,} tokens",
+            highlight=False,
+        )
 
     @app.command("train")
-    def train() -> None:
+    def train(
+        file: Annotated[Path | None, typer.Argument(help="train.py to run (default: ./train.py, else the track's reference).")] = None,
+        track: Annotated[str, typer.Option("--track", "-t", envvar="AUTORESEARCH_TRACK", help="climbmix, cpu, tiny or a track id.")] = "cpu",
+        time_budget: Annotated[float | None, typer.Option("--time-budget", help="Training budget in seconds (a derived track with its own id).")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full result as JSON to this file ('-' for stdout instead of the summary).")] = None,
+        run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where run.log and result.json go (default: a new temp dir).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Run seed (data order; added to train.py's SEED).")] = 0,
+    ) -> None:
         """One run of a train.py under a track's harness; prints the summary block."""
-        raise typer.Exit(2)
+        from autoresearch.trainer.result import summary_block
+        from autoresearch.trainer.run import run_training
+
+        spec = _track(track, time_budget)
+        directory = run_dir or Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        train_py = _resolve_train_py(file, spec, directory)
+        console.info(f"track {spec.id}: {spec.time_budget:g} s budget; run dir {directory}")
+        result = _run_with_progress(run_training, train_py, spec, directory, seed)
+        if json_out is not None and str(json_out) == "-":
+            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        else:
+            console.out().print(summary_block(result), highlight=False, markup=False)
+            if json_out is not None:
+                json_out.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+        if not result.ok:
+            console.error(f"run ended with outcome {result.outcome}: {(result.error or '').strip().splitlines()[-1:] or ''}", hint=f"full log: {result.log_path}")
+            raise typer.Exit(1)
+
+
+def _run_with_progress(run_training, train_py: Path, spec, directory: Path, seed: int):
+    """Run with a progress bar on stderr (training seconds of the budget, step and loss)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+        console=console.err(), transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("training", total=spec.time_budget, status="starting")
+
+        def on_progress(p) -> None:
+            bar.update(task, completed=min(p.training_seconds, p.time_budget), status=f"step {p.step} loss {p.loss:.3f}")
+
+        return run_training(train_py, spec, directory, seed=seed, on_progress=on_progress)

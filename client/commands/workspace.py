@@ -12,10 +12,13 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from autoresearch.protocol import TrackSpec
 
 from .. import console
 from ..errors import UsageError
+from ..loop import AgentLoop
 from ..proposers import DEFAULT_MODEL, PROPOSER_NAMES, default_proposer_name, make_proposer
+from ..workspace import Workspace
 
 
 def program_template() -> str:
@@ -23,7 +26,7 @@ def program_template() -> str:
     return resources.files("autoresearch.client").joinpath("templates", "program.md").read_text(encoding="utf-8")
 
 
-def _track(name: str):  # -> TrackSpec
+def _track(name: str) -> TrackSpec:
     from autoresearch.trainer import tracks
 
     try:
@@ -32,7 +35,7 @@ def _track(name: str):  # -> TrackSpec
         raise UsageError(str(exc), hint=f"known tracks: {', '.join(tracks.TRACK_NAMES)}") from exc
 
 
-def default_tag(ws) -> str:  # type: ignore[no-untyped-def]
+def default_tag(ws: Workspace) -> str:
     """The interrupted or last tag of the workspace (so `run` resumes), else today's date (``nov29``)."""
     pending = ws.pending()
     if pending is not None:
@@ -43,7 +46,7 @@ def default_tag(ws) -> str:  # type: ignore[no-untyped-def]
     return datetime.now().strftime("%b%d").lower()
 
 
-def _stop_on_sigint(loop) -> object:  # type: ignore[no-untyped-def]
+def _stop_on_sigint(loop: AgentLoop) -> object:
     """First Ctrl-C: stop after the current experiment is recorded; second: abort now."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -64,8 +67,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a workspace: git repo with train.py, program.md, results.tsv and .autoresearch/."""
         from autoresearch.trainer import tracks
-
-        from ..workspace import Workspace
 
         spec = _track(track)
         ws = Workspace.init(
@@ -90,8 +91,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the agent loop in a workspace: propose, train, keep or discard, repeat."""
         from ..display import LiveDisplay, PlainDisplay
-        from ..loop import AgentLoop, LoopOptions
-        from ..workspace import Workspace
+        from ..loop import LoopOptions
 
         ws = Workspace.open(workspace)
         spec = _track(ws.config.track)

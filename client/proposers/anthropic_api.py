@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 import anthropic
-
 from autoresearch.trainer.policy import check_source
 
 from ..errors import ProposerError
@@ -166,12 +165,12 @@ class AnthropicProposer:
             {"type": "text", "text": ctx.program_md or "(no program.md)", "cache_control": {"type": "ephemeral"}},
         ]
         try:
-            return self.client.messages.create(
+            return self.client.messages.create(  # type: ignore[call-overload]
                 model=self.model,
                 max_tokens=self.max_tokens,
-                system=system,  # type: ignore[arg-type]
-                messages=messages,  # type: ignore[arg-type]
-                tools=[SUBMIT_TOOL],  # type: ignore[list-item]
+                system=system,
+                messages=messages,
+                tools=[SUBMIT_TOOL],
                 tool_choice={"type": "auto"},
                 timeout=self.timeout,
             )

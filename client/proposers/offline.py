@@ -162,7 +162,8 @@ def mutations(const: Constant) -> list[Mutation]:
                 if float(code) != v:
                     out.append((code, "↑" if abs(new) > abs(v) else "↓"))
     else:
-        return [Mutation(name, const.code, repr(p), name) for p in WINDOW_PATTERNS if p != v]
+        quote = const.code[0] if const.code[:1] in ("'", '"') else '"'
+        return [Mutation(name, const.code, f"{quote}{p}{quote}", name) for p in WINDOW_PATTERNS if p != v]
     seen: set[str] = set()
     result = []
     for code, arrow in out:
@@ -175,7 +176,6 @@ def mutations(const: Constant) -> list[Mutation]:
 class _Replace(cst.CSTTransformer):
     def __init__(self, values: dict[str, str]) -> None:
         self.values = values
-        self.depth = 0
 
     def visit_IndentedBlock(self, node: cst.IndentedBlock) -> bool:
         return False  # module level only

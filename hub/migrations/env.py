@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from alembic import context
-
 from autoresearch.hub.db import make_engine
 from autoresearch.hub.models import Base
 

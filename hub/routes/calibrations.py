@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from autoresearch.protocol import CALIBRATION_SCHEMA, Accepted, CalibrationRecord, utc_now
 from fastapi import APIRouter, Response
 
-from autoresearch.protocol import CALIBRATION_SCHEMA, Accepted, CalibrationRecord, utc_now
-
 from .. import ingest, store
-from ..deps import BodyDep, SessionDep, StateDep, signed_by_active_key
+from ..deps import BodyDep, StateDep, WriteSessionDep, signed_by_active_key
 from ..openapi import ENVELOPE_BODY, ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["calibrations"])
 
 
 @router.post("/calibrations", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
-def submit_calibration(body: BodyDep, session: SessionDep, state: StateDep, response: Response) -> Accepted:
+def submit_calibration(body: BodyDep, session: WriteSessionDep, state: StateDep, response: Response) -> Accepted:
     """Verify and store a calibration (known track, no future timestamp). 201 new, 200 stored before."""
     verified = signed_by_active_key(session, body, CALIBRATION_SCHEMA)
     record = verified.record

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from autoresearch.protocol import CLAIM_SCHEMA, ClaimAnswer, ClaimRecord, utc_now
 from fastapi import APIRouter
 
-from autoresearch.protocol import CLAIM_SCHEMA, ClaimAnswer, ClaimRecord, utc_now
-
 from .. import ingest, store
-from ..deps import BodyDep, SessionDep, StateDep, signed_by_active_key
+from ..deps import BodyDep, StateDep, WriteSessionDep, signed_by_active_key
 from ..openapi import ENVELOPE_BODY, ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["claims"])
 
 
 @router.post("/claims", response_model=ClaimAnswer, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
-def submit_claim(body: BodyDep, session: SessionDep, state: StateDep) -> ClaimAnswer:
+def submit_claim(body: BodyDep, session: WriteSessionDep, state: StateDep) -> ClaimAnswer:
     """``granted`` (run it until ``lease_expires_at``), ``done`` (already run, or a near-duplicate was:
     skip it) or ``held`` (another key holds the lease). Exactly one of racing claims is granted."""
     verified = signed_by_active_key(session, body, CLAIM_SCHEMA)

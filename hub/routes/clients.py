@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
+from autoresearch.protocol import CLIENT_SCHEMA, Accepted, ClientView
 from fastapi import APIRouter, Path, Response
 
-from autoresearch.protocol import CLIENT_SCHEMA, Accepted, ClientView
-
 from .. import ingest, store
-from ..deps import BodyDep, ReadAccessDep, SessionDep, SettingsDep, StateDep, TokenKindDep
+from ..deps import (
+    BodyDep,
+    ReadAccessDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    TokenKindDep,
+    WriteSessionDep,
+)
 from ..errors import AuthError, NotFound
 from ..openapi import ENVELOPE_BODY, ERRORS
 
@@ -21,7 +28,7 @@ KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="hex SHA-
 
 
 @router.post("/clients", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
-def register(body: BodyDep, session: SessionDep, settings: SettingsDep, kind: TokenKindDep, state: StateDep, response: Response) -> Accepted:
+def register(body: BodyDep, session: WriteSessionDep, settings: SettingsDep, kind: TokenKindDep, state: StateDep, response: Response) -> Accepted:
     """Register the Ed25519 key that signed a ``autoresearch/client/v1`` record (proof of possession).
 
     Public hub: anyone registers (``pending`` when the hub requires approval). Private hub: an enroll

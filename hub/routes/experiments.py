@@ -6,12 +6,27 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
+from autoresearch.protocol import (
+    EXPERIMENT_SCHEMA,
+    OUTCOMES,
+    Accepted,
+    ExperimentDetail,
+    ExperimentRecord,
+    ExperimentView,
+    Page,
+    utc_now,
+)
 from fastapi import APIRouter, Path, Query, Response
 
-from autoresearch.protocol import EXPERIMENT_SCHEMA, OUTCOMES, Accepted, ExperimentDetail, ExperimentRecord, ExperimentView, Page, utc_now
-
 from .. import ingest, store
-from ..deps import BodyDep, ReadAccessDep, SessionDep, StateDep, signed_by_active_key
+from ..deps import (
+    BodyDep,
+    ReadAccessDep,
+    SessionDep,
+    StateDep,
+    WriteSessionDep,
+    signed_by_active_key,
+)
 from ..errors import BadRequest, Conflict
 from ..openapi import ENVELOPE_BODY, ERRORS
 
@@ -22,7 +37,7 @@ IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="record id: 
 
 
 @router.post("/experiments", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
-def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, response: Response) -> Accepted:
+def submit_experiment(body: BodyDep, session: WriteSessionDep, state: StateDep, response: Response) -> Accepted:
     """Verify and store an experiment. 201 new; 200 when the same record is already stored; 409
     ``unknown_parent`` when the hub lacks the parent ``train.py`` (PUT it to /sources, then retry)."""
     verified = signed_by_active_key(session, body, EXPERIMENT_SCHEMA)

@@ -6,7 +6,7 @@ Every page calls the same store functions as the JSON routes under ``/api/v1`` (
 page and its JSON come from the same function) and hands the protocol models to the templates through
 the pure builders of :mod:`autoresearch.hub.views`. Pages never render unbounded lists: listings are
 keyset-paginated with the API's cursors and the progress chart reads at most
-:data:`~autoresearch.hub.views.CHART_MAX_POINTS` experiments.
+:data:`~autoresearch.hub.routes.tracks.PROGRESS_MAX_POINTS` experiments.
 
 The app wires it with ``app.include_router(pages.router)``. Its routes use :class:`PageRoute`, which
 turns a :class:`~autoresearch.hub.errors.HubError` into an HTML error page with the error's status
@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from .. import deps, store, views
 from ..deps import SessionDep, SettingsDep, StateDep
 from ..errors import AuthError, HubError, NotFound
+from .tracks import PROGRESS_MAX_POINTS
 
 _logger = logging.getLogger(__name__)
 
@@ -253,13 +254,13 @@ def page_track(
     recent = store.list_experiments(session, store.ExperimentFilter(track=spec.id), cursor=cursor, limit=RECENT_PAGE_SIZE)
     classes = sorted(set(leaderboard.by_hardware_class) | {e.record.hardware_class for e in recent.items})
     chart_class = hw or (best.experiment.record.hardware_class if best.experiment else None) or (classes[0] if classes else None)
-    chart = _progress_chart(session, spec.id, chart_class)
+    progress = store.progress(session, spec.id, chart_class, limit=PROGRESS_MAX_POINTS) if chart_class else None
     directions = store.direction_stats(session, spec.id)
     return render(request, "track.html", {
         "track": store.track_view(session, spec),
         "best": best,
         "leaderboard": leaderboard,
-        "chart": chart,
+        "chart": views.progress_series(progress),
         "hardware_classes": classes,
         "directions": views.direction_rows(directions, TOP_DIRECTIONS),
         "direction_count": len(directions),
@@ -267,16 +268,6 @@ def page_track(
         "cursor": cursor,
         "experiment_url_prefix": str(request.app.url_path_for("page_experiment", experiment_id="x"))[:-1],
     })
-
-
-def _progress_chart(session: Session, track: str, hardware_class: str | None) -> views.ProgressSeries:
-    """The newest :data:`views.CHART_MAX_POINTS` experiments of one hardware class, as chart columns."""
-    if hardware_class is None:
-        return views.progress_series([])
-    page = store.list_experiments(
-        session, store.ExperimentFilter(track=track, hardware_class=hardware_class), cursor=None, limit=views.CHART_MAX_POINTS
-    )
-    return views.progress_series(page.items, hardware_class=hardware_class, truncated=page.next_cursor is not None)
 
 
 @_pages.get("/tracks/{track}/directions", name="page_directions", response_class=HTMLResponse)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from .. import ingest, store
-from ..deps import BodyDep, ReadAccessDep, SessionDep, StateDep
+from ..deps import BodyDep, ReadAccessDep, SessionDep, StateDep, WriteSessionDep
 from ..errors import BadRequest, NotFound
 from ..openapi import ERRORS, SOURCE_BODY
 
@@ -18,7 +18,7 @@ ShaPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="hex SHA-25
 
 
 @router.put("/sources/{sha256}", status_code=201, responses={**ERRORS, 200: {"description": "already stored"}}, openapi_extra=SOURCE_BODY)
-def put_source(sha256: ShaPath, body: BodyDep, session: SessionDep, state: StateDep, _: ReadAccessDep, request: Request) -> Response:
+def put_source(sha256: ShaPath, body: BodyDep, session: WriteSessionDep, state: StateDep, _: ReadAccessDep, request: Request) -> Response:
     """Store a ``train.py`` after checking size, hash and that it parses. 201 new, 200 known."""
     try:
         text = body.decode("utf-8")

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from autoresearch.protocol import (
+    CommunityBest,
+    DirectionStats,
+    Leaderboard,
+    Progress,
+    SuggestionList,
+    TrackView,
+    utc_now,
+)
 from fastapi import APIRouter, Query
-
-from autoresearch.protocol import CommunityBest, DirectionStats, Leaderboard, SuggestionList, TrackView, utc_now
 
 from .. import store
 from ..deps import ReadAccessDep, SessionDep, StateDep
@@ -16,6 +23,7 @@ from ..openapi import ERRORS
 router = APIRouter(prefix="/api/v1", tags=["tracks"])
 
 KEPT_FOR_SUGGESTIONS = 300
+PROGRESS_MAX_POINTS = 2000  # most points of one progress chart (docs/pages.md)
 
 
 @router.get("/tracks", response_model=list[TrackView], responses=ERRORS)
@@ -43,6 +51,16 @@ def get_best(
     """The community best ``train.py`` (of a hardware class, else by ECM), with its lineage."""
     spec = state.catalog.get(track)
     return store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
+
+
+@router.get("/tracks/{track}/progress", response_model=Progress, responses=ERRORS)
+def get_progress(
+    track: str, session: SessionDep, state: StateDep, _: ReadAccessDep,
+    hardware_class: Annotated[str, Query(max_length=200)],
+    limit: Annotated[int, Query(ge=1, le=PROGRESS_MAX_POINTS)] = PROGRESS_MAX_POINTS,
+) -> Progress:
+    """The newest experiments of one hardware class, oldest first: the track page's progress chart."""
+    return store.progress(session, state.catalog.get(track).id, hardware_class, limit=limit)
 
 
 @router.get("/tracks/{track}/directions", response_model=list[DirectionStats], responses=ERRORS)

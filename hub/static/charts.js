@@ -22,6 +22,12 @@
   function pointsOnly(label, color, size, fill) {
     return { label: label, stroke: color, fill: fill || color, width: 1, paths: () => null, points: { show: true, space: 0, size: size, stroke: color, fill: fill || color } };
   }
+  /* Time ticks in UTC, 24 h: HH:mm within two days, else MM-DD (the hub shows every time in UTC). */
+  function utcTicks(xs) {
+    const span = xs.length ? xs[xs.length - 1] - xs[0] : 0;
+    const fmtTick = uPlot.fmtDate(span > 2 * 86400 ? "{YYYY}-{MM}-{DD}" : "{HH}:{mm}");
+    return (u, splits) => splits.map((v) => (v == null ? "" : fmtTick(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))));
+  }
   function autoResize(u, el) {
     window.addEventListener("resize", () => u.setSize({ width: widthOf(el), height: u.height }));
   }
@@ -38,17 +44,16 @@
 
     const opts = {
       width: widthOf(el), height: 380,
-      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),  // every time on the hub is UTC
       scales: { x: { time: true }, y: { auto: true } },
       legend: { live: false },
       cursor: { drag: { x: true, y: false }, points: { size: 9 } },
       axes: [
-        { stroke: C.muted, space: 90, grid: { stroke: C.grid, width: 1 }, ticks: { stroke: C.grid, width: 1 } },
+        { stroke: C.muted, space: 90, grid: { stroke: C.grid, width: 1 }, ticks: { stroke: C.grid, width: 1 }, values: utcTicks(d.x) },
         axis("val_bpb (bits/byte)", (u, vals) => vals.map((v) => v.toFixed(3))),
       ],
       series: [
         { label: "time" },
-        pointsOnly("discard", C.discard, 5),
+        pointsOnly("discard", C.discard, 6),
         pointsOnly("crash (no val_bpb)", C.crash, 6, "#fff"),
         { label: "running best", stroke: C.frontier, width: 2, spanGaps: true, points: { show: false }, paths: uPlot.paths.stepped({ align: 1 }) },
         pointsOnly("keep", C.keep, 8),
@@ -84,7 +89,7 @@
           const val = d.keep[i] ?? d.discard[i];
           tip.innerHTML = `<div><strong>${esc(d.labels[i])}</strong></div>` +
             `<div><span class="badge ${status}">${status}</span> <span class="v">${val == null ? "no val_bpb" : fmt(val, 4) + " bpb"}</span>${newBest.has(i) ? " · new best" : ""}</div>` +
-            `<div class="muted">${esc(d.hardware[i])} · ${new Date(d.x[i] * 1000).toISOString().replace("T", " ").slice(0, 19)} UTC</div>`;
+            `<div class="muted">${esc(d.hardware_class)} · ${new Date(d.x[i] * 1000).toISOString().replace("T", " ").slice(0, 19)} UTC</div>`;
           tip.style.display = "block";
           const left = u.cursor.left + u.bbox.left / devicePixelRatio + 18;
           tip.style.left = Math.min(left, el.clientWidth - 260) + "px";

@@ -65,6 +65,7 @@ class FakeHub:
     """In-memory hub: registered keys, experiments by record id, sources by sha256; can go down."""
 
     down: bool = False
+    busy: int = 0  # answer this many next requests with 503 (a busy database)
     revoked: set[str] = field(default_factory=set)
     pending_keys: set[str] = field(default_factory=set)
     known_sources: set[str] = field(default_factory=set)
@@ -76,6 +77,9 @@ class FakeHub:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if self.busy:
+            self.busy -= 1
+            return _error(503, "database_unavailable", "the database is locked")
         path = request.url.path
         if request.method == "PUT" and path.startswith("/api/v1/sources/"):
             sha = path.rsplit("/", 1)[1]

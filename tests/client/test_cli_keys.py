@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_version_from_the_installed_entry_point(tmp_path: Path) -> None:
 def test_help_lists_every_command_group(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("--help")
     assert result.code == 0
-    listed = {line.split()[1] for line in result.out.splitlines() if line.startswith("│ ") and len(line.split()) > 1}
+    listed = set(re.findall(r"^[│|]\s+([a-z]+)\s", result.out, re.MULTILINE))  # rows of rich's Commands panel
     missing = [c for c in COMMANDS if c not in listed]
     assert not missing, f"--help does not list {missing}:\n{result.out}"
 
@@ -107,7 +108,7 @@ def test_key_readable_by_others_is_refused_with_chmod_hint(cli, clean_env: Path,
     for args in (("keys", "show"), ("sign", "-")):
         result = cli(*args, stdin=CLAIM_JSON)
         assert result.code == 1
-        assert f"chmod 600 {pem}" in result.err
+        assert result.err.splitlines()[-1] == f"hint: chmod 600 {pem}"
         assert "Traceback" not in result.err
     pem.chmod(0o600)
     assert cli("keys", "show").code == 0
@@ -128,3 +129,15 @@ def test_home_comes_from_the_environment(cli, tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("AUTORESEARCH_HOME", str(other_home))
     assert cli("keys", "generate").code == 0
     assert (other_home / "keys" / "ed25519.pem").exists()
+
+
+def test_error_text_is_printed_literally(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Paths (and payload excerpts) may hold [...]; rich must not read them as markup."""
+    home = tmp_path / "[bold]home[/]"
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(home))
+    cli("keys", "generate")
+    pem = home / "keys" / "ed25519.pem"
+    pem.chmod(0o644)
+    result = cli("keys", "show")
+    assert result.code == 1
+    assert f"chmod 600 {pem}" in result.err

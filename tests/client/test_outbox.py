@@ -146,6 +146,27 @@ def test_sender_thread_delivers_on_wake_and_flushes_on_stop(tmp_path: Path, keys
     assert hub.experiment_ids() == [rid, last]
 
 
+def test_flush_on_stop_retries_a_busy_hub_but_not_an_unreachable_one(tmp_path: Path, keys: KeyPair) -> None:
+    hub = FakeHub(known_sources={sha256_hex(PARENT)})
+    outbox = Outbox(tmp_path / "o.sqlite")
+    sender = OutboxSender(outbox, _hub_client(hub), idle_seconds=30).start()
+    outbox.enqueue("client", registration(keys))
+    rid = outbox.enqueue("experiment", sign(experiment_record(), keys))
+    hub.busy = 1000  # nothing gets through while the thread runs
+    time.sleep(0.2)
+    hub.busy = 2  # then the hub is busy for two more requests
+    report = sender.stop(flush_seconds=30)
+    assert report is not None and report.pending == 0 and hub.experiment_ids() == [rid]
+
+    hub.down = True
+    outbox.enqueue("experiment", sign(experiment_record(val_bpb=1.2), keys))
+    sender = OutboxSender(outbox, _hub_client(hub)).start()
+    started = time.monotonic()
+    report = sender.stop(flush_seconds=30)
+    assert report is not None and report.pending == 1 and not report.reachable
+    assert time.monotonic() - started < 15  # one attempt, no waiting out the flush time
+
+
 _ENQUEUE_FOREVER = """
 import sys, time
 from pathlib import Path

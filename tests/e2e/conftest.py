@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from autoresearch.client.demo import HubServer
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.workspace import Workspace

@@ -207,6 +207,9 @@ def test_track_page_chart_has_one_point_per_experiment(hub: Hub, page: Page) -> 
     assert [v for v in discard if v is not None] == [1.57]
     assert sum(v is not None for v in crash) == 1
     assert frontier == [1.55, 1.55, 1.52, 1.52]
+    shown = json.loads(pg.locator("#progress-data").text_content())
+    api = _api(hub, f"/api/v1/tracks/{hub.track.id}/progress", hardware_class=f.HARDWARE)
+    assert shown["ids"] == [p["id"] for p in api["points"]] == [hub.ids[k] for k in ("e1", "e2", "e3", "e4")]
     best = _api(hub, f"/api/v1/tracks/{hub.track.id}/best")["val_bpb"]
     assert pg.locator("#best-val-bpb").inner_text() == f"{best:.4f}"
     assert pg.locator("table.leaderboard").count() == 3  # ECM + 2 hardware classes

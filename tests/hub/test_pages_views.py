@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from autoresearch.hub import views
 from autoresearch.hub.routes.pages import STATIC_DIR, _safe_next
 from autoresearch.protocol import (
@@ -13,9 +12,12 @@ from autoresearch.protocol import (
     DirectionStats,
     ExperimentView,
     KeyPair,
+    Progress,
+    ProgressPoint,
     Replications,
     record_id,
 )
+
 from tests.hub import factory as f
 
 TRACK = f.make_track()
@@ -35,6 +37,20 @@ def _view(i: int, val_bpb: float | None, *, status: str | None = None, outcome: 
     )
 
 
+def _progress(views_: list[ExperimentView], truncated: bool = False) -> Progress:
+    """The API's progress body for these experiments (as ``store.progress`` builds it)."""
+    return Progress(
+        track=TRACK.id,
+        hardware_class=f.HARDWARE,
+        points=[
+            ProgressPoint(id=v.id, created_at=v.record.created_at, status=v.record.status, outcome=v.record.outcome,
+                          val_bpb=v.record.metrics.val_bpb, description=v.record.description)
+            for v in views_
+        ],
+        truncated=truncated,
+    )
+
+
 def test_progress_series_has_one_point_per_experiment_and_a_running_best() -> None:
     runs = [
         _view(0, 1.55),  # keep
@@ -43,7 +59,7 @@ def test_progress_series_has_one_point_per_experiment_and_a_running_best() -> No
         _view(3, 1.50),  # keep, new best
         _view(4, 1.52, status="keep"),  # a keep on another branch that is not a new best
     ]
-    s = views.progress_series(list(reversed(runs)), hardware_class=f.HARDWARE)  # any order in
+    s = views.progress_series(_progress(list(reversed(runs))))  # any order in
     assert s.ids == [r.id for r in runs]  # oldest first out
     assert s.x == [r.record.created_at.timestamp() for r in runs]
     for k, d, c in zip(s.keep, s.discard, s.crash, strict=True):
@@ -54,18 +70,19 @@ def test_progress_series_has_one_point_per_experiment_and_a_running_best() -> No
     assert s.frontier == [1.55, 1.55, 1.55, 1.50, 1.50]
     assert s.new_best == [0, 3]
     assert s.labels[3] == "run 3"
+    assert s.hardware_class == f.HARDWARE
 
 
 def test_progress_series_frontier_starts_from_the_best_before_the_window() -> None:
-    s = views.progress_series([_view(0, 1.55), _view(1, 1.45)], best_before=1.50, truncated=True)
+    s = views.progress_series(_progress([_view(0, 1.55), _view(1, 1.45)], truncated=True), best_before=1.50)
     assert s.frontier == [1.50, 1.45]
     assert s.new_best == [1]
     assert s.truncated
 
 
 def test_empty_progress_series() -> None:
-    s = views.progress_series([])
-    assert s.x == [] and s.new_best == []
+    s = views.progress_series(None)
+    assert s.x == [] and s.new_best == [] and s.hardware_class is None
 
 
 def test_diff_html_marks_added_and_removed_lines_and_escapes() -> None:

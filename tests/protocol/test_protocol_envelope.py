@@ -206,6 +206,9 @@ def test_malformed_envelopes() -> None:
         with pytest.raises(EnvelopeError) as info:
             parse_envelope(data)
         assert info.value.reason == reason
+    oversized = {"payloadType": "x", "payload": "A" * (MAX_ENVELOPE_BYTES + 4), "signatures": [{"keyid": "0" * 64, "sig": ""}]}
+    with pytest.raises(EnvelopeError, match="payload"):
+        parse_envelope(oversized)  # an already-decoded dict is bounded too
 
 
 def test_bad_public_key_argument_is_a_signature_error(keys: KeyPair) -> None:

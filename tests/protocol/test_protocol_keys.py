@@ -45,9 +45,10 @@ def test_load_refuses_group_or_world_access(tmp_path: Path) -> None:
     KeyPair.generate().save(path)
     for mode in (0o644, 0o640, 0o604, 0o620, 0o602, 0o610):
         path.chmod(mode)
-        with pytest.raises(KeyFileError, match=f"chmod 600 {path}") as info:
+        with pytest.raises(KeyFileError, match="accessible by other users") as info:
             KeyPair.load(path)
         assert info.value.reason == "key_permissions"
+        assert info.value.hint == f"chmod 600 {path}"
     path.chmod(0o400)
     KeyPair.load(path)
 

@@ -9,6 +9,7 @@ from datetime import UTC
 from autoresearch.protocol import (
     OUTCOMES,
     ClaimRecord,
+    ClientRegistration,
     ExperimentRecord,
     KeyPair,
     Normalised,
@@ -135,9 +136,18 @@ claims = st.builds(
 )
 
 
+registrations = st.builds(
+    ClientRegistration,
+    public_key=st.just(KEYS.public_key_hex),
+    display_name=st.text(min_size=1, max_size=64),
+    hardware_class=st.none() | text,
+    created_at=utc_datetimes,
+)
+
+
 @PROPS
-@given(experiments() | claims)
-def test_sign_verify_round_trip(record: ExperimentRecord | ClaimRecord) -> None:
+@given(experiments() | claims | registrations)
+def test_sign_verify_round_trip(record: ExperimentRecord | ClaimRecord | ClientRegistration) -> None:
     result = verify(sign(record, KEYS).to_json(), KEYS.public_key)
     assert result.record == record
     assert result.record_id == record_id(record)

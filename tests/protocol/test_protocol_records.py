@@ -28,6 +28,8 @@ from autoresearch.protocol import (
     LeaderboardEntry,
     Normalised,
     Page,
+    Progress,
+    ProgressPoint,
     Replications,
     RunMetrics,
     SchemaError,
@@ -316,6 +318,10 @@ def _served_models() -> list[BaseModel]:
         ClientView(key_id=view.key_id, public_key=vector_keys().public_key_hex, display_name="alice",
                    status="active", registered_at=FIXED_TIME),
         CalibrationView(id=sha256_hex("c"), key_id=view.key_id, received_at=FIXED_TIME, record=calibration()),
+        Progress(track=TRACK, hardware_class="cpu:x:2", truncated=True, points=[
+            ProgressPoint(id=view.id, created_at=FIXED_TIME, status="keep", outcome="ok", val_bpb=1.8765, description="d"),
+            ProgressPoint(id=view.id, created_at=FIXED_TIME, status="crash", outcome="oom", description="d"),
+        ]),
         Accepted(id=view.id, created=True, kind="experiment"),
         ErrorBody(error=ErrorDetail(code="bad_signature", message="no valid signature", status=400)),
     ]

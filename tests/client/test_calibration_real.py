@@ -1,0 +1,78 @@
+"""A real calibration: the tiny track's reference train.py trained on CPU at short budgets, through
+the CLI, signed, verified by ``autoresearch verify``, cached and reused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from autoresearch.client import calibration
+from autoresearch.protocol import CalibrationRecord, canonical_json, record_id
+
+TIME_BUDGET = 2.0  # seconds: runs at 0.5, 1, 2, 2 and 4 s
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "autoresearch"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+
+
+def _run_logs(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("run.log")}
+
+
+@pytest.mark.slow
+def test_real_tiny_calibration_is_signed_verified_and_cached(clean_env: Path, tmp_path: Path) -> None:
+    from autoresearch.trainer import tracks
+
+    spec = tracks.derive(tracks.get_track("tiny"), time_budget=TIME_BUDGET)
+    args = ("calibrate", "--track", "tiny", "--time-budget", f"{TIME_BUDGET:g}", "--json")
+    first = _cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "5 reference runs" in first.stderr and "this takes about" in first.stderr
+    data = json.loads(first.stdout)
+    record = CalibrationRecord.model_validate(data["record"], strict=False)
+    assert data["id"] == record_id(record)
+
+    assert record.track == spec.id
+    assert record.hardware_class == calibration.machine_hardware_class(spec)
+    assert sorted(p.budget_seconds for p in record.points) == [0.5, 1.0, 2.0, 2.0, 4.0]
+    assert sorted(p.seed for p in record.points if p.budget_seconds == 2.0) == [0, 1]
+    assert (record.min_budget_seconds, record.max_budget_seconds) == (0.5, 4.0)
+    assert record.reference_sha256 == spec.reference_sha256 and record.reference_ecm == 1.0
+    assert record.fit.a > 0 and record.fit.b > 0 and record.fit.c >= 0
+    assert record.tokens_per_second > 0 and record.matmul_tflops > 0
+    full = [p.val_bpb for p in record.points if p.budget_seconds == 2.0]
+    assert record.sigma == pytest.approx(abs(full[0] - full[1]) / 2**0.5)
+    value, _ = calibration.ecm(record, sum(full) / 2)
+    assert value is not None and value > 0
+
+    # the cache file is a DSSE envelope that the CLI's verify accepts
+    cached = calibration.cache_path(spec, record.hardware_class)
+    verified = _cli("verify", str(cached))
+    assert verified.returncode == 0, verified.stderr
+    assert "valid autoresearch/calibration/v1" in verified.stdout
+    assert f"record id: {record_id(record)}" in verified.stdout
+    # …and a tampered copy is refused
+    env = json.loads(cached.read_text())
+    payload = json.loads(base64.b64decode(env["payload"]))
+    payload["sigma"] = payload["sigma"] + 1.0  # claim more seed noise than was measured
+    env["payload"] = base64.b64encode(canonical_json(payload)).decode()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(env))
+    refused = _cli("verify", str(bad))
+    assert refused.returncode == 1 and "bad_signature" in refused.stderr
+
+    # a second call reuses the cache: same record, no new runs
+    logs = _run_logs(calibration.cache_dir() / "runs")
+    assert len(logs) == 5
+    second = _cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert "using the cached calibration" in second.stderr
+    assert json.loads(second.stdout)["id"] == record_id(record)
+    assert _run_logs(calibration.cache_dir() / "runs") == logs
+    assert calibration.load_cached(spec) == record

@@ -1,0 +1,157 @@
+"""Submissions and reads through the JSON API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from autoresearch.protocol import (
+    EXPERIMENT_SCHEMA,
+    ClientView,
+    ExperimentDetail,
+    ExperimentView,
+    Page,
+    sha256_hex,
+    verify,
+)
+
+from . import factory
+from .conftest import Hub
+
+REF = factory.REFERENCE
+
+
+def lr(value: float, parent: str = REF) -> str:
+    return factory.with_constant(parent, "MATRIX_LR", value)
+
+
+def test_registration_is_idempotent_and_readable(hub: Hub) -> None:
+    first = hub.register("alice")
+    assert first.status_code == 201
+    assert first.json() == {"id": hub.key("alice").key_id, "created": True, "kind": "client"}
+    again = hub.register("alice")
+    assert again.status_code == 200
+    assert again.json()["created"] is False
+    view = ClientView.model_validate_json(hub.client.get(f"/api/v1/clients/{hub.key('alice').key_id}").content)
+    assert (view.display_name, view.status, view.experiments) == ("alice", "active", 0)
+    assert hub.counts()["clients"] == 1
+
+
+def test_experiment_is_stored_once_and_its_envelope_verifies(hub: Hub) -> None:
+    hub.register("alice")
+    record = factory.experiment(hub.track, REF, lr(0.05), val_bpb=1.5, parent_val_bpb=1.6)
+    sent = factory.envelope_bytes(record, hub.key("alice"))
+    first = hub.client.post("/api/v1/experiments", content=sent)
+    assert first.status_code == 201, first.text
+    experiment_id = first.json()["id"]
+    again = hub.client.post("/api/v1/experiments", content=sent)
+    assert again.status_code == 200
+    assert again.json() == {"id": experiment_id, "created": False, "kind": "experiment"}
+    assert hub.counts()["experiments"] == 1
+
+    envelope = hub.client.get(f"/api/v1/experiments/{experiment_id}/envelope")
+    assert envelope.content == sent
+    verified = verify(envelope.content, hub.key("alice").public_key, expected_schema=EXPERIMENT_SCHEMA)
+    assert verified.record_id == experiment_id
+
+    detail = ExperimentDetail.model_validate_json(hub.client.get(f"/api/v1/experiments/{experiment_id}").content)
+    assert detail.record == record
+    assert detail.parent_source == REF
+    assert detail.child_source == lr(0.05)
+    assert detail.client_name == "alice"
+    assert detail.directions == ["MATRIX_LR ↑"]
+    assert detail.replications.n == 1
+    assert detail.lineage == [] and detail.children == []
+    assert hub.client.get(f"/api/v1/sources/{sha256_hex(lr(0.05))}").text == lr(0.05)
+
+
+def test_unknown_parent_then_put_source_then_retry(hub: Hub) -> None:
+    hub.register("alice")
+    parent = lr(0.07)
+    child = factory.with_constant(parent, "DEPTH", 3)
+    record = factory.experiment(hub.track, parent, child)
+    refused = hub.post("experiments", record, "alice")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "unknown_parent"
+    put = hub.client.put(f"/api/v1/sources/{sha256_hex(parent)}", content=parent.encode())
+    assert put.status_code == 201
+    assert hub.client.put(f"/api/v1/sources/{sha256_hex(parent)}", content=parent.encode()).status_code == 200
+    accepted = hub.post("experiments", record, "alice")
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_lineage_and_children(hub: Hub) -> None:
+    hub.register("alice")
+    a, b = lr(0.05), factory.with_constant(lr(0.05), "DEPTH", 3)
+    first = hub.post("experiments", factory.experiment(hub.track, REF, a, val_bpb=1.5, parent_val_bpb=1.6), "alice").json()["id"]
+    second = hub.post("experiments", factory.experiment(hub.track, a, b, val_bpb=1.4, parent_val_bpb=1.5), "alice").json()["id"]
+    detail = ExperimentDetail.model_validate_json(hub.client.get(f"/api/v1/experiments/{second}").content)
+    assert detail.lineage == [first]
+    parent_detail = ExperimentDetail.model_validate_json(hub.client.get(f"/api/v1/experiments/{first}").content)
+    assert parent_detail.children == [second]
+
+
+def test_listing_filters_and_cursor_pagination(hub: Hub) -> None:
+    hub.register("alice")
+    hub.register("bob")
+    ids = []
+    for i in range(7):
+        who = "alice" if i % 2 == 0 else "bob"
+        outcome = "crash" if i == 3 else "ok"
+        record = factory.experiment(
+            hub.track, REF, lr(0.05 + i / 100), val_bpb=None if outcome == "crash" else 1.5, outcome=outcome,
+            hardware_class="gpu:x" if i == 6 else factory.HARDWARE,
+        )
+        response = hub.post("experiments", record, who)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = Page[ExperimentView].model_validate_json(hub.client.get("/api/v1/experiments", params=params).content)
+        seen += [v.id for v in page.items]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    assert pages == 3
+
+    def listed(**params: object) -> list[str]:
+        body = hub.client.get("/api/v1/experiments", params=params).json()
+        return [item["id"] for item in body["items"]]
+
+    assert listed(client=hub.key("bob").key_id) == [ids[5], ids[3], ids[1]]
+    assert listed(outcome="crash") == [ids[3]]
+    assert listed(hardware_class="gpu:x") == [ids[6]]
+    assert listed(track="tiny") == ids[::-1]
+    assert listed(since="2000-01-01T00:00:00Z") == ids[::-1]
+    assert listed(since="2100-01-01T00:00:00Z") == []
+    assert hub.client.get("/api/v1/experiments", params={"track": "nope"}).json()["error"]["code"] == "unknown_track"
+
+
+def test_calibration_is_stored_once(hub: Hub) -> None:
+    hub.register("alice")
+    record = factory.calibration(hub.track)
+    assert hub.post("calibrations", record, "alice").status_code == 201
+    assert hub.post("calibrations", record, "alice").status_code == 200
+    assert hub.counts()["calibrations"] == 1
+
+
+def test_missing_things_are_404_in_the_error_shape(hub: Hub) -> None:
+    missing = "0" * 64
+    for path, code in [
+        (f"/api/v1/experiments/{missing}", "unknown_experiment"),
+        (f"/api/v1/experiments/{missing}/envelope", "unknown_experiment"),
+        (f"/api/v1/clients/{missing}", "unknown_client"),
+        (f"/api/v1/sources/{missing}", "unknown_source"),
+        ("/api/v1/tracks/nope", "unknown_track"),
+        ("/api/v1/nowhere", "not_found"),
+    ]:
+        response = hub.client.get(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"error": {"code": code, "message": response.json()["error"]["message"], "status": 404}}
+
+
+def test_reference_source_is_served(hub: Hub) -> None:
+    assert hub.client.get(f"/api/v1/sources/{hub.track.reference_sha256}").text == REF

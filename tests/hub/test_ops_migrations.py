@@ -1,0 +1,50 @@
+"""Migrations agree with the ORM; /healthz and /metrics."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from autoresearch.hub.db import make_engine
+from autoresearch.hub.migrate import upgrade
+from autoresearch.hub.models import Base
+
+from . import factory
+from .conftest import Hub
+
+
+def test_migrations_match_the_orm(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            assert compare_metadata(context, Base.metadata) == []
+            assert context.get_current_revision() == "0001"
+    finally:
+        engine.dispose()
+
+
+def test_migrating_twice_is_a_no_op(db_url: str) -> None:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert set(sa.inspect(conn).get_table_names()) >= {t.name for t in Base.metadata.sorted_tables}
+    finally:
+        engine.dispose()
+
+
+def test_healthz_and_metrics(hub: Hub) -> None:
+    health = hub.client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    hub.register("alice")
+    hub.post("experiments", factory.experiment(hub.track, factory.REFERENCE, factory.with_constant(factory.REFERENCE, "MATRIX_LR", 0.05)), "alice")
+    hub.post("experiments", factory.experiment(hub.track, factory.REFERENCE, factory.with_constant(factory.REFERENCE, "MATRIX_LR", 0.06), outcome="nan", val_bpb=None), "alice")
+    text = hub.client.get("/metrics").text
+    assert 'autoresearch_hub_records_total{kind="experiment",outcome="ok"} 1.0' in text
+    assert 'autoresearch_hub_records_total{kind="experiment",outcome="nan"} 1.0' in text
+    assert 'autoresearch_hub_records_total{kind="client",outcome="created"} 1.0' in text
+    assert 'autoresearch_hub_requests_total{method="POST",route="/api/v1/experiments",status="201"} 2.0' in text
+    assert 'autoresearch_hub_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
