@@ -35,8 +35,8 @@ from tests.hub import factory as f  # noqa: E402  (the hub tests' record builder
 HARDWARE = (f.HARDWARE, "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB")
 
 
-def _seed(client: TestClient, n: int) -> tuple[str, list[str]]:
-    """Ingest ``n`` signed experiments from three keys; returns the track id and the key ids."""
+def _seed(client: TestClient, n: int) -> None:
+    """Ingest ``n`` signed experiments from three keys (one per hardware class)."""
     track = f.make_track()
     keys = [KeyPair.generate() for _ in HARDWARE]
     for i, (k, hw) in enumerate(zip(keys, HARDWARE, strict=True)):
@@ -54,7 +54,6 @@ def _seed(client: TestClient, n: int) -> tuple[str, list[str]]:
         r.raise_for_status()
         if rec.status == "keep":
             parent, parent_bpb = child, bpb
-    return track.id, [k.key_id for k in keys]
 
 
 def _amplify(app_state: object, total: int) -> None:
@@ -96,17 +95,23 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=100_000, help="experiments in the database")
     parser.add_argument("--seed", type=int, default=300, help="experiments ingested through the API")
     parser.add_argument("--repeat", type=int, default=5, help="requests per page")
+    parser.add_argument("--db", type=Path, help="keep the SQLite file here; reuse it when it exists")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'hub.db'}"
+        db = args.db or Path(tmp) / "hub.db"
+        fresh = not db.exists()
+        url = f"sqlite:///{db}"
         migrate.upgrade(url)
         track = f.make_track()
         app = create_app(HubSettings(db_url=url, json_logs=False), catalog=TrackCatalog.of([(track, lambda: f.REFERENCE)]))
         with TestClient(app) as client:
-            t = time.perf_counter()
-            track_id, key_ids = _seed(client, args.seed)
-            _amplify(app.state.hub, args.experiments)
-            print(f"loaded {args.experiments} experiments in {time.perf_counter() - t:.0f} s")
+            if fresh:
+                t = time.perf_counter()
+                _seed(client, args.seed)
+                _amplify(app.state.hub, args.experiments)
+                print(f"loaded {args.experiments} experiments in {time.perf_counter() - t:.0f} s")
+            track_id = track.id
+            key_ids = [c["key_id"] for c in client.get("/api/v1/experiments", params={"limit": 3}).json()["items"]]
             exp_id = client.get("/api/v1/experiments", params={"limit": 1}).json()["items"][0]["id"]
             cursor = client.get("/api/v1/experiments", params={"track": track_id, "limit": 25}).json()["next_cursor"]
             pages = {

@@ -217,7 +217,7 @@ def calibrate(
     spec = _resolve(track)
     hw = machine_hardware_class(spec)
     if not force:
-        cached = load_cached(spec, hw)
+        cached = reusable(spec, hw, reference=reference, reference_ecm=reference_ecm)
         if cached is not None:
             _logger.info("using cached calibration %s", cache_path(spec, hw))
             return cached
@@ -258,6 +258,21 @@ def calibrate(
     path = _store(sign(record, keys), spec, hw)
     _logger.info("calibration written to %s (fit: %s)", path, report.method)
     return record
+
+
+def reusable(
+    spec: TrackSpec, hardware_class: str, *, reference: Path | None = None, reference_ecm: float = 1.0
+) -> CalibrationRecord | None:
+    """The cached record if it answers this request: any cached record when no ``reference`` is
+    named (the latest calibration of the key wins, chained or not); with a ``reference``, only one
+    made against that file's content with the same ``reference_ecm``."""
+    cached = load_cached(spec, hardware_class)
+    if cached is None or reference is None:
+        return cached
+    source, ecm_ = _reference(spec, reference, reference_ecm)
+    if (cached.reference_sha256, cached.reference_ecm) != (sha256_hex(source), ecm_):
+        return None
+    return cached
 
 
 def _reference(spec: TrackSpec, reference: Path | None, reference_ecm: float) -> tuple[str, float]:

@@ -124,7 +124,6 @@ class VolunteerSummary(BaseModel):
     keeps: int
     crashes: int
     best_val_bpb: float | None
-    exit_code: int
 
 
 @dataclass
@@ -199,7 +198,6 @@ def summarise(hub: HubClient, track: str, volunteers: list[Volunteer]) -> list[V
                 keeps=len(kept),
                 crashes=sum(1 for x in views if x.record.status == "crash"),
                 best_val_bpb=min(kept, default=None),
-                exit_code=v.proc.returncode if v.proc and v.proc.returncode is not None else -1,
             )
         )
     return rows
@@ -264,13 +262,13 @@ def run_demo(
                 v.proc.wait(timeout=30)
         server.stop()
         raise
-    with HubClient(url) as hub:
-        rows = summarise(hub, spec.id, volunteers)
-    failed = [r.name for r in rows if r.exit_code != 0]
-    result = DemoResult(
-        directory=root, hub_url=url, track=spec.id, findings_url=f"{url}/tracks/{spec.id}", volunteers=rows
-    )
+    failed = [v.name for v in volunteers if v.proc is None or v.proc.returncode != 0]
     if failed:
         server.stop()
         raise ClientError(f"volunteer(s) {', '.join(failed)} failed", hint=f"see their output above; files in {root}")
+    with HubClient(url) as hub:
+        rows = summarise(hub, spec.id, volunteers)
+    result = DemoResult(
+        directory=root, hub_url=url, track=spec.id, findings_url=f"{url}/tracks/{spec.id}", volunteers=rows
+    )
     return server, result

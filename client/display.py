@@ -7,11 +7,13 @@ counts. The plain form writes one line when an experiment starts and one when it
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from autoresearch.trainer.result import TrainProgress
 from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -76,15 +78,21 @@ class LiveDisplay:
             console=console,
         )
         self._task = self._progress.add_task("waiting", total=1.0, loss="-")
+        self._saved_handlers: list[logging.Handler] = []
         self._header = Text("")
         self._footer = Text("")
         self._live = Live(Group(self._header, self._progress, self._footer), console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> LiveDisplay:
         self._live.__enter__()
+        # log records print above the live panel instead of tearing it
+        root = logging.getLogger()
+        self._saved_handlers = root.handlers[:]
+        root.handlers = [RichHandler(console=self._live.console, show_path=False, markup=False)]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        logging.getLogger().handlers = self._saved_handlers
         self._live.__exit__(None, None, None)
 
     def experiment_started(self, number: int, description: str, time_budget: float) -> None:

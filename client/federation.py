@@ -4,7 +4,7 @@
 
 - ``context()`` — the hub's suggestions and the community best for this hardware class; a hub that
   is down gives an empty context (logged once per outage) and the loop carries on solo;
-- ``claim()`` — signs a ``ClaimRecord`` with lease = time budget + margin and returns the hub's
+- ``claim()`` — signs a ``ClaimRecord`` with lease = 2 × time budget + 120 s and returns the hub's
   ``ClaimAnswer`` (``None`` when the hub is down: proceed solo);
 - ``publish()`` — signs the ``ExperimentRecord`` and puts the envelope (plus the parent ``train.py``
   the hub may not have) into the durable outbox; the background sender delivers it;
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
@@ -61,8 +62,9 @@ if TYPE_CHECKING:  # client/loop.py imports the trainer (torch); keep it out of 
 _logger = logging.getLogger(__name__)
 
 FEDERATION_FILE = "federation.json"
-LEASE_MARGIN_SECONDS = 120  # claim lease = time budget + start-up, eval and margin (s)
+LEASE_MARGIN_SECONDS = 120  # lease = 2 × budget (the harness's kill deadline) + start-up, eval, margin (s)
 DEFAULT_ADOPT_EVERY = 5  # experiments between adoption checks
+DOWN_RETRY_SECONDS = 30.0  # while the hub is down, the hooks ask it again at most this often
 
 
 class FederationConfig(BaseModel):
@@ -75,8 +77,6 @@ class FederationConfig(BaseModel):
     track: str = Field(description="full track id")
     key_id: str
     display_name: str
-    adopt_every: int = DEFAULT_ADOPT_EVERY
-    trust_community_best: bool = Field(default=False, description="joined with --yes: adopt without asking")
     joined_at: datetime
 
 
@@ -152,6 +152,8 @@ class HubHooks:
         self._source_lookup = source_lookup
         self._sources: dict[str, str] = {}
         self._hub_down = False
+        self._retry_at = 0.0
+        self._offered: set[str] = set()  # experiment ids already offered for adoption
 
     # -- hub availability ---------------------------------------------------------------------------
 
@@ -159,11 +161,16 @@ class HubHooks:
         if not self._hub_down:
             _logger.warning("hub unavailable, carrying on solo (records wait in the outbox): %s", exc)
         self._hub_down = True
+        self._retry_at = time.monotonic() + DOWN_RETRY_SECONDS
 
     def _up(self) -> None:
         if self._hub_down:
             _logger.info("hub reachable again")
         self._hub_down = False
+
+    def _skip(self) -> bool:
+        """While the hub is down, ask it again only every ``DOWN_RETRY_SECONDS``."""
+        return self._hub_down and time.monotonic() < self._retry_at
 
     def remember_source(self, source: str) -> str:
         """Keep a ``train.py`` text by sha256 so a later publish can upload it; returns the sha256."""
@@ -180,6 +187,8 @@ class HubHooks:
 
     def suggestions(self) -> SuggestionList | None:
         """The hub's suggestions for this hardware class, or None when the hub is down."""
+        if self._skip():
+            return None
         try:
             answer = self.hub.suggestions(self.track, hardware_class=self.hardware_class, client=self.keys.key_id)
         except (HubUnavailable, RecordRejected) as exc:
@@ -190,6 +199,8 @@ class HubHooks:
 
     def community_best(self) -> CommunityBest | None:
         """The community best of this hardware class, or None when the hub is down."""
+        if self._skip():
+            return None
         try:
             best = self.hub.best(self.track, hardware_class=self.hardware_class)
         except (HubUnavailable, RecordRejected) as exc:
@@ -200,7 +211,7 @@ class HubHooks:
         return best
 
     def claim(self, parent_source: str, child_source: str, description: str) -> ClaimAnswer | None:
-        """Claim (parent, child) for ``time_budget + LEASE_MARGIN_SECONDS``; None: proceed solo."""
+        """Claim (parent, child) for ``2 × time_budget + LEASE_MARGIN_SECONDS``; None: proceed solo."""
         self.remember_source(parent_source)
         self.remember_source(child_source)
         record = ClaimRecord(
@@ -211,6 +222,8 @@ class HubHooks:
             description=description[:500],
             created_at=utc_now(),
         )
+        if self._skip():
+            return None
         try:
             answer = self.hub.claim(sign(record, self.keys))
         except (HubUnavailable, RecordRejected) as exc:
@@ -243,7 +256,8 @@ class HubHooks:
         ``best_val_bpb`` (bits per byte), comes from another key, is trusted and passes the policy.
 
         The loop calls this every ``adopt_every`` runs; the candidate is trained here and kept only
-        if it beats the local best, so the local best stays measured on this machine.
+        if it beats the local best, so the local best stays measured on this machine. Each community
+        best is offered once.
         """
         from .loop import Adoption
 
@@ -251,7 +265,9 @@ class HubHooks:
         if best is None or best.experiment is None or best.val_bpb is None:
             return None
         signer = best.experiment.key_id
-        if signer == self.keys.key_id or (best_val_bpb is not None and best.val_bpb >= best_val_bpb):
+        if signer == self.keys.key_id or best.experiment.id in self._offered:
+            return None
+        if best_val_bpb is not None and best.val_bpb >= best_val_bpb:
             return None
         if not (self.trust_community_best or is_trusted(signer)):
             _logger.info(
@@ -265,6 +281,7 @@ class HubHooks:
         if findings:
             _logger.warning("community best from %s… fails the policy check: %s", signer[:12], "; ".join(findings))
             return None
+        self._offered.add(best.experiment.id)
         return Adoption(source=best.train_py, description=adopt_message(best), experiment_id=best.experiment.id)
 
 
@@ -403,11 +420,11 @@ def register_key(hub: HubClient, outbox: Outbox, keys: KeyPair, display_name: st
                 hub.register(registration(f"{display_name[:57]}-{keys.key_id[:6]}"))
             elif exc.reason != "key_already_registered":
                 raise
+        view = hub.client(keys.key_id)
     except HubUnavailable as exc:
         _logger.warning("hub unavailable (%s); registration queued, running solo until it is back", exc)
         outbox.enqueue("client", env)
         return False
-    view = hub.client(keys.key_id)
     if view.status == "revoked":
         raise RecordRejected(
             f"the hub revoked key {keys.key_id[:16]}…; it accepts no new records from it",
@@ -520,8 +537,6 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
             track=spec.id,
             key_id=keys.key_id,
             display_name=opts.display_name,
-            adopt_every=opts.adopt_every,
-            trust_community_best=opts.yes,
             joined_at=utc_now(),
         )
         save_federation(ws.root, fed)

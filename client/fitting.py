@@ -36,7 +36,8 @@ from .errors import ClientError
 _logger = logging.getLogger(__name__)
 
 MIN_BUDGETS = 3  # distinct budgets: three parameters need at least three points
-B_MAX = 20.0  # upper bound of the exponent b; real loss-vs-time curves have b well below 2
+B_MAX = 5.0  # bound of the exponent b: over ¼…2 × budget real loss-vs-time curves have b ≪ 5; a fit
+# that needs more is a step, not a power law (noise or a broken reference), and is refused
 _C_GRID = 400  # grid points of the profile over c for the initial guess
 
 
@@ -139,6 +140,12 @@ def fit_report(
             f"fit gave unusable parameters a={a!r}, b={b!r}, c={c!r}",
             hint="the points do not follow a falling power law; check the runs' logs",
         )
+    if b >= B_MAX * (1 - 1e-6):
+        raise FitError(
+            f"the fitted exponent b reached its bound {B_MAX:g}: val_bpb falls like a step, not a power "
+            f"law, over these budgets (means {_fmt(budgets, means)})",
+            hint="seed noise swamps the curve; calibrate on an idle machine, with more seeds or a longer --time-budget",
+        )
     residuals = means - curve(budgets, a, b, c)
     rmse = float(np.sqrt(np.mean(residuals**2)))
     return FitReport(
@@ -211,9 +218,13 @@ def _profile_guess(budgets: np.ndarray, means: np.ndarray) -> tuple[float, float
         if best is None or sse < best[0]:
             best = (sse, a, b, float(c))
     if best is None:
-        raise FitError("val_bpb does not fall with the budget anywhere: no power law fits")
+        raise FitError(f"val_bpb does not fall with the budget: no power law fits (means {_fmt(budgets, means)})")
     _, a, b, c = best
     return a, min(b, B_MAX), c
+
+
+def _fmt(budgets: np.ndarray, means: np.ndarray) -> str:
+    return ", ".join(f"{t:g} s: {y:.4f}" for t, y in zip(budgets, means, strict=True))
 
 
 def seed_sigma(val_bpbs: Sequence[float]) -> float:

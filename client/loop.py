@@ -65,6 +65,7 @@ BASELINE_DESCRIPTION = "baseline"
 COMMIT_TRAILER = "autoresearch-experiment:"
 REPAIRABLE_OUTCOMES = frozenset({"crash", "nan", "oom", "eval_crash"})
 ERROR_TAIL_CHARS = 3000
+SKIP_FACTOR = 4  # consecutive rejected/skipped candidates allowed, × max_failures
 MAX_BASELINE_ATTEMPTS = 3  # consecutive failed baselines before the loop gives up
 
 # --------------------------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ class AgentLoop:
         best = self._restore()
         if best is not None:
             self.stats.best_val_bpb, self.stats.best_number = best.val_bpb, best.number
-        failures = 0
+        failures = skips = 0
         while not self.stopping and (self.options.max_experiments is None or self.stats.runs < self.options.max_experiments):
             try:
                 cand = self._next_candidate(best)
@@ -428,8 +429,15 @@ class AgentLoop:
                     ) from exc
                 continue
             failures = 0
-            if cand is None:
+            if cand is None:  # rejected by the policy, or held/done on the hub
+                skips += 1
+                if skips >= SKIP_FACTOR * self.options.max_failures:
+                    raise ProposerError(
+                        f"{skips} candidates in a row were rejected or already taken on the hub",
+                        hint="see the rejected reasons in .autoresearch/experiments/",
+                    )
                 continue
+            skips = 0
             try:
                 best = self._experiment(cand, best)
             except _Interrupted:  # left pending for the next `run`
@@ -463,17 +471,19 @@ class AgentLoop:
             cand = self._queue.pop(0)
             if cand.baseline:
                 return cand
-        elif self.options.adopt_every and self._runs_since_adopt >= self.options.adopt_every and best is not None:
-            self._runs_since_adopt = 0
-            adoption = self.hooks.adopt(best.val_bpb)
-            if adoption is None:
-                return None
+        elif (adoption := self._adoption(best)) is not None:
             cand = _Candidate(adoption.source, adoption.description, "hub")
         elif self._prefetch is not None:
             cand = self._take_prefetched(best)
         else:
             cand = self._propose(best)
         return self._admit(cand, best)
+
+    def _adoption(self, best: _Best | None) -> Adoption | None:
+        if not self.options.adopt_every or self._runs_since_adopt < self.options.adopt_every or best is None:
+            return None
+        self._runs_since_adopt = 0
+        return self.hooks.adopt(best.val_bpb)
 
     def _take_prefetched(self, best: _Best | None) -> _Candidate:
         prefetch, self._prefetch = self._prefetch, None
@@ -605,7 +615,8 @@ class AgentLoop:
         run_dir = self.ws.new_run_dir(number)
         train_py = run_dir / "train.py"
         atomic_write_text(train_py, cand.source)
-        if self.options.prefetch and self._prefetch is None:
+        last = self.options.max_experiments is not None and self.stats.runs + 1 >= self.options.max_experiments
+        if self.options.prefetch and self._prefetch is None and not last:  # the last run needs no successor
             self._hub = self.hooks.context()
             self._prefetch = _Prefetch(self.proposer, self._context(best))
         self.events.experiment_started(number, cand.description, self.track.time_budget)

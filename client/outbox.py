@@ -223,7 +223,7 @@ class Outbox:
         """
         report = SendReport()
         while True:
-            head = self._head()
+            head = self.head()
             if head is None:
                 break
             if not force and head.next_attempt_at > time.time():
@@ -265,7 +265,8 @@ class Outbox:
                 hub.put_source(sha, text)
         return _submit(hub, item.kind, env)
 
-    def _head(self) -> OutboxItem | None:
+    def head(self) -> OutboxItem | None:
+        """The oldest pending item (the next to send), or None."""
         with self._connect() as conn:
             row = conn.execute("SELECT * FROM items WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else _item(row)
@@ -373,9 +374,9 @@ class OutboxSender:
         force = True
         while not self._stop.is_set():
             self.last_report = self.outbox.send_pending(self.hub, force=force)
-            head = self.outbox.items(("pending",))
+            head = self.outbox.head()
             wait = self.idle_seconds
-            if head:
-                wait = max(0.05, min(wait, head[0].next_attempt_at - time.time()))
+            if head is not None:
+                wait = max(0.05, min(wait, head.next_attempt_at - time.time()))
             force = self._wake.wait(timeout=wait)
             self._wake.clear()

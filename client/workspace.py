@@ -192,9 +192,10 @@ class Workspace:
         adopted_rows = read_results(root / "results.tsv")
         if not (root / "program.md").exists():
             atomic_write_text(root / "program.md", program_md)
-            _git(root, "add", "program.md")
-            _git(root, "commit", "-q", "-m", "autoresearch: add program.md")
         _ensure_gitignore(root)
+        _git(root, "add", "program.md", ".gitignore")  # committed: a reset --hard must not undo them
+        if _git(root, "diff", "--cached", "--name-only"):
+            _git(root, "commit", "-q", "-m", "autoresearch: adopt this checkout (program.md, .gitignore)")
         ws = cls._write_config(root, track=track, adopted=True)
         write_results(ws.state_dir / "adopted_results.tsv", adopted_rows)
         ws.write_results_tsv()
@@ -313,6 +314,20 @@ class Workspace:
             path = self.runs_dir / f"{number:04d}-{attempt}"
         path.mkdir(parents=True)
         return path
+
+    def source_by_sha256(self, sha256: str) -> str | None:
+        """A ``train.py`` this workspace ran, by the hex SHA-256 of its text (None when unknown).
+
+        Looks at every recorded run's parent and child (the federation uploads sources with it).
+        """
+        for exp in reversed(self.experiments()):
+            if exp.kind != "run" or exp.record is None or exp.commit is None:
+                continue
+            if exp.record.child_sha256 == sha256:
+                return self.source_at(exp.commit)
+            if exp.record.parent_sha256 == sha256:
+                return self.source_at(exp.parent_commit)
+        return None
 
     def write_results_tsv(self) -> None:
         """Rewrite ``results.tsv``: adopted rows, then one row per experiment run here."""

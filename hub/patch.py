@@ -52,6 +52,8 @@ def _apply_lines(parent: str, diff: str) -> list[str]:
         raise Rejected(f"diff is not a unified diff: {exc}", code="diff_does_not_apply") from exc
     if len(patches) != 1 or not patches[0].changes:
         raise Rejected(f"diff must change exactly one file (train.py), found {len(patches)}", code="diff_does_not_apply")
+    if _body_lines(diff) != len(patches[0].changes):
+        raise Rejected("diff holds lines outside its hunks (more than one file?)", code="diff_does_not_apply")
     try:
         result = whatthepatch.apply_diff(patches[0], parent)
     except (WhatThePatchException, ValueError, IndexError) as exc:
@@ -59,3 +61,11 @@ def _apply_lines(parent: str, diff: str) -> list[str]:
     if not isinstance(result, list):  # whatthepatch returns a tuple when the patch has rejects
         raise Rejected("diff does not apply to the parent", code="diff_does_not_apply")
     return result
+
+
+def _body_lines(diff: str) -> int:
+    """Hunk body lines of a diff (everything after the first ``@@`` but hunk headers and
+    ``\\ No newline`` markers): the parser must have read every one of them."""
+    lines = diff.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("@@")), len(lines))
+    return sum(1 for line in lines[start:] if not line.startswith(("@@", "\\")))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from autoresearch.protocol import (
+    Activity,
     CalibrationRecord,
     ClaimAnswer,
     ClaimRecord,
@@ -339,7 +340,7 @@ def add_experiment(
     session.flush()
     for key in checked.directions:
         session.add(ExperimentDirection(experiment_seq=row.seq, direction=key))
-    _update_aggregates(session, record, checked)
+    _bulk_aggregates(session, [checked])
     if eligible:
         _offer_best(session, row)
     session.flush()
@@ -391,35 +392,6 @@ def _confirm_replications(session: Session, record: ExperimentRecord, key_id: st
     if record.outcome == "ok":
         session.execute(update(Experiment).where(same, Experiment.needs_replication.is_(True)).values(needs_replication=False))
     return session.scalar(select(Experiment.seq).where(same).limit(1)) is not None
-
-
-def _update_aggregates(session: Session, record: ExperimentRecord, checked: CheckedExperiment) -> None:
-    """Add this run to the (track, direction, hardware class) running sums (an upsert per key)."""
-    crashed = record.outcome != "ok"
-    gain = None if checked.seed_only or crashed else checked.gain
-    z = None if checked.seed_only or crashed else record.normalised.z
-    values = {
-        "tries": 1,
-        "keeps": int(record.status == "keep"),
-        "crashes": int(crashed),
-        "gain_n": int(gain is not None),
-        "gain_sum": gain or 0.0,
-        "gain_sumsq": (gain or 0.0) ** 2,
-        "z_n": int(z is not None),
-        "z_sum": z or 0.0,
-        "z_sumsq": (z or 0.0) ** 2,
-    }
-    insert = _insert(session)
-    table = DirectionAggregate.__table__
-    for key in checked.directions:
-        stmt = insert(DirectionAggregate).values(
-            track=record.track, direction=key, hardware_class=record.hardware_class, **values
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["track", "direction", "hardware_class"],
-            set_={name: table.c[name] + stmt.excluded[name] for name in values},
-        )
-        session.execute(stmt)
 
 
 def _offer_best(session: Session, row: Experiment) -> None:
@@ -641,6 +613,15 @@ def recent_kept(session: Session, track: str, limit: int = 50) -> list[Experimen
         .limit(limit)
     ).all()
     return _views(session, list(rows))
+
+
+def activity(session: Session, *, now: datetime, hours: float) -> Activity:
+    """Experiments received in the ``hours`` before ``now`` and their distinct keys (one aggregate)."""
+    since = now - timedelta(hours=hours)
+    experiments, clients = session.execute(
+        select(func.count(), func.count(Experiment.key_id.distinct())).where(Experiment.received_at >= since)
+    ).one()
+    return Activity(since=since, hours=hours, experiments=experiments, clients=clients, per_hour=experiments / hours)
 
 
 def progress(session: Session, track: str, hardware_class: str, *, limit: int) -> Progress:
@@ -927,3 +908,82 @@ def _evidence(session: Session, track: str) -> dict[str, list[str]]:
 def ping(session: Session) -> None:
     """One trivial query; raises the driver's error when the database does not answer."""
     session.execute(select(1))
+
+
+def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jsons: Sequence[str]) -> int:
+    """Insert already-checked experiments in bulk (benchmarks, imports from another hub): one
+    multi-row INSERT per table, aggregates summed in Python, best rows rebuilt at the end.
+
+    Unlike :func:`add_experiment` it runs no near-duplicate search and no ``needs_replication``
+    rule, and it expects record ids that are not stored yet (a duplicate raises IntegrityError).
+    Returns the number of experiments inserted.
+    """
+    begin_write(session)
+    sources: dict[str, tuple[str, str]] = {}
+    for c in items:
+        sources[c.record.parent_sha256] = (c.parent_source, c.record.parent_canonical_sha256)
+        sources[c.record.child_sha256] = (c.child_source, c.record.child_canonical_sha256)
+    for text, canonical in sources.values():
+        put_source(session, text, canonical)
+    now = utc_now()
+    rows = [
+        {
+            "id": c.verified.record_id, "key_id": c.verified.keyid, "track": c.record.track,
+            "parent_sha256": c.record.parent_sha256, "child_sha256": c.record.child_sha256,
+            "parent_canonical_sha256": c.record.parent_canonical_sha256,
+            "child_canonical_sha256": c.record.child_canonical_sha256,
+            "outcome": c.record.outcome, "status": c.record.status, "val_bpb": c.record.metrics.val_bpb,
+            "parent_val_bpb": c.record.parent_val_bpb, "z": c.record.normalised.z, "ecm": c.record.normalised.ecm,
+            "gain": c.gain, "hardware_class": c.record.hardware_class, "description": c.record.description,
+            "seed_only": c.seed_only, "needs_replication": False, "near_duplicate_of": None,
+            "directions": json.dumps(c.directions),
+            "const_changes": dedup.dump_changes(c.const_changes) if c.const_changes else None,
+            "minhash": c.minhash, "created_at": c.record.created_at, "received_at": now,
+            "record_json": c.verified.payload.decode("utf-8"), "envelope_json": envelope,
+        }
+        for c, envelope in zip(items, envelope_jsons, strict=True)
+    ]
+    session.execute(_insert(session)(Experiment), rows)
+    ids = [r["id"] for r in rows]
+    seqs = dict(session.execute(select(Experiment.id, Experiment.seq).where(Experiment.id.in_(ids))).all())
+    links = [{"experiment_seq": seqs[c.verified.record_id], "direction": key} for c in items for key in c.directions]
+    if links:
+        session.execute(_insert(session)(ExperimentDirection), links)
+    _bulk_aggregates(session, items)
+    for track in {c.record.track for c in items}:
+        _recompute_best(session, track)
+    return len(rows)
+
+
+def _bulk_aggregates(session: Session, items: Sequence[CheckedExperiment]) -> None:
+    """Add runs to the (track, direction, hardware class) running sums: one upsert per key.
+    Seed-only runs and crashes add no gain or z."""
+    sums: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for c in items:
+        crashed = c.record.outcome != "ok"
+        gain = None if c.seed_only or crashed else c.gain
+        z = None if c.seed_only or crashed else c.record.normalised.z
+        for key in c.directions:
+            acc = sums[(c.record.track, key, c.record.hardware_class)]
+            acc["tries"] += 1
+            acc["keeps"] += c.record.status == "keep"
+            acc["crashes"] += crashed
+            if gain is not None:
+                acc["gain_n"] += 1
+                acc["gain_sum"] += gain
+                acc["gain_sumsq"] += gain * gain
+            if z is not None:
+                acc["z_n"] += 1
+                acc["z_sum"] += z
+                acc["z_sumsq"] += z * z
+    table = DirectionAggregate.__table__
+    names = ["tries", "keeps", "crashes", "gain_n", "gain_sum", "gain_sumsq", "z_n", "z_sum", "z_sumsq"]
+    integer = {"tries", "keeps", "crashes", "gain_n", "z_n"}
+    for (track, key, hw), acc in sums.items():
+        values = {n: int(acc[n]) if n in integer else float(acc[n]) for n in names}
+        stmt = _insert(session)(DirectionAggregate).values(track=track, direction=key, hardware_class=hw, **values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["track", "direction", "hardware_class"],
+            set_={n: table.c[n] + stmt.excluded[n] for n in names},
+        )
+        session.execute(stmt)

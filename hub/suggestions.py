@@ -92,8 +92,9 @@ AVOID_CRASH_RATE = 0.5
 AVOID_MAX_P_GAIN = 0.1
 """``avoid`` when the posterior probability of a positive effect is below this."""
 MAX_AVOID = 3
-REPLICATE_MIN_Z = 1.0
-"""Only results at least one seed-noise σ better than their parent are worth a replication."""
+REPLICATE_MIN_Z = 2.0
+"""Only results at least two seed-noise σ better than their parent are worth a replication (weaker
+ones rarely survive it: z of a pure-noise change has sd √2)."""
 BEST_BONUS = 2.0
 """Score added to replicating the community best or a challenger of it (z units). Confirming a
 challenger moves every client onto it, so it is worth more than one more experiment."""
@@ -384,14 +385,15 @@ def _direction_suggestion(
         )
     if tries < EXPLORE_MAX_TRIES:
         what = "untried" if tries == 0 else f"only {tries} tr{'y' if tries == 1 else 'ies'}"
-        return Suggestion(
-            kind="explore",
-            direction=direction,
-            score=score,
-            evidence=evidence,
-            rationale=f"{area}: {what} on this track",
-        )
-    return None
+    else:
+        what = f"{tries} tries, inconclusive (mean z {post.mean:+.2f} ± {post.sd:.2f})"
+    return Suggestion(
+        kind="explore",
+        direction=direction,
+        score=score,
+        evidence=evidence,
+        rationale=f"{area}: {what} on this track",
+    )
 
 
 def _fails_on_class(stat: DirectionStats | None, hardware_class: str | None) -> bool:
@@ -501,18 +503,22 @@ def _replicate_suggestions(
         z = _z_of(view)
         if z is None or z < REPLICATE_MIN_Z or (client is not None and view.key_id == client):
             continue
+        if view.replications.n <= 1 and trusted([z]):
+            continue  # strong enough on its own: a replication would add little
         seen = view.replications.hardware_classes or [view.record.hardware_class]
         other_class = hardware_class is not None and hardware_class not in seen
         if not (
             (other_class and view.replications.n < REPLICATE_ENOUGH) or view.replications.n <= 1
         ):
             continue
+        is_best = view.id == best_id
+        challenger = on_best is not None and view.record.parent_canonical_sha256 == on_best
+        if best is not None and not (is_best or challenger):
+            continue  # superseded: confirming it would move nobody
         child = source_of(view.record.child_sha256)
         if child is None:
             continue
         post = posterior(z, 1)
-        is_best = view.id == best_id
-        challenger = on_best is not None and view.record.parent_canonical_sha256 == on_best
         role = (
             "community best" if is_best else "challenger of the best" if challenger else "promising"
         )

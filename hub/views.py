@@ -110,7 +110,7 @@ def abstime(when: datetime) -> str:
 
 
 @lru_cache(maxsize=1)
-def _diff_formatter() -> HtmlFormatter:  # type: ignore[type-arg]
+def _diff_formatter() -> HtmlFormatter:
     return HtmlFormatter(cssclass=DIFF_CSS_CLASS, linenos=False, wrapcode=True)
 
 
@@ -250,32 +250,6 @@ def calibration_curve(cal: CalibrationRecord, samples: int = CURVE_SAMPLES) -> C
 
 # --------------------------------------------------------------------------------------------------
 # Tables
-
-
-@dataclass(frozen=True)
-class Activity:
-    """Home-page activity: experiments and distinct clients (keys) over a window, and experiments per
-    hour. ``sampled``: the window held more experiments than were read, so ``experiments`` and
-    ``active_clients`` are lower bounds and ``per_hour`` is the rate over the span the read ones cover.
-    """
-
-    window_hours: float
-    experiments: int
-    active_clients: int
-    per_hour: float
-    sampled: bool = False
-
-
-def activity(
-    experiments: Sequence[ExperimentView], window_hours: float, *, now: datetime, sampled: bool = False
-) -> Activity:
-    """Activity of the experiments received in the last ``window_hours`` (already filtered to it)."""
-    n = len(experiments)
-    hours = window_hours
-    if sampled and experiments:
-        oldest = min(e.received_at for e in experiments)
-        hours = max((now - oldest).total_seconds() / 3600, 1 / 60)
-    return Activity(window_hours, n, len({e.key_id for e in experiments}), n / hours, sampled)
 
 
 @dataclass(frozen=True)

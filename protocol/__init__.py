@@ -5,6 +5,7 @@ Imports nothing else of ours. Everything that crosses a process boundary is one 
 
 from .api import (
     Accepted,
+    Activity,
     CalibrationView,
     ClaimAnswer,
     ClientView,
@@ -81,6 +82,7 @@ from .records import (
 
 __all__ = [
     "Accepted",
+    "Activity",
     "CALIBRATION_SCHEMA",
     "CLAIM_SCHEMA",
     "CLIENT_SCHEMA",

@@ -198,6 +198,17 @@ class Progress(ApiModel):
     truncated: bool = False
 
 
+class Activity(ApiModel):
+    """``GET /api/v1/activity?hours=``: experiments received in the last ``hours``, from how many
+    distinct keys (active clients), and the mean rate in experiments per hour."""
+
+    since: datetime
+    hours: PositiveFloat
+    experiments: int
+    clients: int
+    per_hour: NonNegFloat
+
+
 class ClientView(ApiModel):
     """A registered client key."""
 

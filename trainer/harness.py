@@ -29,7 +29,6 @@ from typing import TextIO
 
 import numpy as np
 import torch
-
 from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 
 from . import data, hardware, tracks

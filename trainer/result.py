@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from autoresearch.protocol import Outcome, RunMetrics, SoftwareVersions
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_ERROR_CHARS = 4000  # the experiment record allows 4096
 

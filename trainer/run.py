@@ -30,9 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
+from pydantic import ValidationError
 
 from . import tracks
 from .result import ProgressEvent, RunResult, TrainProgress, truncate_error

@@ -56,7 +56,7 @@ def calibrate_cmd(
         return
     if png is not None:
         raise UsageError("--png goes with --show")
-    cached = None if force else calibration.load_cached(spec, hw)
+    cached = None if force else calibration.reusable(spec, hw, reference=reference, reference_ecm=reference_ecm)
     if cached is None:
         _announce(spec, hw, seeds, yes)
         cached = _run(spec, seeds, reference, reference_ecm)
@@ -71,7 +71,7 @@ def _track(name: str, time_budget: float | None) -> TrackSpec:
     try:
         spec = tracks.get_track(name)
     except tracks.UnknownTrack as exc:
-        raise UsageError(str(exc), hint="list the tracks with: autoresearch prepare --help") from None
+        raise UsageError(str(exc), hint="e.g. --track cpu (offline) or --track climbmix (GPU)") from None
     return spec if time_budget is None else tracks.derive(spec, time_budget=time_budget)
 
 
@@ -85,7 +85,9 @@ def _announce(spec: TrackSpec, hw: str, seeds: int, yes: bool) -> None:
         f"({seeds} seeds at 1×); this takes about {_duration(minutes)}"
     )
     if spec.device == "cuda" and not yes:
-        typer.confirm("The GPU will be busy for that long. Start the calibration?", abort=True, err=True)
+        if not typer.confirm("The GPU will be busy for that long. Start the calibration?", err=True):
+            console.info("calibration not started (--yes starts it without asking)")
+            raise typer.Exit(1)
 
 
 def _run(spec: TrackSpec, seeds: int, reference: Path | None, reference_ecm: float) -> CalibrationRecord:

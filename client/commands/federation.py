@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from autoresearch.protocol import ExperimentView
@@ -21,13 +21,24 @@ from .. import console
 from ..errors import PolicyViolation, UsageError, WorkspaceError
 from ..federation import (
     DEFAULT_ADOPT_EVERY,
+    HubHooks,
+    JoinOptions,
     dump_json,
+    fetch_pull,
     is_trusted,
+    join,
     load_federation,
     policy_findings,
+    pull_message,
 )
 from ..hubclient import HubClient
 from ..outbox import Outbox, OutboxItem
+from ..workspace import Workspace
+
+if TYPE_CHECKING:  # the loop imports the trainer; keep it out of `autoresearch --help`
+    from autoresearch.protocol import TrackSpec
+
+    from ..loop import LoopStats
 
 HubOpt = Annotated[
     str | None, typer.Option("--hub", envvar="AUTORESEARCH_HUB", help="Hub URL (default: the hub this workspace joined).")
@@ -40,9 +51,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
 DirOpt = Annotated[Path, typer.Option("--dir", "-C", help="Workspace folder.")]
 
 
-def _open_workspace(path: Path):  # noqa: ANN202 - the Workspace type lives in client/workspace.py
-    from ..workspace import Workspace
-
+def _open_workspace(path: Path) -> Workspace:
     return Workspace.open(path)
 
 
@@ -255,8 +264,6 @@ def pull_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Apply someone else's train.py: show the diff, check the policy, ask, commit."""
-    from ..federation import fetch_pull, pull_message
-
     if experiment_id and best:
         raise UsageError("give either an EXPERIMENT_ID or --best, not both")
     ws = _open_workspace(directory)
@@ -311,7 +318,6 @@ def join_cmd(
 ) -> None:
     """Join a hub and run the agent loop connected to it."""
     from ..demo import quiet_libraries
-    from ..federation import JoinOptions, join
 
     quiet_libraries()
     opts = JoinOptions(
@@ -337,7 +343,7 @@ def join_cmd(
     )
 
 
-def _run_loop(ws, spec, hooks, opts):  # type: ignore[no-untyped-def]  # (Workspace, TrackSpec, HubHooks, JoinOptions) -> LoopStats
+def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions) -> LoopStats:
     """The agent loop with the hub's hooks, the CLI's display and Ctrl-C handling of ``run``."""
     import signal
     import zlib

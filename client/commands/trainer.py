@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             from autoresearch.trainer import climbmix
 
             try:
-                summary = climbmix.prepare(num_shards=num_shards, progress=True)
+                summary = _prepare_climbmix(climbmix, num_shards)
             except climbmix.PrepareError as exc:
                 raise UsageError(str(exc), hint="re-run `autoresearch prepare --track climbmix`: finished shards are kept and partial ones resume") from None
             console.out().print(summary, highlight=False)
@@ -119,3 +119,18 @@ def _run_with_progress(run_training, train_py: Path, spec, directory: Path, seed
             bar.update(task, completed=min(p.training_seconds, p.time_budget), status=f"step {p.step} loss {p.loss:.3f}")
 
         return run_training(train_py, spec, directory, seed=seed, on_progress=on_progress)
+
+
+def _prepare_climbmix(climbmix, num_shards: int):
+    """``climbmix.prepare`` with one progress bar per shard on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console.err()) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        return climbmix.prepare(num_shards=num_shards, on_progress=on_progress)

@@ -1,11 +1,11 @@
-"""``POST /api/v1/clients`` (register a key) and ``GET /api/v1/clients/{key_id}``."""
+"""``POST /api/v1/clients`` (register a key), ``GET /api/v1/clients/{key_id}`` and its calibrations."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated
 
-from autoresearch.protocol import CLIENT_SCHEMA, Accepted, ClientView
+from autoresearch.protocol import CLIENT_SCHEMA, Accepted, CalibrationRecord, ClientView
 from fastapi import APIRouter, Path, Response
 
 from .. import ingest, store
@@ -61,3 +61,11 @@ def get_client(key_id: KeyIdPath, session: SessionDep, _: ReadAccessDep) -> Clie
     if client is None:
         raise NotFound(f"no client with key id {key_id}", code="unknown_client")
     return client
+
+
+@router.get("/clients/{key_id}/calibrations", response_model=list[CalibrationRecord], responses=ERRORS)
+def get_calibrations(key_id: KeyIdPath, session: SessionDep, _: ReadAccessDep) -> list[CalibrationRecord]:
+    """A key's calibration records, newest first (the client page's calibration curves)."""
+    if store.get_client(session, key_id) is None:
+        raise NotFound(f"no client with key id {key_id}", code="unknown_client")
+    return store.calibrations_of(session, key_id)

@@ -16,13 +16,14 @@ and, on a private hub, sends a browser without a read token to ``/login``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+from autoresearch.protocol import utc_now
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -112,7 +113,7 @@ class PageRoute(APIRoute):
     """An HTML route: a :class:`HubError` becomes an error page with the error's status (not the
     API's JSON shape), :class:`LoginRequired` a redirect to the login form."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def page_handler(request: Request) -> Response:
@@ -212,9 +213,6 @@ def _safe_next(target: str) -> str:
 RECENT_PAGE_SIZE = 25
 """Experiments per page of the recent-experiments tables."""
 ACTIVITY_WINDOW_HOURS = 24.0
-ACTIVITY_SAMPLE = 500
-"""Most experiments the home page reads to measure activity (one API page); beyond it the figures
-become lower bounds / a rate over the span those experiments cover."""
 LINEAGE_SHOWN = 12
 """Ancestors and children shown with their descriptions on an experiment page; the rest are counted."""
 TOP_DIRECTIONS = 8
@@ -225,16 +223,13 @@ LATEST_SHOWN = 10
 def page_home(request: Request, session: SessionDep, state: StateDep) -> HTMLResponse:
     """Tracks with their community best, activity over the last 24 h, the latest experiments."""
     tracks = [store.track_view(session, spec) for spec in state.catalog.all()]
-    now = datetime.now(UTC)
-    since = now - timedelta(hours=ACTIVITY_WINDOW_HOURS)
-    window = store.list_experiments(session, store.ExperimentFilter(since=since), cursor=None, limit=ACTIVITY_SAMPLE)
-    latest = window if window.items else store.list_experiments(session, store.ExperimentFilter(), cursor=None, limit=LATEST_SHOWN)
+    latest = store.list_experiments(session, store.ExperimentFilter(), cursor=None, limit=LATEST_SHOWN)
     return render(request, "home.html", {
         "active_tracks": [t for t in tracks if t.experiments],
         "idle_tracks": [t for t in tracks if not t.experiments],
         "total_experiments": sum(t.experiments for t in tracks),
-        "activity": views.activity(window.items, ACTIVITY_WINDOW_HOURS, now=now, sampled=window.next_cursor is not None),
-        "recent": latest.items[:LATEST_SHOWN],
+        "activity": store.activity(session, now=utc_now(), hours=ACTIVITY_WINDOW_HOURS),
+        "recent": latest.items,
     })
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from autoresearch.protocol import (
+    Activity,
     CommunityBest,
     DirectionStats,
     Leaderboard,
@@ -30,6 +31,15 @@ PROGRESS_MAX_POINTS = 2000  # most points of one progress chart (docs/pages.md)
 def list_tracks(session: SessionDep, state: StateDep, _: ReadAccessDep) -> list[TrackView]:
     """Every track this hub knows, with counts and best figures."""
     return [store.track_view(session, spec) for spec in state.catalog.all()]
+
+
+@router.get("/activity", response_model=Activity, responses=ERRORS)
+def get_activity(
+    session: SessionDep, _: ReadAccessDep,
+    hours: Annotated[float, Query(gt=0, le=24 * 365, description="window, hours")] = 24.0,
+) -> Activity:
+    """What the hub received lately: experiments, active clients (distinct keys), experiments per hour."""
+    return store.activity(session, now=utc_now(), hours=hours)
 
 
 @router.get("/tracks/{track}", response_model=TrackView, responses=ERRORS)

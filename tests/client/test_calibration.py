@@ -28,6 +28,7 @@ from autoresearch.protocol import (
     SoftwareVersions,
     TrackSpec,
     record_id,
+    sha256_hex,
     sign,
     utc_now,
     verify,
@@ -235,6 +236,19 @@ def test_cache_under_wrong_key_is_a_miss(caplog: pytest.LogCaptureFixture) -> No
     assert "another track or hardware class" in caplog.text
 
 
+def test_reusable_matches_the_named_reference(tmp_path: Path) -> None:
+    track = _track()
+    best = tmp_path / "best.py"
+    best.write_text("X = 1\n")
+    record = _record(track).model_copy(update={"reference_sha256": sha256_hex("X = 1\n"), "reference_ecm": 2.0})
+    calibration._store(sign(record, KeyPair.generate()), track, HW)
+    assert calibration.reusable(track, HW) == record  # no reference named: the latest calibration
+    assert calibration.reusable(track, HW, reference=best, reference_ecm=2.0) == record
+    assert calibration.reusable(track, HW, reference=best, reference_ecm=3.0) is None
+    best.write_text("X = 2\n")
+    assert calibration.reusable(track, HW, reference=best, reference_ecm=2.0) is None
+
+
 # -- CLI: --show on a cached record ---------------------------------------------------------------
 
 
@@ -314,3 +328,14 @@ def test_render_plot_marks_every_budget() -> None:
     first = next(i for i in rows if lines[i].split("│")[1][:1] in "·●")
     last = next(i for i in rows if lines[i].split("│")[1][-1:] in "·●")
     assert first < last
+
+
+def test_gpu_track_announces_the_time_and_asks_first() -> None:
+    exe = Path(sys.executable).parent / "autoresearch"
+    proc = subprocess.run(
+        [str(exe), "calibrate", "--track", "climbmix"], input="n\n", capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "5 reference runs" in proc.stderr and "this takes about 27 minutes" in proc.stderr
+    assert "Start the calibration?" in proc.stderr and "calibration not started" in proc.stderr
+    assert not calibration.cache_dir().exists()  # nothing ran, nothing cached

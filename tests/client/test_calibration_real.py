@@ -1,5 +1,13 @@
-"""A real calibration: the tiny track's reference train.py trained on CPU at short budgets, through
-the CLI, signed, verified by ``autoresearch verify``, cached and reused."""
+"""A real calibration on the ``tiny`` track: real harness runs on CPU at short budgets, through the
+CLI, signed, verified by ``autoresearch verify``, cached and reused.
+
+The calibrated ``train.py`` is a bigram model given with ``--reference`` rather than the track's GPT
+reference: on a shared 2-core machine the GPT sits on the byte-unigram plateau (≈ 4 bits per byte)
+for its first ~10 s, so at budgets of seconds its curve is flat plus noise and the fit is rightly
+refused. The bigram, annealed to LR 0 at the end of every budget, improves with every second, which
+is what this test needs: everything else (derived tracks, the harness subprocess, σ, fit, signing,
+cache) is the production path.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,48 @@ from pathlib import Path
 
 import pytest
 from autoresearch.client import calibration
-from autoresearch.protocol import CalibrationRecord, canonical_json, record_id
+from autoresearch.protocol import CalibrationRecord, canonical_json, record_id, sha256_hex
 
 TIME_BUDGET = 2.0  # seconds: runs at 0.5, 1, 2, 2 and 4 s
+
+BIGRAM = '''"""A bigram model: learns fast and steadily, so its val_bpb falls with every second of training."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LR = 0.02  # Adam learning rate, decayed linearly to 0 over the budget
+BATCH = 8  # rows per step
+SEED = 0
+
+
+class Bigram(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.table = nn.Embedding(vocab_size, vocab_size)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, idx):
+        return self.table(idx)  # (B, T, V)
+
+
+def train(h):
+    torch.manual_seed(SEED + h.seed)
+    model = Bigram(h.vocab_size).to(h.device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    step = 0
+    while not h.should_stop():
+        x, y = h.next_batch(BATCH)  # (B, T) each
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        for group in opt.param_groups:
+            group["lr"] = LR * max(0.0, 1.0 - h.progress())  # annealed: every budget ends converged
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        h.report(step, loss.item())
+    return model
+'''
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,7 +77,9 @@ def test_real_tiny_calibration_is_signed_verified_and_cached(clean_env: Path, tm
     from autoresearch.trainer import tracks
 
     spec = tracks.derive(tracks.get_track("tiny"), time_budget=TIME_BUDGET)
-    args = ("calibrate", "--track", "tiny", "--time-budget", f"{TIME_BUDGET:g}", "--json")
+    reference = tmp_path / "bigram.py"
+    reference.write_text(BIGRAM)
+    args = ("calibrate", "--track", "tiny", "--time-budget", f"{TIME_BUDGET:g}", "--reference", str(reference), "--json")
     first = _cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "5 reference runs" in first.stderr and "this takes about" in first.stderr
@@ -43,7 +92,7 @@ def test_real_tiny_calibration_is_signed_verified_and_cached(clean_env: Path, tm
     assert sorted(p.budget_seconds for p in record.points) == [0.5, 1.0, 2.0, 2.0, 4.0]
     assert sorted(p.seed for p in record.points if p.budget_seconds == 2.0) == [0, 1]
     assert (record.min_budget_seconds, record.max_budget_seconds) == (0.5, 4.0)
-    assert record.reference_sha256 == spec.reference_sha256 and record.reference_ecm == 1.0
+    assert record.reference_sha256 == sha256_hex(BIGRAM) and record.reference_ecm == 1.0
     assert record.fit.a > 0 and record.fit.b > 0 and record.fit.c >= 0
     assert record.tokens_per_second > 0 and record.matmul_tflops > 0
     full = [p.val_bpb for p in record.points if p.budget_seconds == 2.0]

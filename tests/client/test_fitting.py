@@ -107,6 +107,12 @@ def test_degenerate_inputs_raise_a_clear_error(budgets: list[float], values: lis
         fit_curve(budgets, values)
 
 
+def test_step_is_not_a_power_law() -> None:
+    # one big drop then flat: only an exponent at its bound fits, which is refused
+    with pytest.raises(FitError, match="reached its bound"):
+        fit_curve([1.0, 2.0, 4.0, 8.0], [2.0, 1.0, 1.0, 1.0])
+
+
 def test_small_rise_within_tolerance_is_accepted() -> None:
     budgets = [75.0, 150.0, 300.0, 600.0]
     y = [C + A * t ** (-B) for t in budgets]

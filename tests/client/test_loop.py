@@ -155,6 +155,10 @@ def test_keep_and_discard_follow_val_bpb(ws: Workspace) -> None:
     assert all(r.track == tracks.get_track("tiny").id for r in records)
     # each run kept its log
     assert all((ws.runs_dir / f"{n:04d}" / "run.log").exists() for n in range(1, 5))
+    # every source the records name can be found again (the federation uploads them)
+    assert ws.source_by_sha256(records[2].child_sha256) == BASE.replace("LR = 0.10", "LR = 0.06").replace("WIDTH = 64", "WIDTH = 128")
+    assert ws.source_by_sha256(records[0].parent_sha256) == BASE
+    assert ws.source_by_sha256("0" * 64) is None
 
 
 def test_seed_only_change_is_never_kept(ws: Workspace) -> None:
@@ -264,13 +268,16 @@ def test_conflicting_prefetch_is_reproposed(ws: Workspace) -> None:
 
 
 def test_prefetch_overlaps_training(ws: Workspace) -> None:
-    """A proposer that takes 0.5 s and training that takes 0.5 s: the proposal is ready when training ends."""
+    """A proposer that takes 0.5 s while training takes 1 s: the proposal is ready when training ends.
+
+    Without prefetch the loop would wait 3 × 0.5 s; allow half of that for a loaded machine."""
     proposer = Scripted([("LR = 0.10", f"LR = 0.0{i}", f"LR → 0.0{i}") for i in range(9, 5, -1)][:1]
                         + [("A = 1", f"A = {i}", f"A → {i}") for i in range(2, 5)], delay=0.5)  # fmt: skip
-    runner = FormulaRunner(on_run=lambda n, s: time.sleep(0.5))
+    runner = FormulaRunner(on_run=lambda n, s: time.sleep(1.0))
     loop = make_loop(ws, proposer, runner, max_experiments=4)
     loop.run()
-    assert loop.stats.proposer_seconds < 0.5 * 4 * 0.6  # waited far less than the proposer's 2 s in total
+    assert len(proposer.contexts) == 3  # no proposal prepared after the last run
+    assert loop.stats.proposer_seconds < 0.75
 
 
 def test_crash_gets_one_repair_attempt(ws: Workspace) -> None:
@@ -397,3 +404,16 @@ def test_a_changed_track_starts_with_a_new_baseline(ws: Workspace) -> None:
     latest = ws.experiments()[-1]
     assert latest.description == "baseline" and latest.track == longer.id
     assert "LR = 0.06" in runner.sources[0]  # the new baseline is the current best train.py
+
+
+def test_endless_rejections_stop_the_loop(ws: Workspace) -> None:
+    class Hostile(Scripted):
+        def propose(self, ctx: ProposalContext) -> Proposal:
+            self.contexts.append(ctx)
+            return Proposal(source=ctx.train_py + f"import socket  # {len(self.contexts)}\n", description="sneaky")
+
+    runner = FormulaRunner()
+    with pytest.raises(ProposerError, match="8 candidates in a row were rejected"):
+        make_loop(ws, Hostile([]), runner, max_experiments=5, max_failures=2, prefetch=False).run()
+    assert len(runner.sources) == 1  # only the baseline ran
+    assert len([e for e in ws.experiments() if e.kind == "rejected"]) == 8

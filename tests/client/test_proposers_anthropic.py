@@ -135,3 +135,14 @@ def test_api_error_becomes_a_proposer_error() -> None:
 def test_cost_of_unknown_model_is_zero() -> None:
     assert cost_usd("some-new-model", ProposerUsage(input_tokens=10**6)) == 0.0
     assert cost_usd("claude-haiku-4-5", ProposerUsage(input_tokens=10**6, output_tokens=10**6)) == pytest.approx(6.0)
+
+
+def test_answer_without_the_tool_call_is_reasked() -> None:
+    text_only = message(GOOD)
+    text_only["content"] = [{"type": "text", "text": "I think we should raise the LR."}]
+    text_only["stop_reason"] = "end_turn"
+    api = MockApi([(200, text_only), (200, message(GOOD, n=2))])
+    proposal = proposer_for(api).propose(ctx())
+    assert proposal.source == GOOD
+    feedback = api.requests[1]["messages"][2]["content"][0]
+    assert feedback["type"] == "text" and TOOL_NAME in feedback["text"]

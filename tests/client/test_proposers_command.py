@@ -78,3 +78,19 @@ def test_agent_failures_are_proposer_errors(tmp_path: Path, body: str, match: st
 def test_missing_agent_command(tmp_path: Path) -> None:
     with pytest.raises(ProposerError, match="not found"):
         CommandProposer("no-such-agent-xyz", scratch_dir=tmp_path / "s").propose(ctx())
+
+
+def test_make_proposer_checks_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoresearch.client.errors import UsageError
+    from autoresearch.client.proposers import default_proposer_name, make_proposer
+
+    assert default_proposer_name() == "offline"
+    with pytest.raises(UsageError, match="ANTHROPIC_API_KEY"):
+        make_proposer("anthropic")
+    with pytest.raises(UsageError, match="--agent-command"):
+        make_proposer("command", scratch_dir=tmp_path)
+    with pytest.raises(UsageError, match="unknown proposer"):
+        make_proposer("gpt")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    assert default_proposer_name() == "anthropic"
+    assert make_proposer("anthropic", model="claude-haiku-4-5").model == "claude-haiku-4-5"  # type: ignore[attr-defined]

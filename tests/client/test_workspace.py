@@ -76,7 +76,8 @@ def test_adopt_an_upstream_checkout_keeps_branch_history_and_results(tmp_path: P
     ws = Workspace.init(root, track="climbmix", reference_source="unused\n", program_md="P\n", adopt=True)
     assert ws.config.adopted and ws.config.base_branch == "autoresearch/mar5"
     assert (root / "train.py").read_text() == "LR = 0.04\n"
-    assert git(root, "log", "--format=%s") == "autoresearch: add program.md\nupstream baseline"
+    assert git(root, "log", "--format=%s") == "autoresearch: adopt this checkout (program.md, .gitignore)\nupstream baseline"
+    assert git(root, "status", "--porcelain") == ""
     rows = read_results(root / "results.tsv")
     assert [r.commit for r in rows] == ["a1b2c3d", "b2c3d4e"]
     ws.write_results_tsv()  # our rows follow the adopted ones

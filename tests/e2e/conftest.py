@@ -91,3 +91,18 @@ def volunteers(tmp_path: Path) -> dict[str, Volunteer]:
 def hub_experiments(url: str, track: str, key_id: str | None = None) -> list[ExperimentView]:
     with HubClient(url) as client:
         return list(client.iter_experiments(track=track, client=key_id))
+
+
+def run_cli_inprocess(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    """``autoresearch ARGS…`` through ``cli.main`` in this process: (exit code, stdout, stderr)."""
+    from autoresearch.client import cli
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["autoresearch", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -7,8 +7,13 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from autoresearch.protocol import KeyPair, canonical_bytes, canonical_source_sha256, payload_type, sha256_hex
+from autoresearch.protocol import (
+    KeyPair,
+    canonical_bytes,
+    canonical_source_sha256,
+    payload_type,
+    sha256_hex,
+)
 
 from . import factory
 from .conftest import Hub

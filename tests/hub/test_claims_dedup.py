@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from autoresearch.protocol import ClaimAnswer, ExperimentDetail, sha256_hex
 
 from . import factory

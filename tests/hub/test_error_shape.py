@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import pytest
-
-from autoresearch.hub.errors import STATUS_BY_CODE, AuthError, BadRequest, Conflict, HubError, NotFound, Rejected, error_body, from_protocol
-from autoresearch.protocol import CanonicalError, EnvelopeError, ErrorBody, SchemaError, SignatureError
+from autoresearch.hub.errors import (
+    STATUS_BY_CODE,
+    AuthError,
+    BadRequest,
+    Conflict,
+    HubError,
+    NotFound,
+    Rejected,
+    error_body,
+    from_protocol,
+)
+from autoresearch.protocol import (
+    CanonicalError,
+    EnvelopeError,
+    ErrorBody,
+    SchemaError,
+    SignatureError,
+)
 
 from .conftest import Hub
 

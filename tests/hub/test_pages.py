@@ -187,7 +187,10 @@ def test_home_shows_tracks_activity_and_the_apis_best(hub: Hub, page: Page) -> N
     best = _api(hub, f"/api/v1/tracks/{hub.track.id}")["best_val_bpb"]
     assert pg.locator(f'.best-bpb[data-track="{hub.track.id}"] .mono').inner_text() == f"{best:.4f}"
     assert best == pytest.approx(1.21)  # bob's H100 run is the lowest raw val_bpb of any class
+    activity = _api(hub, "/api/v1/activity", hours=24)
+    assert (activity["experiments"], activity["clients"]) == (5, 2)
     assert pg.locator("#stat-active-clients").inner_text() == "2"
+    assert pg.locator("#stat-per-hour").inner_text() == f"{5 / 24:.1f}"
     assert pg.locator("#stat-experiments").inner_text() == "5"
     assert pg.locator("table.experiments tbody tr").count() == 5
     _shot(pg, "home")
@@ -296,6 +299,8 @@ def test_client_page_shows_calibration_curve_and_experiments(hub: Hub, page: Pag
     data = pg.evaluate("window.arCharts.instances['cal-plot-1'].data")
     measured = [v for v in data[2] if v is not None]
     assert len(measured) == 4  # 5 reference runs, two at the same budget share one x: 4 distinct points
+    cals = _api(hub, f"/api/v1/clients/{alice}/calibrations")
+    assert len(cals) == 1 and f"{cals[0]['sigma']:.4f}" in pg.locator(".calibration + dl").inner_text()
     assert pg.locator("table.experiments tbody tr").count() == 4
     assert pg.locator("#client-key-id").inner_text() == alice
     _shot(pg, "client")
@@ -322,6 +327,32 @@ def test_static_files_are_served_and_confined(hub: Hub) -> None:
     assert r.status_code == 200 and "uPlot" in r.text
     assert httpx.get(hub.url + "/static/../app.py", timeout=30).status_code == 404
     assert httpx.get(hub.url + "/static/%2e%2e/app.py", timeout=30).status_code == 404
+
+
+def test_an_empty_hub_says_what_to_do_and_descriptions_are_text(serve: StartHub, page: Page) -> None:
+    track = f.make_track()
+    url, _ = serve(False, TrackCatalog.of([(track, lambda: f.REFERENCE)]))
+    pg = page
+    pg.goto(url + "/")
+    assert f"autoresearch join {url}" in pg.locator(".empty").inner_text()
+    _shot(pg, "home-empty")
+    pg.goto(f"{url}/tracks/{track.id}")
+    assert "No experiments on this track yet" in pg.locator("main").inner_text()
+    assert pg.locator("#best-val-bpb").inner_text() == "–"
+    _shot(pg, "track-empty")
+
+    # a hostile description is shown as text everywhere, never run (tables, chart JSON, hover box)
+    hostile = "</script><script>window.pwned = 1</script><b>bold</b>"
+    keys = KeyPair.generate()
+    with httpx.Client(base_url=url, timeout=30) as http:
+        _post(http, "/api/v1/clients", f.envelope_bytes(f.registration(keys, "mallory"), keys))
+        child = f.with_constant(f.REFERENCE, "DEPTH", 3)
+        eid = _post(http, "/api/v1/experiments", f.envelope_bytes(f.experiment(track, f.REFERENCE, child, description=hostile), keys))
+    for path in (f"/tracks/{track.id}", f"/experiments/{eid}", "/"):
+        pg.goto(url + path)
+        assert pg.evaluate("window.pwned") is None
+        assert pg.locator("b", has_text="bold").count() == 0
+        assert hostile in pg.locator("main").inner_text()
 
 
 # --------------------------------------------------------------------------------------------------

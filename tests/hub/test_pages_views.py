@@ -120,14 +120,6 @@ def test_latest_calibrations_keeps_the_newest_per_hardware_class() -> None:
     assert panels[0].id == record_id(new)
 
 
-def test_activity_counts_and_rate() -> None:
-    runs = [_view(i, 1.5, key=k * 64) for i, k in enumerate("aab")]
-    act = views.activity(runs, 24.0, now=T0 + timedelta(hours=1))
-    assert (act.experiments, act.active_clients, act.per_hour, act.sampled) == (3, 2, 3 / 24, False)
-    sampled = views.activity(runs, 24.0, now=T0 + timedelta(hours=1), sampled=True)
-    assert sampled.per_hour == pytest.approx(3.0)  # 3 experiments over the hour they span
-
-
 def test_direction_rows_order_by_mean_gain_then_tries() -> None:
     def stats(name: str, tries: int, gain: float | None) -> DirectionStats:
         return DirectionStats(direction=name, tries=tries, keeps=1, crashes=0, mean_gain=gain,

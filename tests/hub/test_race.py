@@ -14,7 +14,6 @@ from threading import Barrier
 
 import httpx
 import pytest
-
 from autoresearch.protocol import ClaimAnswer, KeyPair
 
 from . import factory

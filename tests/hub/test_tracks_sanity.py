@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
-from autoresearch.protocol import CommunityBest, DirectionStats, ExperimentDetail, Leaderboard, SuggestionList, TrackView, sha256_hex
+from autoresearch.protocol import (
+    CommunityBest,
+    DirectionStats,
+    ExperimentDetail,
+    Leaderboard,
+    SuggestionList,
+    TrackView,
+    sha256_hex,
+)
 
 from . import factory
 from .conftest import Hub

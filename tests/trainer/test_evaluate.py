@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from autoresearch.trainer.evaluate import ContractError, check_causal, evaluate_bpb
 
 V = 4

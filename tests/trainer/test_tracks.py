@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from autoresearch.protocol import TrackSpec
 from autoresearch.trainer import tracks
 from autoresearch.trainer.data import sha256_file

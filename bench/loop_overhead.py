@@ -1,0 +1,107 @@
+"""Loop overhead: how much of the wall clock the agent loop spends not training.
+
+Runs the real loop (real harness, ``tiny`` track, CPU) in a fresh workspace for N experiments with:
+
+1. the offline proposer;
+2. a proposer that takes ``--delay`` seconds to answer (a stand-in for an LLM), with the next
+   proposal prepared while the current run trains (the default);
+3. the same slow proposer with ``--no-prefetch`` behaviour (propose only after each run), to show
+   what the prefetch hides.
+
+For each it prints: wall seconds, training seconds (harness clock), non-training seconds per
+experiment, split into harness overhead (``run_training`` wall − training: process start, data,
+evaluation, exit) and loop overhead (everything else: git, records, waiting for the proposer), the
+proposer wait alone, and the duty cycle (training s ÷ wall s).
+
+    .venv/bin/python bench/loop_overhead.py [--experiments 5] [--delay 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autoresearch.client.loop import AgentLoop, LoopOptions
+from autoresearch.client.proposers import Proposal, ProposalContext
+from autoresearch.client.proposers.offline import OfflineProposer
+from autoresearch.client.workspace import Workspace
+from autoresearch.trainer import tracks
+from autoresearch.trainer.run import run_training
+
+
+class SlowProposer:
+    """The offline proposer plus a fixed thinking time (seconds)."""
+
+    name = "slow-offline"
+    can_repair = False
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.inner = OfflineProposer(seed=7)
+
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        time.sleep(self.delay)
+        return self.inner.propose(ctx)
+
+
+def measure(label: str, proposer: object, experiments: int, prefetch: bool) -> dict[str, float | str]:
+    """Run one configuration in a fresh workspace; returns its figures."""
+    track = tracks.get_track("tiny")
+    run_walls: list[float] = []
+
+    def runner(*args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.monotonic()
+        result = run_training(*args, **kwargs)
+        run_walls.append(time.monotonic() - start)
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="ar-bench-loop-") as tmp:
+        ws = Workspace.init(Path(tmp) / "ws", track="tiny", reference_source=tracks.reference_source(track), program_md="bench\n")
+        loop = AgentLoop(ws, track, proposer, LoopOptions(tag="bench", max_experiments=experiments, prefetch=prefetch), runner=runner)  # type: ignore[arg-type]
+        start = time.monotonic()
+        stats = loop.run()
+        wall = time.monotonic() - start
+    training = stats.training_seconds
+    harness = sum(run_walls) - training
+    return {
+        "config": label,
+        "experiments": stats.runs,
+        "wall_s": round(wall, 2),
+        "training_s": round(training, 2),
+        "non_training_s_per_exp": round((wall - training) / stats.runs, 2),
+        "harness_overhead_s_per_exp": round(harness / stats.runs, 2),
+        "loop_overhead_s_per_exp": round((wall - sum(run_walls)) / stats.runs, 2),
+        "proposer_wait_s_per_exp": round(stats.proposer_seconds / stats.runs, 2),
+        "duty_cycle": round(training / wall, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", type=int, default=5, help="experiments per configuration (≥ 5)")
+    parser.add_argument("--delay", type=float, default=5.0, help="seconds the slow proposer takes")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    rows = [
+        measure("offline", OfflineProposer(seed=7), args.experiments, prefetch=True),
+        measure(f"{args.delay:g} s proposer, prefetch", SlowProposer(args.delay), args.experiments, prefetch=True),
+        measure(f"{args.delay:g} s proposer, no prefetch", SlowProposer(args.delay), args.experiments, prefetch=False),
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    keys = list(rows[0])
+    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[k]).ljust(w) for k, w in zip(keys, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
