@@ -35,7 +35,6 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-
 from autoresearch.hub import ingest, store
 from autoresearch.hub.db import make_engine, normalise_url, session_factory
 from autoresearch.hub.ingest import CheckedExperiment
@@ -113,8 +112,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "autoresearch"
         env = {**os.environ, "AUTORESEARCH_HUB_DB_URL": db_url}
-        self.proc = subprocess.Popen([str(exe), "hub", "serve", "--port", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = Path(tempfile.gettempdir()) / f"hub_bench_serve_{self.port}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([str(exe), "hub", "serve", "--port", str(self.port)], env=env,
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -131,7 +132,7 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-def ingest_phase(url: str, track_id: str, reference: str, keys: list[KeyPair], per_client: int) -> dict[str, float]:
+def ingest_phase(url: str, track_id: str, reference: str, keys: list[KeyPair], per_client: int, server_log: Path) -> dict[str, float]:
     """Each key POSTs ``per_client`` signed experiments, all keys concurrently."""
     rng = random.Random(1)
     bodies = [
@@ -148,7 +149,7 @@ def ingest_phase(url: str, track_id: str, reference: str, keys: list[KeyPair], p
                 r = http.post(f"{url}/api/v1/experiments", content=body)
                 out.append(time.perf_counter() - start)
                 if r.status_code != 201:
-                    raise SystemExit(f"ingest failed: {r.status_code} {r.text[:300]}")
+                    raise SystemExit(f"ingest failed: {r.status_code} {r.text[:300]} (server log: {server_log})")
         return out
 
     start = time.perf_counter()
@@ -235,7 +236,7 @@ def bench_engine(name: str, db_url: str, args: argparse.Namespace) -> dict[str, 
                 reg = ClientRegistration(public_key=k.public_key_hex, display_name=f"bench-{i}", created_at=utc_now())
                 http.post(f"{server.url}/api/v1/clients", content=sign(reg, k).to_json()).raise_for_status()
         result: dict[str, object] = {"engine": name, "clients": args.clients,
-                                     "ingest": ingest_phase(server.url, spec.id, reference, keys, args.records)}
+                                     "ingest": ingest_phase(server.url, spec.id, reference, keys, args.records, server.log)}
         reads = {}
         for size in args.sizes:
             seconds = seed(db_url, spec.id, reference, keys, size)

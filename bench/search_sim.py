@@ -563,7 +563,7 @@ def choose_hub(com: Community, agent: Agent, now_hours: float) -> Plan:
     items = suggest(
         TRACK, com.direction_stats(), kept, hardware_class=HARDWARE[agent.cls].name, client=agent.key_id,
         source_of=com.sources.by_sha.get, reference_source=com.reference_source,
-        now=EPOCH + timedelta(hours=now_hours), limit=12, in_flight=claims, best_id=com.best_id,
+        now=EPOCH + timedelta(hours=now_hours), limit=60, in_flight=claims, best_id=com.best_id,
     )
     for item in items:
         plan = _plan_from(com, agent, item.kind, item.direction, item.train_py, item.experiment_id)
@@ -705,6 +705,13 @@ def summarise(values: Sequence[float | int | None]) -> dict[str, float | int | N
             "n": len(present)}
 
 
+def censored_median(values: Sequence[float | int | None]) -> float | None:
+    """Median where None (target never reached) counts as +∞; None when that median is +∞."""
+    ordered = sorted(math.inf if v is None else float(v) for v in values)
+    median = statistics.median(ordered) if ordered else math.inf
+    return None if math.isinf(median) else median
+
+
 def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float,
             progress: Callable[[str], None] | None = None) -> dict[str, object]:
     """Run every strategy on ``seeds`` seeds; the pinned JSON shape of DESIGN.md."""
@@ -717,7 +724,7 @@ def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float,
         spread = {key: summarise([r[key] for r in per_seed]) for key in per_seed[0] if key != "target"}
         hours = spread["gpu_hours_to_target"]
         out[strategy] = {
-            "gpu_hours_to_target": hours["median"] if hours["n"] * 2 > seeds else None,
+            "gpu_hours_to_target": censored_median([r["gpu_hours_to_target"] for r in per_seed]),
             "reached_target": hours["n"],
             "duplicate_rate": spread["duplicate_rate"]["mean"],
             "false_keeps": spread["false_keeps"]["mean"],

@@ -35,6 +35,7 @@ from autoresearch.protocol import (
     Normalised,
     ProtocolError,
     TrackSpec,
+    Verified,
     canonical_json,
     sha256_hex,
     sign,
@@ -104,15 +105,16 @@ def plan_runs(time_budget: float, seeds: int = DEFAULT_SEEDS) -> list[PlannedRun
 
 
 def run_overhead_seconds(time_budget: float) -> float:
-    """Estimated start-up + evaluation seconds per run (not part of the budget): 5 s + 10 % of the
-    budget, at most 60 s. A rough figure for the time estimate only."""
-    return min(60.0, 5.0 + 0.1 * time_budget)
+    """Estimated start-up + evaluation seconds per run (not part of the budget): 10 s + 10 % of the
+    budget, at most 60 s. A rough figure for the time estimate only (a tiny-track run on a 2-core
+    machine spends 8–15 s outside its budget)."""
+    return min(60.0, 10.0 + 0.1 * time_budget)
 
 
 def estimate_seconds(time_budget: float, seeds: int = DEFAULT_SEEDS) -> float:
     """Estimated wall-clock seconds of a whole calibration: budgets plus per-run overhead.
 
-    With ``TIME_BUDGET = 300`` s and 2 seeds that is 4.75 × 300 s of training plus 5 × 35 s ≈ 27 min.
+    With ``TIME_BUDGET = 300`` s and 2 seeds that is 4.75 × 300 s of training plus 5 × 40 s ≈ 27 min.
     """
     runs = plan_runs(time_budget, seeds)
     return sum(r.budget_seconds for r in runs) + len(runs) * run_overhead_seconds(time_budget)
@@ -134,12 +136,28 @@ def cache_path(track: TrackSpec, hardware_class: str) -> Path:
 
 
 def load_cached_envelope(track: TrackSpec | str, hardware_class: str | None = None) -> Envelope | None:
-    """The cached calibration envelope of ``track`` on ``hardware_class`` (default: this machine's).
+    """The cached calibration envelope of ``track`` on ``hardware_class`` (default: this machine's),
+    as signed (for ``POST /api/v1/calibrations``), or None on a miss (see :func:`load_cached`)."""
+    verified = _load(_resolve(track), hardware_class)
+    return verified.envelope if verified is not None else None
 
-    Returns None on a miss. A cache file that does not verify or belongs to another key is logged as
-    a warning and treated as a miss (the next calibration overwrites it).
+
+def load_cached(track: TrackSpec | str, hardware_class: str | None = None) -> CalibrationRecord | None:
+    """The cached calibration record of ``track`` on ``hardware_class`` (default: this machine's), or
+    None when there is none for this (hardware class, track id, harness version).
+
+    A cache file that does not verify or belongs to another key is logged as a warning and treated as
+    a miss (the next calibration overwrites it).
     """
-    spec = _resolve(track)
+    verified = _load(_resolve(track), hardware_class)
+    if verified is None:
+        return None
+    assert isinstance(verified.record, CalibrationRecord)  # verify() checked the schema
+    return verified.record
+
+
+def _load(spec: TrackSpec, hardware_class: str | None) -> Verified | None:
+    """Read and verify the cache file of (hardware class, track id, harness version)."""
     hw = hardware_class if hardware_class is not None else machine_hardware_class(spec)
     path = cache_path(spec, hw)
     try:
@@ -156,18 +174,7 @@ def load_cached_envelope(track: TrackSpec | str, hardware_class: str | None = No
     if (record.track, record.hardware_class, record.harness_version) != (spec.id, hw, spec.harness_version):
         _logger.warning("ignoring calibration cache %s: it is for another track or hardware class", path)
         return None
-    return verified.envelope
-
-
-def load_cached(track: TrackSpec | str, hardware_class: str | None = None) -> CalibrationRecord | None:
-    """The cached calibration record of ``track`` on ``hardware_class`` (default: this machine's), or
-    None when there is none for this (hardware class, track id, harness version)."""
-    env = load_cached_envelope(track, hardware_class)
-    if env is None:
-        return None
-    record = verify(env, expected_schema=CALIBRATION_SCHEMA).record
-    assert isinstance(record, CalibrationRecord)
-    return record
+    return verified
 
 
 def _store(envelope: Envelope, track: TrackSpec, hardware_class: str) -> Path:

@@ -53,16 +53,18 @@ class HubServer:
     Args:
         db_url: SQLAlchemy URL of the hub's database (e.g. ``sqlite:////tmp/demo/hub.db``).
         port: TCP port; after :meth:`stop`, :meth:`start` binds the same port again (a restart).
+        settings: further ``HubSettings`` fields (``private=True``, ``admin_token=…``).
 
     Raises (from :meth:`start`):
         UsageError: the hub extra is not installed.
         ClientError: the server did not come up within ``START_TIMEOUT_SECONDS``.
     """
 
-    def __init__(self, db_url: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, db_url: str, *, host: str = "127.0.0.1", port: int = 0, **settings: object) -> None:
         self.db_url = db_url
         self.host = host
         self.port = port
+        self.settings = settings
         self._server: object | None = None
         self._thread: threading.Thread | None = None
 
@@ -80,7 +82,7 @@ class HubServer:
         except ImportError as exc:
             raise UsageError(f"the hub is not installed ({exc.name})", hint="pip install 'autoresearch-hub[hub]'") from exc
         upgrade(self.db_url)
-        app = create_app(HubSettings(db_url=self.db_url, json_logs=False))
+        app = create_app(HubSettings(db_url=self.db_url, json_logs=False, **self.settings))  # type: ignore[arg-type]
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))

@@ -313,11 +313,11 @@ class Pulled(BaseModel):
     hardware_class: str
 
 
-def local_hardware_class() -> str:
-    """This machine's hardware class (imports the trainer's hardware probe lazily)."""
-    from autoresearch.trainer.hardware import hardware_class
+def local_hardware_class(track: TrackSpec) -> str:
+    """This machine's hardware class for ``track`` (the CPU class on CPU tracks, even with a GPU)."""
+    from autoresearch.trainer.hardware import hardware_class_for
 
-    return hardware_class()
+    return hardware_class_for(track.device)
 
 
 def fetch_pull(
@@ -334,7 +334,7 @@ def fetch_pull(
         ProtocolError: the envelope does not verify.
     """
     if experiment_id is None:
-        klass = None if hardware_class == "any" else (hardware_class or local_hardware_class())
+        klass = None if hardware_class == "any" else (hardware_class or local_hardware_class(_track_spec(client, track)))
         best = client.best(track, hardware_class=klass)
         if best.experiment is None:
             raise UsageError(
@@ -359,6 +359,16 @@ def fetch_pull(
         val_bpb=record.metrics.val_bpb,
         hardware_class=record.hardware_class,
     )
+
+
+def _track_spec(client: HubClient, track: str) -> TrackSpec:
+    """The local spec of ``track`` (name or id), else the hub's."""
+    from autoresearch.trainer import tracks
+
+    try:
+        return tracks.get_track(track)
+    except tracks.UnknownTrack:
+        return client.track(track).spec
 
 
 def pull_message(pulled: Pulled) -> str:
@@ -444,8 +454,8 @@ def check_track(hub: HubClient, spec: TrackSpec) -> None:
         UsageError: the hub's spec of this track has another harness version or id.
         RecordRejected: the hub does not know the track.
     """
-    view = hub.track(spec.id)
-    theirs = view.spec
+    # by name: a hub on another harness version has another id for the same track
+    theirs = hub.track(spec.name).spec
     if theirs.harness_version != spec.harness_version:
         raise UsageError(
             f"the hub's track {theirs.id} uses harness version {theirs.harness_version}, this client has "
@@ -456,7 +466,17 @@ def check_track(hub: HubClient, spec: TrackSpec) -> None:
         raise UsageError(f"the hub's track {theirs.id} differs from the local {spec.id}")
 
 
-def _workspace_for(opts: JoinOptions, track: str | None):  # noqa: ANN202 - Workspace (client/workspace.py)
+def _spec(name: str) -> TrackSpec:
+    """The local track spec; unknown → :class:`UsageError` naming the known tracks."""
+    from autoresearch.trainer import tracks
+
+    try:
+        return tracks.get_track(name)
+    except tracks.UnknownTrack as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _workspace_for(opts: JoinOptions) -> Workspace:
     """Open the workspace, or create it with ``--init DIR --track T``."""
     from autoresearch.trainer import tracks
 
@@ -466,14 +486,14 @@ def _workspace_for(opts: JoinOptions, track: str | None):  # noqa: ANN202 - Work
         if opts.track is not None:
             raise UsageError("--track needs --init DIR (an existing workspace keeps its track)")
         return Workspace.open(opts.directory)
-    if track is None:
+    if opts.track is None:
         raise UsageError("--init needs --track", hint="e.g. --init ./ws --track cpu")
+    spec = _spec(opts.track)
     if (opts.init / ".autoresearch" / "config.json").exists():
         ws = Workspace.open(opts.init)
-        if tracks.get_track(ws.config.track).id != tracks.get_track(track).id:
-            raise UsageError(f"{opts.init} is a workspace of track {ws.config.track}, not {track}")
+        if _spec(ws.config.track).id != spec.id:
+            raise UsageError(f"{opts.init} is a workspace of track {ws.config.track}, not {opts.track}")
         return ws
-    spec = tracks.get_track(track)
     program = resources.files("autoresearch.client").joinpath("templates", "program.md").read_text(encoding="utf-8")
     return Workspace.init(opts.init, track=spec.name, reference_source=tracks.reference_source(spec), program_md=program)
 
@@ -515,14 +535,12 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
         RecordRejected: the hub refused this key (revoked; private hub without a valid token).
         UsageError, WorkspaceError: bad options or workspace.
     """
-    from autoresearch.trainer import hardware, tracks
-
     from .commands.keys import load_or_create_keys
 
     keys = load_or_create_keys()
-    ws = _workspace_for(opts, opts.track)
-    spec = tracks.get_track(ws.config.track)
-    hw = hardware.hardware_class()
+    ws = _workspace_for(opts)
+    spec = _spec(ws.config.track)
+    hw = local_hardware_class(spec)
     outbox = Outbox.for_workspace(ws.root)
     hub = HubClient(opts.hub_url, token=opts.token)
     sender_hub = HubClient(opts.hub_url, token=opts.token)
@@ -583,7 +601,7 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
         sender_hub.close()
 
 
-def _workspace_source(ws, sha: str) -> str | None:  # noqa: ANN001 - Workspace (client/workspace.py)
+def _workspace_source(ws: Workspace, sha: str) -> str | None:
     """A ``train.py`` of the workspace's recent experiments (parents and children) by sha256."""
     for exp in reversed(ws.experiments()[-20:]):
         for commit in (exp.parent_commit, exp.commit):

@@ -204,23 +204,18 @@ def _check_shape(budgets: np.ndarray, means: np.ndarray, tolerance: float) -> No
 def _profile_guess(budgets: np.ndarray, means: np.ndarray) -> tuple[float, float, float]:
     """Initial (a, b, c): for each c on a grid in [0, min mean), ``log(y − c) = log a − b·log t`` is
     a straight line (closed-form least squares); keep the c whose curve has the least squared error."""
-    log_t = np.log(budgets)
+    log_t = np.log(budgets)  # (n,)
     x = log_t - log_t.mean()
-    best: tuple[float, float, float, float] | None = None
-    for c in float(means.min()) * np.linspace(0.0, 0.999, _C_GRID):
-        log_y = np.log(means - c)
-        slope = float(np.dot(x, log_y - log_y.mean()) / np.dot(x, x))
-        b = -slope
-        if b <= 0:
-            continue
-        a = float(np.exp(log_y.mean() - slope * log_t.mean()))
-        sse = float(np.sum((means - curve(budgets, a, b, c)) ** 2))
-        if best is None or sse < best[0]:
-            best = (sse, a, b, float(c))
-    if best is None:
+    cs = float(means.min()) * np.linspace(0.0, 0.999, _C_GRID)  # (G,)
+    log_y = np.log(means[None, :] - cs[:, None])  # (G, n)
+    slopes = (log_y - log_y.mean(axis=1, keepdims=True)) @ x / np.dot(x, x)  # (G,)
+    a_s = np.exp(log_y.mean(axis=1) - slopes * log_t.mean())  # (G,)
+    fitted = cs[:, None] + a_s[:, None] * np.power(budgets[None, :], slopes[:, None])  # (G, n), b = −slope
+    sse = np.where(slopes < 0, np.sum((means[None, :] - fitted) ** 2, axis=1), np.inf)
+    best = int(np.argmin(sse))
+    if not np.isfinite(sse[best]):
         raise FitError(f"val_bpb does not fall with the budget: no power law fits (means {_fmt(budgets, means)})")
-    _, a, b, c = best
-    return a, min(b, B_MAX), c
+    return float(a_s[best]), min(float(-slopes[best]), B_MAX), float(cs[best])
 
 
 def _fmt(budgets: np.ndarray, means: np.ndarray) -> str:

@@ -3,8 +3,8 @@
 Two experiments on the same track and parent canonical hash, with different child canonical hashes,
 are near-duplicates when either
 
-- both change only module-level constants, the same set of them, with new values within a relative
-  tolerance (:func:`autoresearch.hub.directions.near_duplicate_constants`, default ``rel_tol`` 0.05), or
+- both change only numeric module-level constants (every direction is ``NAME ↑``/``NAME ↓``, seeds
+  aside), the same set of them, with new values within a relative tolerance (:func:`autoresearch.hub.directions.near_duplicate_constants`, default ``rel_tol`` 0.05), or
 - the token sets of their changes are similar: MinHash (datasketch, 128 permutations) over 3-token
   shingles of the changed lines of the diff between the *canonical* sources (so formatting and
   comments never count), with estimated Jaccard similarity at or above a threshold (default 0.9).
@@ -15,6 +15,7 @@ The MinHash signature is computed once at ingest and stored beside the experimen
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
 import re
@@ -34,10 +35,18 @@ _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\S")
 ConstChanges = dict[str, tuple[object, object]]
 
 
+@functools.lru_cache(maxsize=256)
+def canonical_text(source: str) -> str:
+    """:func:`~autoresearch.protocol.canonical_source`, memoised: parents (the reference, community
+    bests) recur in almost every submission, and parsing and unparsing a ``train.py`` costs
+    milliseconds. Raises SchemaError when the source does not parse."""
+    return canonical_source(source)
+
+
 def diff_tokens(parent_source: str, child_source: str) -> list[str]:
     """Tokens of the changed lines (``-``/``+`` prefixed) between the canonical forms of two sources."""
-    a = canonical_source(parent_source).splitlines()
-    b = canonical_source(child_source).splitlines()
+    a = canonical_text(parent_source).split("\n")
+    b = canonical_text(child_source).split("\n")
     tokens: list[str] = []
     for line in difflib.unified_diff(a, b, lineterm="", n=0):
         if line.startswith(("---", "+++", "@@")):
@@ -67,8 +76,11 @@ def jaccard(a: bytes, b: bytes) -> float:
 def const_changes(parent_source: str, child_source: str, direction_keys: list[str]) -> ConstChanges | None:
     """``{name: (old, new)}`` of the changed module-level constants (see :mod:`.directions`), or None
     when the change touches anything but constants (then only the MinHash rule can apply)."""
+    numeric = [key for key in direction_keys if key != directions.SEED]
+    if not numeric or not all(key.endswith((directions.UP, directions.DOWN)) for key in numeric):
+        return None  # something other than numeric constants changed: only the MinHash rule applies
     changes = directions.changed_constants(parent_source, child_source)
-    touched = {key.split(" ", 1)[0] for key in direction_keys if key != directions.SEED}
+    touched = {key.split(" ", 1)[0] for key in numeric}
     if not changes or not touched <= set(changes):
         return None
     return changes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -42,6 +43,16 @@ class HubState:
     sessions: sessionmaker[Session]
     catalog: TrackCatalog
     metrics: HubMetrics = field(default_factory=HubMetrics)
+
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session in a write transaction, for a route that must do work before it writes."""
+        with self.sessions() as session:
+            begin_write(session)
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     @property
     def rules(self) -> DedupSettings:
@@ -85,12 +96,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def get_write_session(state: StateDep) -> Iterator[Session]:
     """A session whose transaction is a write transaction from its first statement (SQLite:
     ``BEGIN IMMEDIATE``), so a submission's reads and writes never race another writer."""
-    with state.sessions() as session:
-        begin_write(session)
-        try:
-            yield session
-        finally:
-            session.rollback()
+    with state.write_session() as session:
+        yield session
 
 
 WriteSessionDep = Annotated[Session, Depends(get_write_session)]

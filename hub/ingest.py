@@ -9,6 +9,7 @@ hashes, the direction keys, near-duplicate fingerprints and the gain used in sta
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +20,6 @@ from autoresearch.protocol import (
     SchemaError,
     TrackSpec,
     Verified,
-    canonical_source_sha256,
     parse_envelope,
     sha256_hex,
     verify,
@@ -30,6 +30,12 @@ from .errors import Rejected, from_protocol
 from .patch import apply_to
 
 _logger = logging.getLogger(__name__)
+
+AST_LOCK = threading.RLock()
+"""Held around every ``ast`` parse/unparse the hub does in request threads: CPython 3.11's AST
+constructor is not thread-safe (``SystemError: AST constructor recursion depth mismatch``,
+https://github.com/python/cpython/issues/106905). The work is CPU-bound under the GIL anyway, so
+serialising it costs no throughput."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +133,12 @@ def check_experiment(
     child = apply_to(parent_source, record.diff, record.child_sha256)
     if len(child.encode("utf-8")) > max_source_bytes:
         raise Rejected(f"child train.py is larger than {max_source_bytes} bytes", code="source_too_large")
-    _check_canonical(parent_source, record.parent_canonical_sha256, "parent")
-    _check_canonical(child, record.child_canonical_sha256, "child")
-    keys = _directions(parent_source, child)
+    with AST_LOCK:
+        _check_canonical(parent_source, record.parent_canonical_sha256, "parent")
+        _check_canonical(child, record.child_canonical_sha256, "child")
+        keys = _directions(parent_source, child)
+        changes = dedup.const_changes(parent_source, child, keys)
+        minhash = dedup.minhash_bytes(dedup.diff_tokens(parent_source, child))
     return CheckedExperiment(
         verified=verified,
         record=record,
@@ -137,8 +146,8 @@ def check_experiment(
         child_source=child,
         directions=keys,
         seed_only=directions.is_seed_only(keys),
-        const_changes=dedup.const_changes(parent_source, child, keys),
-        minhash=dedup.minhash_bytes(dedup.diff_tokens(parent_source, child)),
+        const_changes=changes,
+        minhash=minhash,
         gain=experiment_gain(record),
     )
 
@@ -156,7 +165,7 @@ def experiment_gain(record: ExperimentRecord) -> float | None:
 
 def _check_canonical(source: str, expected: str, which: str) -> None:
     try:
-        actual = canonical_source_sha256(source)
+        actual = sha256_hex(dedup.canonical_text(source))
     except SchemaError as exc:
         raise Rejected(f"{which} train.py does not parse: {exc}", code="unparsable_source") from exc
     if actual != expected:
@@ -185,7 +194,8 @@ def source_checks(text: str, sha256: str, max_source_bytes: int) -> str:
     if sha256_hex(text) != sha256:
         raise Rejected(f"body hashes to {sha256_hex(text)[:12]}…, not {sha256[:12]}…", code="hash_mismatch")
     try:
-        return canonical_source_sha256(text)
+        with AST_LOCK:
+            return sha256_hex(dedup.canonical_text(text))
     except SchemaError as exc:
         raise Rejected(str(exc), code="unparsable_source") from exc
 

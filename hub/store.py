@@ -66,7 +66,7 @@ from sqlalchemy.orm import Session
 from . import dedup
 from .db import begin_write
 from .errors import BadRequest, Conflict, NotFound
-from .ingest import CheckedExperiment
+from .ingest import AST_LOCK, CheckedExperiment
 from .models import (
     Best,
     Calibration,
@@ -543,10 +543,12 @@ def _done_answer(session: Session, record: ClaimRecord, rules: DedupSettings) ->
         return None
     from . import directions
 
-    keys = directions.extract_directions(parent, child)
+    with AST_LOCK:
+        keys = directions.extract_directions(parent, child)
+        changes = dedup.const_changes(parent, child, keys)
+        minhash = dedup.minhash_bytes(dedup.diff_tokens(parent, child))
     near = _find_near_duplicate(
-        session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256,
-        dedup.const_changes(parent, child, keys), dedup.minhash_bytes(dedup.diff_tokens(parent, child)), rules,
+        session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256, changes, minhash, rules
     )
     if near is None:
         return None

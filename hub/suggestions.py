@@ -101,6 +101,8 @@ challenger moves every client onto it, so it is worth more than one more experim
 REPLICATE_ENOUGH = 3
 """Runs of one experiment after which no more replications are asked for."""
 HARDWARE_MIN_TRIES = 2
+COMBINE_MIN_Z = 1.0
+"""Kept experiments below this z are not merged: most of them were kept by noise."""
 MAX_COMBINE_PAIRS = 12
 """Pairs of kept experiments merged per request (the most promising first); bounds the work."""
 TRUST_P = 0.95
@@ -421,7 +423,11 @@ def _combine_suggestions(
     best = next((v for v in kept if v.id == best_id), None)
     by_parent: dict[str, list[ExperimentView]] = {}
     for view in kept:
-        if view.directions and SEED not in view.directions and (_z_of(view) or 0.0) > 0:
+        if (
+            view.directions
+            and SEED not in view.directions
+            and (_z_of(view) or 0.0) >= COMBINE_MIN_Z
+        ):
             by_parent.setdefault(view.record.parent_canonical_sha256, []).append(view)
     pairs: list[tuple[float, ExperimentView, ExperimentView]] = []
     for siblings in by_parent.values():
@@ -457,7 +463,58 @@ def _combine_suggestions(
                 rationale=f"both kept on the same parent (z {_z_of(a):+.2f} and {_z_of(b):+.2f}), disjoint changes; merged file ready to run",
             )
         )
+    if best is not None:
+        greedy = _combine_best_with_siblings(best, by_parent, source_of, rng)
+        if greedy is not None:
+            out.append(greedy)
     return out
+
+
+def _combine_best_with_siblings(
+    best: ExperimentView,
+    by_parent: Mapping[str, list[ExperimentView]],
+    source_of: Callable[[str], str | None],
+    rng: random.Random,
+) -> Suggestion | None:
+    """The best merged with every disjoint sibling of it kept with z ≥ COMBINE_MIN_Z, strongest first.
+
+    When the best moves, the other results kept on its old parent are not lost: this folds them all
+    in at once (each three-way merge checked as in :func:`combine_sources`) instead of one pair per
+    round. None when fewer than two siblings merge (the pair suggestions cover that).
+    """
+    parent = source_of(best.record.parent_sha256)
+    current = source_of(best.record.child_sha256)
+    if parent is None or current is None:
+        return None
+    siblings = [
+        v for v in by_parent.get(best.record.parent_canonical_sha256, []) if v.id != best.id
+    ]
+    merged_in: list[ExperimentView] = []
+    for view in sorted(siblings, key=lambda v: (-(_z_of(v) or 0.0), v.id)):
+        child = source_of(view.record.child_sha256)
+        if child is None:
+            continue
+        try:
+            current = _combine_cached(parent, current, child).train_py
+        except CombineRefused:
+            continue
+        merged_in.append(view)
+    if len(merged_in) < 2:
+        return None
+    score = 0.0
+    for view in (best, *merged_in):
+        post = posterior(_z_of(view), 1)
+        score += post.mean + post.sd * rng.gauss(0.0, 1.0)
+    directions = " + ".join(sorted({d for v in (best, *merged_in) for d in v.directions}))
+    return Suggestion(
+        kind="combine",
+        direction=directions[:200],
+        score=round(score, 6),
+        evidence=[best.id, *(v.id for v in merged_in)][:MAX_EVIDENCE],
+        parent_sha256=best.record.parent_sha256,
+        train_py=current,
+        rationale=f"the community best plus {len(merged_in)} disjoint results kept beside it; merged file ready to run",
+    )
 
 
 def _builds_on_best(a: ExperimentView, b: ExperimentView, best: ExperimentView) -> bool:

@@ -119,7 +119,7 @@ def _advertised_sha256(response: httpx.Response) -> str | None:
     """The SHA-256 the server states for the file (HF LFS: ``X-Linked-Etag``), if any."""
     for resp in (*response.history, response):
         for header in ("x-linked-etag", "etag"):
-            value = resp.headers.get(header, "").strip().strip('"').removeprefix("W/").strip('"').lower()
+            value: str = resp.headers.get(header, "").strip().strip('"').removeprefix("W/").strip('"').lower()
             if _SHA256_RE.match(value):
                 return value
     return None

@@ -66,6 +66,11 @@ class GpuInfo:
     driver: str | None
 
 
+def _as_str(value: object) -> str:
+    """NVML strings: ``bytes`` from older nvidia-ml-py releases, ``str`` from newer ones."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _nvml_gpu(index: int = 0) -> GpuInfo | None:
     """GPU ``index`` as NVML sees it, or None when NVML is missing or finds no GPU."""
     try:
@@ -84,8 +89,7 @@ def _nvml_gpu(index: int = 0) -> GpuInfo | None:
         name = pynvml.nvmlDeviceGetName(handle)
         mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total
         driver = pynvml.nvmlSystemGetDriverVersion()
-        as_str = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731 - older pynvml returns bytes
-        return GpuInfo(as_str(name), int(mem), as_str(driver))
+        return GpuInfo(_as_str(name), int(mem), _as_str(driver))
     finally:
         try:
             pynvml.nvmlShutdown()

@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
 import torch
@@ -93,11 +93,14 @@ class Handle:
         self.seed = seed
         self._limits = limits
         self._progress = progress
-        self._packer = data.BestFitPacker(corpus.train_stream(seed), track.max_seq_len + 1, corpus.bos_id)
+        self._corpus = corpus
+        self._packers: dict[int, data.BestFitPacker] = {}  # by row length T, one data stream each
         self._t_train: float | None = None
         self._clock_start: float | None = None
         self._clock_stop: float | None = None
         self._last_emit = 0.0
+        self._last_report: float | None = None
+        self.step_seconds = 0.0  # duration of the last step on the clock (between two reports)
         self.batches = 0
         self.total_tokens = 0
         self.timed_tokens = 0  # tokens drawn after the clock started (for tokens/s and MFU)
@@ -143,35 +146,46 @@ class Handle:
         return self.time_budget - self.training_seconds()
 
     def should_stop(self) -> bool:
-        """True once the training clock reached the budget: finish the step and return the model."""
-        return self.training_seconds() >= self.time_budget
+        """True when the step about to start would end nearer past the budget than the last one
+        ended before it: ``training_seconds + step_seconds / 2 >= time_budget``, with
+        ``step_seconds`` the duration of the last reported step. Stopping then makes the expected
+        overshoot zero instead of half a step, which keeps slow steps (a loaded CPU) clear of
+        ``over_budget``. Return the model when this is True.
+        """
+        return self.training_seconds() + self.step_seconds / 2 >= self.time_budget
 
     def progress(self) -> float:
         """Fraction of the budget used, 0 at the clock start, 1 at the budget (can exceed 1)."""
         return self.training_seconds() / self.time_budget
 
-    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next training batch: inputs and targets, each ``(batch_size, max_seq_len)`` long on
-        ``h.device``; every row starts with BOS, no padding.
+    def next_batch(self, batch_size: int, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training batch: inputs and targets, each ``(batch_size, seq_len)`` long on
+        ``h.device`` (``seq_len`` defaults to ``max_seq_len``); every row starts with BOS, no padding.
 
         Raises:
             BudgetExhausted: training time is past the over-budget limit.
-            ValueError: ``batch_size`` is not a positive int.
+            ValueError: ``batch_size`` is not a positive int, or ``seq_len`` not in 1..max_seq_len.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        T = self.max_seq_len if seq_len is None else seq_len
+        if not isinstance(T, int) or not 1 <= T <= self.max_seq_len:
+            raise ValueError(f"seq_len must be an int in 1..{self.max_seq_len}, got {seq_len!r}")
         now = self._tick()
         if self._clock_start is None and self.batches >= self._limits.warmup_batches:
             self._start_clock(now)
         if self.training_seconds() > self.over_budget_limit():
             self.over_budget = True
             raise BudgetExhausted(f"training time passed {self.over_budget_limit():.1f} s")
-        rows = np.stack([self._packer.next_row() for _ in range(batch_size)])  # type: ignore[misc]
+        if T not in self._packers:
+            self._packers[T] = data.BestFitPacker(self._corpus.train_stream(self.seed), T + 1, self.bos_id)
+        packer = self._packers[T]
+        rows = np.stack([packer.next_row() for _ in range(batch_size)])  # type: ignore[misc]
         batch = torch.from_numpy(rows)
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         self.batches += 1
-        n = batch_size * self.max_seq_len
+        n = batch_size * T
         self.total_tokens += n
         if self._clock_start is not None:
             self.timed_tokens += n
@@ -187,6 +201,9 @@ class Handle:
         self.num_steps += 1
         self.last_loss = value
         now = time.monotonic()
+        if self._last_report is not None and self._clock_start is not None and self._last_report >= self._clock_start:
+            self.step_seconds = now - self._last_report
+        self._last_report = now
         if not math.isfinite(value):
             self.nonfinite = f"non-finite training loss {value} at step {step}"
             self._emit(step, value)
@@ -376,7 +393,7 @@ class _Run:
                 del values[key]
         if outcome != "ok":
             values.pop("val_bpb", None)
-        dev = "cpu" if self.track.device == "cpu" else "auto"
+        dev: Literal["cpu", "auto"] = "cpu" if self.track.device == "cpu" else "auto"
         return RunResult(
             outcome=outcome,
             metrics=RunMetrics.model_validate(values, strict=False),

@@ -7,7 +7,7 @@ and calls ``train(h)``; ``train`` must return the trained ``torch.nn.Module`` ma
 itself; nothing printed here is parsed.
 
 The harness handle ``h`` gives: ``h.device``, ``h.vocab_size``, ``h.max_seq_len``, ``h.time_budget``
-(seconds), ``h.seed``, ``h.next_batch(B) -> (x, y)`` (BOS-aligned packed rows, ``(B, T)`` long tensors
+(seconds), ``h.seed``, ``h.next_batch(B, T=None) -> (x, y)`` (BOS-aligned packed rows, ``(B, T)`` long tensors
 on ``h.device``), ``h.progress()`` (fraction of the budget used, 0..1+), ``h.should_stop()``,
 ``h.time_left()`` (seconds) and ``h.report(step, loss)`` (live progress; non-finite loss ends the run).
 

@@ -67,7 +67,7 @@ class RunResult(_Model):
     @property
     def ok(self) -> bool:
         """True when the run produced a trustworthy val_bpb."""
-        return self.outcome == "ok"
+        return bool(self.outcome == "ok")
 
 
 def truncate_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:

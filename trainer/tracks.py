@@ -137,7 +137,10 @@ def _render(template: str, overrides: dict[str, str]) -> str:
     """
     for name, value in overrides.items():
         pattern = re.compile(rf"^({re.escape(name)} = )([^#\n]*?)(\s*#.*)?$", re.MULTILINE)
-        template, count = pattern.subn(lambda m, v=value: f"{m.group(1)}{v}{m.group(3) or ''}", template)
+        def replace(m: re.Match[str], v: str = value) -> str:
+            return f"{m.group(1)}{v}{m.group(3) or ''}"
+
+        template, count = pattern.subn(replace, template)
         if count != 1:
             raise ValueError(f"reference template defines {name} {count} times (expected once)")
     return template

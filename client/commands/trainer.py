@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from autoresearch.protocol import TrackSpec
 
 from .. import console
 from ..errors import UsageError
 
+if TYPE_CHECKING:
+    from autoresearch.trainer.result import RunResult, TrainProgress
 
-def _track(name: str, time_budget: float | None = None):  # -> TrackSpec
+
+def _track(name: str, time_budget: float | None = None) -> TrackSpec:
     from autoresearch.trainer import tracks
 
     try:
@@ -29,7 +35,7 @@ def _track(name: str, time_budget: float | None = None):  # -> TrackSpec
         raise UsageError(str(exc), hint="--time-budget takes seconds, e.g. --time-budget 30") from None
 
 
-def _resolve_train_py(file: Path | None, track, run_dir: Path) -> Path:
+def _resolve_train_py(file: Path | None, track: TrackSpec, run_dir: Path) -> Path:
     from autoresearch.trainer import tracks
 
     if file is not None:
@@ -105,7 +111,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _run_with_progress(run_training, train_py: Path, spec, directory: Path, seed: int):
+def _run_with_progress(run_training: Callable[..., RunResult], train_py: Path, spec: TrackSpec, directory: Path, seed: int) -> RunResult:
     """Run with a progress bar on stderr (training seconds of the budget, step and loss)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -115,18 +121,25 @@ def _run_with_progress(run_training, train_py: Path, spec, directory: Path, seed
     ) as bar:  # fmt: skip
         task = bar.add_task("training", total=spec.time_budget, status="starting")
 
-        def on_progress(p) -> None:
+        def on_progress(p: TrainProgress) -> None:
             bar.update(task, completed=min(p.training_seconds, p.time_budget), status=f"step {p.step} loss {p.loss:.3f}")
 
         return run_training(train_py, spec, directory, seed=seed, on_progress=on_progress)
 
 
-def _prepare_climbmix(climbmix, num_shards: int):
+def _prepare_climbmix(climbmix: ModuleType, num_shards: int) -> object:
     """``climbmix.prepare`` with one progress bar per shard on stderr."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console.err()) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(name: str, done: int, total: int | None) -> None:
             if name not in tasks:

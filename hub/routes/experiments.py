@@ -24,7 +24,6 @@ from ..deps import (
     ReadAccessDep,
     SessionDep,
     StateDep,
-    WriteSessionDep,
     signed_by_active_key,
 )
 from ..errors import BadRequest, Conflict
@@ -37,9 +36,12 @@ IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="record id: 
 
 
 @router.post("/experiments", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
-def submit_experiment(body: BodyDep, session: WriteSessionDep, state: StateDep, response: Response) -> Accepted:
+def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, response: Response) -> Accepted:
     """Verify and store an experiment. 201 new; 200 when the same record is already stored; 409
-    ``unknown_parent`` when the hub lacks the parent ``train.py`` (PUT it to /sources, then retry)."""
+    ``unknown_parent`` when the hub lacks the parent ``train.py`` (PUT it to /sources, then retry).
+
+    The checks run on a read transaction; only storing takes the write transaction (on SQLite
+    the database-wide write lock), so slow checks never hold other writers up."""
     verified = signed_by_active_key(session, body, EXPERIMENT_SCHEMA)
     if store.experiment_exists(session, verified.record_id):
         response.status_code = 200
@@ -57,13 +59,15 @@ def submit_experiment(body: BodyDep, session: WriteSessionDep, state: StateDep, 
             f"PUT it to /api/v1/sources/{record.parent_sha256} and submit again",
             code="unknown_parent",
         )
+    session.rollback()  # end the read transaction before the slow, database-free checks
     s = state.settings
     checked = ingest.check_experiment(
         verified, spec, parent, now=utc_now(), max_diff_bytes=s.max_diff_bytes,
         max_source_bytes=s.max_source_bytes, max_future_seconds=s.max_future_seconds,
     )
-    view, created = store.add_experiment(session, checked, envelope_json=body.decode("utf-8"), rules=state.rules)
-    session.commit()
+    with state.write_session() as writer:
+        view, created = store.add_experiment(writer, checked, envelope_json=body.decode("utf-8"), rules=state.rules)
+        writer.commit()
     state.metrics.records.labels("experiment", record.outcome if created else "duplicate").inc()
     if not created:
         response.status_code = 200

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query
 
 from .. import store
 from ..deps import ReadAccessDep, SessionDep, StateDep
+from ..ingest import AST_LOCK
 from ..openapi import ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["tracks"])
@@ -90,15 +91,18 @@ def get_suggestions(
 
     spec = state.catalog.get(track)
     best = store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
-    items = suggestions.suggest(
-        spec.id,
-        store.direction_stats(session, spec.id),
-        store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS),
-        hardware_class=hardware_class,
-        client=client,
-        source_of=lambda sha: store.get_source(session, sha),
-        reference_source=state.catalog.reference_source(spec),
-        now=utc_now(),
-        best_id=best.experiment.id if best.experiment else None,
-    )
+    stats = store.direction_stats(session, spec.id)
+    kept = store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS)
+    with AST_LOCK:  # the engine parses train.py sources (see ingest.AST_LOCK)
+        items = suggestions.suggest(
+            spec.id,
+            stats,
+            kept,
+            hardware_class=hardware_class,
+            client=client,
+            source_of=lambda sha: store.get_source(session, sha),
+            reference_source=state.catalog.reference_source(spec),
+            now=utc_now(),
+            best_id=best.experiment.id if best.experiment else None,
+        )
     return SuggestionList(track=spec.id, hardware_class=hardware_class, items=items)

@@ -339,3 +339,16 @@ def test_gpu_track_announces_the_time_and_asks_first() -> None:
     assert "5 reference runs" in proc.stderr and "this takes about 27 minutes" in proc.stderr
     assert "Start the calibration?" in proc.stderr and "calibration not started" in proc.stderr
     assert not calibration.cache_dir().exists()  # nothing ran, nothing cached
+
+
+def test_matmul_throughput_on_cpu_is_positive() -> None:
+    assert calibration.measure_matmul_tflops("cpu", size=64, seconds=0.05) > 0
+
+
+@pytest.mark.gpu
+def test_matmul_throughput_on_cuda() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    # any CUDA GPU this project targets does well over 10 TFLOP/s of dense bf16
+    assert calibration.measure_matmul_tflops("cuda") > 10

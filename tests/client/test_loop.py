@@ -417,3 +417,31 @@ def test_endless_rejections_stop_the_loop(ws: Workspace) -> None:
         make_loop(ws, Hostile([]), runner, max_experiments=5, max_failures=2, prefetch=False).run()
     assert len(runner.sources) == 1  # only the baseline ran
     assert len([e for e in ws.experiments() if e.kind == "rejected"]) == 8
+
+
+def test_displays_render_the_loop(ws: Workspace) -> None:
+    import io
+
+    from rich.console import Console
+
+    from autoresearch.client.display import LiveDisplay, PlainDisplay
+    from autoresearch.trainer.result import TrainProgress
+
+    plain_out = io.StringIO()
+    plain = PlainDisplay(Console(file=plain_out, width=200, no_color=True))
+    loop = AgentLoop(ws, tracks.get_track("tiny"), Scripted([("LR = 0.10", "LR = 0.06", "LR 0.10 → 0.06")]),
+                     LoopOptions(tag="t", max_experiments=2, prefetch=False), runner=FormulaRunner(), events=plain)  # fmt: skip
+    loop.run()
+    lines = plain_out.getvalue().splitlines()
+    assert lines[0] == "[0001] start (4 s budget): baseline"
+    assert lines[-1].startswith("[0002] keep val_bpb 2.000") and "Δ -0.0" in lines[-1] and "LR 0.10 → 0.06" in lines[-1]
+    assert lines[-1].endswith("| best 2.000000 | 2 keep, 0 discard, 0 crash, 0 rejected")
+
+    live_out = io.StringIO()
+    with LiveDisplay(Console(file=live_out, width=120, force_terminal=True, no_color=True)) as live:
+        live.experiment_started(7, "MATRIX_LR 0.04 → 0.06", 4.0)
+        live.progress(TrainProgress(step=3, loss=2.5, training_seconds=2.0, time_budget=4.0))
+        live.experiment_finished(ws.experiments()[-1], loop.stats)
+    rendered = live_out.getvalue()
+    assert "experiment 7: MATRIX_LR 0.04 → 0.06" in rendered and "loss 2.5000" in rendered
+    assert "[0002] keep" in rendered

@@ -109,3 +109,26 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, clean_env: Path) -> None:
     assert experiments[1].description == killed.description  # the killed candidate, re-run under its number
     assert experiments[1].run_dir == ".autoresearch/runs/0002-2"
     assert git(ws.root, "status", "--porcelain") == ""
+
+
+def test_ctrl_c_stops_after_recording_the_current_run(tmp_path: Path, clean_env: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws", track="tiny", reference_source=tracks.reference_source("tiny"), program_md="p\n")
+    proc = _start_run(ws.root, clean_env, "--proposer", "offline", "--max-experiments", "5", "--tag", "int")
+    try:
+        deadline = time.monotonic() + 240
+        while not (ws.runs_dir / "0001" / "run.log").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C: finish and record this run, then stop
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "stopping after this experiment is recorded" in text
+    assert [e.number for e in ws.experiments()] == [1]
+    assert ws.pending() is None
+    assert len(read_results(ws.results_tsv)) == 1

@@ -16,7 +16,7 @@ from autoresearch.client.loop import AgentLoop, LoopOptions
 from autoresearch.client.outbox import Outbox
 from autoresearch.client.proposers import Proposal, ProposalContext
 from autoresearch.client.workspace import Workspace
-from autoresearch.protocol import KeyPair, record_id, sign
+from autoresearch.protocol import CalibrationRecord, KeyPair, record_id, sha256_hex, sign
 from autoresearch.trainer import tracks
 from autoresearch.trainer.run import run_training
 from conftest import MAIN, Volunteer, hub_experiments
@@ -181,3 +181,70 @@ def test_revoked_key_is_refused_clearly_and_records_stay_local(
     listing = alice.cli("outbox", "--dir", str(alice.workspace), "--json")
     assert '"key_revoked"' in listing.stdout and rid in listing.stdout
     assert rid not in {x.id for x in hub_experiments(hub.url, TINY.id)}
+
+
+def test_private_hub_needs_an_enrollment_token(tmp_path: Path, volunteers: dict[str, Volunteer]) -> None:
+    alice = volunteers["alice"]
+    with HubServer(f"sqlite:///{tmp_path / 'private.db'}", private=True) as server:
+        refused = alice.join(server.url, 0, check=False)
+        assert refused.returncode == 1
+        assert "token_required" in refused.stderr and "--token" in refused.stderr
+        token = alice.cli("hub", "admin", "tokens", "create", "--kind", "enroll", "--db", server.db_url).stdout.strip()
+        alice.join(server.url, 0, "--token", token)
+        with HubClient(server.url, token=token) as client:
+            assert client.client(alice.keys.key_id).display_name == "alice"
+        assert "bad_token" in alice.join(server.url, 0, "--token", "wrong", check=False).stderr
+
+
+def _calibration(keys: KeyPair, hardware_class: str) -> CalibrationRecord:
+    """A plausible signed calibration of tiny on this machine (bpb(t) = 4.3 + 0.7·t^-0.5)."""
+    from autoresearch.protocol import CalibrationPoint, CurveFit, SoftwareVersions, utc_now
+
+    budgets = [1.0, 2.0, 4.0, 8.0, 4.0]
+    points = [
+        CalibrationPoint(
+            budget_seconds=t, seed=i, val_bpb=4.3 + 0.7 * t**-0.5 + (0.01 if i == 4 else 0.0),
+            training_seconds=t, num_steps=10, tokens_per_second=1000.0,
+        )  # fmt: skip
+        for i, t in enumerate(budgets)
+    ]
+    return CalibrationRecord(
+        track=TINY.id, hardware_class=hardware_class, harness_version=TINY.harness_version,
+        software=SoftwareVersions(python="3.11"), reference_sha256=sha256_hex(tracks.reference_source(TINY)),
+        time_budget_seconds=TINY.time_budget, points=points, fit=CurveFit(a=0.7, b=0.5, c=4.3, rmse=0.003),
+        sigma=0.007, min_budget_seconds=1.0, max_budget_seconds=8.0, tokens_per_second=1000.0,
+        matmul_tflops=0.05, created_at=utc_now(),
+    )  # fmt: skip
+
+
+def test_join_reuses_the_cached_calibration_and_publishes_it(
+    hub: HubServer, volunteers: dict[str, Volunteer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autoresearch.client import calibration
+    from autoresearch.trainer.hardware import hardware_class_for
+
+    alice = volunteers["alice"]
+    keys = KeyPair.generate()
+    keys.save(alice.home / "keys" / "ed25519.pem")
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(alice.home))
+    cal = _calibration(keys, hardware_class_for(TINY.device))
+    path = calibration.cache_path(TINY, cal.hardware_class)
+    path.parent.mkdir(parents=True)
+    path.write_text(sign(cal, keys).to_json())
+    assert calibration.load_cached(TINY, cal.hardware_class) == cal
+
+    alice.cli(*[a for a in alice.join_args(hub.url, 1) if a != "--no-calibrate"])
+    (on_hub,) = hub_experiments(hub.url, TINY.id, keys.key_id)
+    assert on_hub.record.calibration_id == record_id(cal)
+    assert on_hub.record.normalised.sigma == cal.sigma
+    sent = Outbox.for_workspace(alice.workspace).items(("sent",))
+    assert [i.kind for i in sent] == ["calibration", "experiment"]
+
+
+def test_gpu_track_calibration_is_not_started_unattended_without_yes(tmp_path: Path) -> None:
+    from autoresearch.client.errors import UsageError
+    from autoresearch.client.federation import ensure_calibration
+
+    with pytest.raises(UsageError, match="minutes") as info:
+        ensure_calibration(tracks.get_track("climbmix"), "NVIDIA H100 80GB HBM3", KeyPair.generate(), Outbox(tmp_path / "o"), yes=False)
+    assert info.value.hint and "--yes" in info.value.hint

@@ -288,6 +288,9 @@ def test_directions_page_matches_the_api(hub: Hub, page: Page) -> None:
         cells = rows.nth(i).locator("td").all_inner_texts()
         shown[cells[0]] = (int(cells[1]), int(cells[2]), int(cells[3]))
     assert shown == {k: (d["tries"], d["keeps"], d["crashes"]) for k, d in api.items()}
+    matrix = rows.filter(has_text="MATRIX_LR")
+    links = matrix.locator("td.evidence a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    assert links == [f"/experiments/{i}" for i in api["MATRIX_LR ↑"]["evidence"][:3]] and links
     _shot(pg, "directions")
 
 

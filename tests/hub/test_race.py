@@ -89,3 +89,28 @@ def test_exactly_one_of_racing_claims_is_granted(two_servers: list[str]) -> None
     assert len(granted) == 1
     winner = granted[0].holder_key_id
     assert all(a.status == "held" and a.holder_key_id == winner for a in answers if a is not granted[0])
+
+
+@pytest.mark.slow
+def test_concurrent_ingest_on_two_processes_stores_every_record(two_servers: list[str]) -> None:
+    track = factory.make_track()
+    keys = [KeyPair.generate() for _ in range(4)]
+    with httpx.Client(timeout=60) as http:
+        for i, k in enumerate(keys):
+            assert http.post(f"{two_servers[0]}/api/v1/clients", content=factory.envelope_bytes(factory.registration(k, f"i{i}"), k)).status_code == 201
+    bodies = [
+        factory.envelope_bytes(
+            factory.experiment(track, factory.REFERENCE, factory.with_constant(factory.REFERENCE, "EMBED_LR", 0.1 + n / 10)), keys[n % 4]
+        )
+        for n in range(16)
+    ]
+
+    def send(n: int) -> int:
+        with httpx.Client(timeout=120) as http:
+            return http.post(f"{two_servers[n % 2]}/api/v1/experiments", content=bodies[n]).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(send, range(16)))
+    assert statuses == [201] * 16
+    page = httpx.get(f"{two_servers[1]}/api/v1/experiments", params={"limit": 100}).json()
+    assert len(page["items"]) == 16

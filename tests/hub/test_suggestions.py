@@ -103,12 +103,14 @@ def stat(
 LR_UP = edit("MATRIX_LR = 0.04 ", "MATRIX_LR = 0.05 ")
 EMB_DOWN = edit("EMBEDDING_LR = 0.6", "EMBEDDING_LR = 0.4")
 GELU = edit("F.relu(x).square()", "F.gelu(x)")
+WEAK = edit("HEAD_DIM = 64", "HEAD_DIM = 48")
 KEPT = [
     make_view(LR_UP, z=2.5),
-    make_view(EMB_DOWN, z=1.5, key_id=BOB, hardware_class=A100),
-    make_view(GELU, z=0.4),
+    make_view(EMB_DOWN, z=2.2, key_id=BOB, hardware_class=A100),
+    make_view(GELU, z=1.2),
+    make_view(WEAK, z=0.4),  # kept by noise, most likely: never merged, never replicated
 ]
-SOURCES = {sha256_hex(s): s for s in (PARENT, LR_UP, EMB_DOWN, GELU)}
+SOURCES = {sha256_hex(s): s for s in (PARENT, LR_UP, EMB_DOWN, GELU, WEAK)}
 STATS = [
     stat("MATRIX_LR ↑", 4, 3, 0, 1.8),
     stat("EMBEDDING_LR ↓", 2, 1, 0, 1.0),
@@ -173,6 +175,7 @@ def test_explore_covers_untried_reference_directions() -> None:
         "HEAD_DIM ↓",
     } <= explore
     assert "MATRIX_LR ↑" not in explore and "SEED ↑" not in explore and "torch" not in explore
+    assert "t_start" not in explore and "model" not in explore  # program state, not a direction
 
 
 def test_combine_serves_a_merged_file_of_disjoint_kept_siblings() -> None:
@@ -196,7 +199,7 @@ def test_replicate_asks_other_classes_and_never_the_author() -> None:
         for s in run(client=ALICE, hardware_class=H100, limit=200)
         if s.kind == "replicate"
     }
-    assert mine == {KEPT[1].id}  # Bob's A100 result; not Alice's own, not the z 0.4 one
+    assert mine == {KEPT[1].id}  # Bob's A100 result; not Alice's own, not the weak ones
     bob = [
         s
         for s in run(client=BOB, hardware_class=A100, limit=200, best_id=KEPT[0].id)
@@ -264,3 +267,28 @@ def test_posterior_matches_the_normal_normal_formula() -> None:
     assert posterior(None, 0).p_gain == pytest.approx(0.5)
     assert suggestions.area_of("MATRIX_LR ↑") == "optimizer"
     assert suggestions.area_of("CausalSelfAttention.forward") == "attention"
+
+
+def test_combine_builds_on_the_best_and_folds_in_every_sibling() -> None:
+    combos = [s for s in run(limit=200, best_id=KEPT[0].id) if s.kind == "combine"]
+    by_direction = {s.direction: s for s in combos}
+    # Pairs that would drop the best's change are gone; the greedy merge folds both siblings in.
+    assert set(by_direction) == {
+        "EMBEDDING_LR ↓ + MATRIX_LR ↑",
+        "MATRIX_LR ↑ + MLP.forward",
+        "EMBEDDING_LR ↓ + MATRIX_LR ↑ + MLP.forward",
+    }
+    greedy = by_direction["EMBEDDING_LR ↓ + MATRIX_LR ↑ + MLP.forward"]
+    assert greedy.evidence == [KEPT[0].id, KEPT[1].id, KEPT[2].id]  # the best, then by z
+    assert greedy.train_py is not None
+    assert extract_directions(LR_UP, greedy.train_py) == ["EMBEDDING_LR ↓", "MLP.forward"]
+
+
+def test_trust_rule() -> None:
+    assert not suggestions.trusted([2.5])  # one good run: replicate first
+    assert suggestions.trusted([4.2])  # far outside the seed noise
+    assert suggestions.trusted([2.5, 2.4])
+    assert not suggestions.trusted([4.5, -0.3])  # the replication disagrees: winner's curse
+    assert suggestions.counts_toward_gain(["MATRIX_LR ↑"])
+    assert not suggestions.counts_toward_gain(["MATRIX_LR ↑", "MLP.forward"])
+    assert not suggestions.counts_toward_gain(["seed"])

@@ -179,4 +179,41 @@ def test_child_environment_holds_no_secrets(tmp_path: Path, monkeypatch: pytest.
 def test_safe_env_filters_case_insensitively() -> None:
     env = safe_env({"EXTRA": "1"}, base={"PATH": "/bin", "my_api_key": "x", "GITHUB_TOKEN": "y", "DB_PASSWORD": "z",
                                          "AUTORESEARCH_HOME": "h", "AUTORESEARCH_CACHE": "c"})
-    assert env == {"PATH": "/bin", "AUTORESEARCH_CACHE": "c", "EXTRA": "1", "PYTHONUNBUFFERED": "1"}
+    assert env == {"PATH": "/bin", "AUTORESEARCH_CACHE": "c", "EXTRA": "1", "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_out_of_memory_is_oom(tmp_path: Path) -> None:
+    result = _run(tmp_path, """
+        def train(h):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        """)
+    assert result.outcome == "oom" and "Tried to allocate" in (result.error or "")
+
+
+def test_evaluation_failure_retries_with_smaller_batches(tmp_path: Path) -> None:
+    result = _run(tmp_path, """
+        class Fussy(Bigram):
+            def forward(self, idx, targets=None):
+                if idx.size(0) > 4:
+                    raise RuntimeError("out of memory (pretend): batch too large for evaluation")
+                return super().forward(idx, targets)
+        def train(h):
+            return Fussy(h.vocab_size)
+        """)
+    assert result.outcome == "ok", result.error
+    assert result.metrics.val_bpb == pytest.approx(8.006, abs=0.01)  # untrained: ~log2(257) per byte
+    assert "retrying smaller" in result.log_path.read_text()
+
+
+def test_evaluation_that_always_fails_is_eval_crash(tmp_path: Path) -> None:
+    result = _run(tmp_path, """
+        class Broken(Bigram):
+            def forward(self, idx, targets=None):
+                if not self.training:
+                    raise ValueError("forward pass broken in eval mode")
+                return super().forward(idx, targets)
+        def train(h):
+            return Broken(h.vocab_size)
+        """)
+    assert result.outcome == "eval_crash" and "broken in eval mode" in (result.error or "")
+    assert result.metrics.val_bpb is None and result.metrics.training_seconds is not None
