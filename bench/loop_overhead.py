@@ -14,6 +14,11 @@ evaluation, exit) and loop overhead (everything else: git, records, waiting for 
 proposer wait alone, and the duty cycle (training s ÷ wall s).
 
     .venv/bin/python bench/loop_overhead.py [--experiments 5] [--delay 5] [--json]
+    .venv/bin/python bench/loop_overhead.py --bookkeeping 300   # loop cost alone, no training
+
+``--bookkeeping N`` replaces training by an instant stand-in and prints the loop's own seconds per
+experiment (git, policy check, records, results.tsv) over the first and last tenth of N experiments,
+to show that it does not grow with the length of a night's run.
 """
 
 from __future__ import annotations
@@ -80,12 +85,44 @@ def measure(label: str, proposer: object, experiments: int, prefetch: bool) -> d
     }
 
 
+def bookkeeping(experiments: int) -> dict[str, float]:
+    """Loop seconds per experiment with instant training, early vs late in a long run."""
+    from autoresearch.protocol import RunMetrics, SoftwareVersions
+    from autoresearch.trainer.result import RunResult
+
+    track = tracks.get_track("tiny")
+    stamps: list[float] = []
+
+    def instant(train_py, track, run_dir, *, seed=0, on_progress=None):  # type: ignore[no-untyped-def]
+        stamps.append(time.monotonic())
+        val = 1.0 + (hash(train_py.read_text()) % 1000) / 1e5
+        return RunResult(outcome="ok", metrics=RunMetrics(val_bpb=val, training_seconds=0.0), log_path=run_dir / "run.log",
+                         track=track.id, harness_version=tracks.HARNESS_VERSION, hardware_class="cpu:bench:2",
+                         software=SoftwareVersions(python="3"))  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="ar-bench-loop-") as tmp:
+        ws = Workspace.init(Path(tmp) / "ws", track="tiny", reference_source=tracks.reference_source(track), program_md="bench\n")
+        options = LoopOptions(tag="bench", max_experiments=experiments, prefetch=False)
+        AgentLoop(ws, track, OfflineProposer(seed=7), options, runner=instant).run()
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    tenth = max(1, len(gaps) // 10)
+    return {
+        "experiments": experiments,
+        "first_tenth_s_per_exp": round(sum(gaps[:tenth]) / tenth, 4),
+        "last_tenth_s_per_exp": round(sum(gaps[-tenth:]) / tenth, 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=5, help="experiments per configuration (≥ 5)")
     parser.add_argument("--delay", type=float, default=5.0, help="seconds the slow proposer takes")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--bookkeeping", type=int, metavar="N", help="only measure the loop's own cost over N instant runs")
     args = parser.parse_args(argv)
+    if args.bookkeeping:
+        print(json.dumps(bookkeeping(args.bookkeeping)))
+        return 0
     rows = [
         measure("offline", OfflineProposer(seed=7), args.experiments, prefetch=True),
         measure(f"{args.delay:g} s proposer, prefetch", SlowProposer(args.delay), args.experiments, prefetch=True),

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from autoresearch.protocol import (
     CalibrationRecord,
@@ -356,6 +356,7 @@ class AgentLoop:
             if exp.child_canonical_sha256 and exp.track == self.track.id:
                 self._tried.add(exp.child_canonical_sha256)
         best = self._best_recorded()
+        self.ws.write_results_tsv()  # a kill between recording and rewriting left it one row short
         if pending is not None:
             if any(e.number == pending.number for e in every):  # killed after recording
                 _logger.info("experiment %d was recorded before the interruption", pending.number)
@@ -470,7 +471,7 @@ class AgentLoop:
         if self._queue:
             cand = self._queue.pop(0)
             if cand.baseline:
-                return cand
+                return self._check_baseline(cand)
         elif (adoption := self._adoption(best)) is not None:
             cand = _Candidate(adoption.source, adoption.description, "hub")
         elif self._prefetch is not None:
@@ -478,6 +479,20 @@ class AgentLoop:
         else:
             cand = self._propose(best)
         return self._admit(cand, best)
+
+    def _check_baseline(self, cand: _Candidate) -> _Candidate:
+        """The baseline passes the policy like any candidate; a refused one stops the loop.
+
+        Raises:
+            WorkspaceError: the committed ``train.py`` fails the policy check.
+        """
+        reasons = check_source(cand.source)
+        if reasons:
+            raise WorkspaceError(
+                "the committed train.py fails the policy check: " + "; ".join(reasons),
+                hint="fix train.py and commit it (an adopted upstream train.py must follow the train(h) contract, docs/trainer.md)",
+            )
+        return cand
 
     def _adoption(self, best: _Best | None) -> Adoption | None:
         if not self.options.adopt_every or self._runs_since_adopt < self.options.adopt_every or best is None:
@@ -532,52 +547,38 @@ class AgentLoop:
         return cand
 
     def _record_rejected(self, cand: _Candidate, best: _Best | None, reasons: list[str], child_hash: str | None) -> None:
-        now = utc_now()
-        exp = LocalExperiment(
-            number=cand.number or self.ws.next_number(),
-            tag=self.options.tag,
-            track=self.track.id,
-            kind="rejected",
-            parent_commit=best.commit if best else self.ws.head(),
-            description=cand.description,
-            proposer=cand.proposer,
-            child_sha256=source_sha256(cand.source),
-            child_canonical_sha256=child_hash,
-            rejected_reasons=reasons,
-            usage=cand.usage,
-            started_at=now,
-            finished_at=now,
-        )
-        self.ws.save_experiment(exp)
-        if child_hash:
-            self._tried.add(child_hash)
+        self._record_unrun(cand, best, child_hash, kind="rejected", rejected_reasons=reasons)
         self.stats.rejected += 1
         self.events.note(f"rejected {cand.description!r} by the policy check: {'; '.join(reasons)}")
 
     def _record_hub_done(self, cand: _Candidate, best: _Best | None, answer: ClaimAnswer, child_hash: str | None) -> None:
         assert answer.experiment is not None
+        self._record_unrun(
+            cand, best, child_hash, kind="hub_done", record=answer.experiment.record, hub_experiment_id=answer.experiment.id
+        )
+        self.stats.skipped += 1
+        self.events.note(f"{cand.description!r} was already run on the hub ({answer.experiment.id[:12]}); skipped")
+
+    def _record_unrun(self, cand: _Candidate, best: _Best | None, child_hash: str | None, **fields: Any) -> None:
+        """Record a candidate that will not run here (``rejected`` or ``hub_done``) and mark it tried."""
         now = utc_now()
         exp = LocalExperiment(
-            number=self.ws.next_number(),
+            number=cand.number or self.ws.next_number(),
             tag=self.options.tag,
             track=self.track.id,
-            kind="hub_done",
             parent_commit=best.commit if best else self.ws.head(),
             description=cand.description,
             proposer=cand.proposer,
             child_sha256=source_sha256(cand.source),
             child_canonical_sha256=child_hash,
-            record=answer.experiment.record,
-            hub_experiment_id=answer.experiment.id,
             usage=cand.usage,
             started_at=now,
             finished_at=now,
+            **fields,
         )
         self.ws.save_experiment(exp)
         if child_hash:
             self._tried.add(child_hash)
-        self.stats.skipped += 1
-        self.events.note(f"{cand.description!r} was already run on the hub ({answer.experiment.id[:12]}); skipped")
 
     # one experiment ------------------------------------------------------------------------------
 

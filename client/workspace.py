@@ -115,6 +115,7 @@ class Workspace:
     def __init__(self, root: Path, config: WorkspaceConfig) -> None:
         self.root = root
         self.config = config
+        self._cache: dict[str, tuple[int, LocalExperiment]] = {}
 
     # paths ---------------------------------------------------------------------------------------
 
@@ -272,13 +273,18 @@ class Workspace:
     # state ---------------------------------------------------------------------------------------
 
     def experiments(self) -> list[LocalExperiment]:
-        """Every recorded experiment, by number."""
+        """Every recorded experiment, by number (parsed files are cached by modification time)."""
         out = []
         for path in sorted(self.experiments_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
-            try:
-                out.append(LocalExperiment.model_validate_json(path.read_text()))
-            except ValueError as exc:
-                raise WorkspaceError(f"{path} is malformed: {exc}") from exc
+            mtime = path.stat().st_mtime_ns
+            cached = self._cache.get(path.name)
+            if cached is None or cached[0] != mtime:
+                try:
+                    cached = (mtime, LocalExperiment.model_validate_json(path.read_text()))
+                except ValueError as exc:
+                    raise WorkspaceError(f"{path} is malformed: {exc}") from exc
+                self._cache[path.name] = cached
+            out.append(cached[1])
         return out
 
     def save_experiment(self, exp: LocalExperiment) -> Path:

@@ -55,9 +55,9 @@ def create_app(settings: HubSettings | None = None, *, catalog: TrackCatalog | N
     app.state.hub = state
     _install_error_handlers(app, state)
     _install_request_log(app, state)
-    from .routes import calibrations, claims, clients, experiments, ops, sources, tracks
+    from .routes import admin, calibrations, claims, clients, experiments, ops, sources, tracks
 
-    for module in (clients, experiments, calibrations, claims, tracks, sources, ops):
+    for module in (clients, experiments, calibrations, claims, tracks, sources, admin, ops):
         app.include_router(module.router)
     if pages:
         _include_pages(app)

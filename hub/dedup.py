@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import re
+from typing import Any
 
 import numpy as np
 from autoresearch.protocol import canonical_source
@@ -32,7 +33,7 @@ NUM_PERM = 128
 SHINGLE = 3
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\S")
 
-ConstChanges = dict[str, tuple[object, object]]
+ConstChanges = dict[str, tuple[directions.ConstantValue, directions.ConstantValue]]
 
 
 @functools.lru_cache(maxsize=256)
@@ -40,7 +41,8 @@ def canonical_text(source: str) -> str:
     """:func:`~autoresearch.protocol.canonical_source`, memoised: parents (the reference, community
     bests) recur in almost every submission, and parsing and unparsing a ``train.py`` costs
     milliseconds. Raises SchemaError when the source does not parse."""
-    return canonical_source(source)
+    text: str = canonical_source(source)
+    return text
 
 
 def diff_tokens(parent_source: str, child_source: str) -> list[str]:
@@ -98,7 +100,7 @@ def load_changes(text: str | None) -> ConstChanges:
     return {k: (_tuple(v[0]), _tuple(v[1])) for k, v in json.loads(text).items()}
 
 
-def _tuple(value: object) -> object:
+def _tuple(value: Any) -> Any:
     return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
 
 

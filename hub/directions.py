@@ -185,7 +185,11 @@ def _possible_directions(source: str) -> tuple[str, ...]:
         if isinstance(node, ast.Import | ast.ImportFrom)
         for name in _bound_names(node)
     }
-    functions = {node.name for node in module.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    functions = {
+        node.name
+        for node in module.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
     out: list[str] = []
     for key in summary.statements:
         if key == SEED or key in imported or key in summary.classes or _SEED_NAME.search(key):

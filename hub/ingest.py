@@ -156,11 +156,10 @@ def experiment_gain(record: ExperimentRecord) -> float | None:
     """The gain used in statistics: the record's ``normalised.gain`` (ECM child / ECM parent) when
     present, else parent val_bpb ÷ child val_bpb on the same machine (> 1 is better); None for runs
     without a val_bpb."""
-    if record.normalised.gain is not None:
-        return record.normalised.gain
-    if record.metrics.val_bpb is not None and record.parent_val_bpb is not None:
-        return record.parent_val_bpb / record.metrics.val_bpb
-    return None
+    gain: float | None = record.normalised.gain
+    if gain is None and record.metrics.val_bpb is not None and record.parent_val_bpb is not None:
+        gain = record.parent_val_bpb / record.metrics.val_bpb
+    return gain
 
 
 def _check_canonical(source: str, expected: str, which: str) -> None:
@@ -195,7 +194,8 @@ def source_checks(text: str, sha256: str, max_source_bytes: int) -> str:
         raise Rejected(f"body hashes to {sha256_hex(text)[:12]}…, not {sha256[:12]}…", code="hash_mismatch")
     try:
         with AST_LOCK:
-            return sha256_hex(dedup.canonical_text(text))
+            canonical: str = sha256_hex(dedup.canonical_text(text))
+        return canonical
     except SchemaError as exc:
         raise Rejected(str(exc), code="unparsable_source") from exc
 

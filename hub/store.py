@@ -58,12 +58,12 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import dedup
+from . import dedup, directions
 from .db import begin_write
 from .errors import BadRequest, Conflict, NotFound
 from .ingest import AST_LOCK, CheckedExperiment
@@ -86,6 +86,7 @@ LEADERBOARD_SIZE = 20
 NEAR_DUPLICATE_CANDIDATES = 200
 LINEAGE_DEPTH = 100
 EVIDENCE_PER_DIRECTION = 5
+REPLICATION_IDS = 20  # run ids listed per experiment view (n counts them all)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _client_view(row: Client, experiments: int = 0) -> ClientView:
         key_id=row.key_id,
         public_key=row.public_key,
         display_name=row.display_name,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         hardware_class=row.hardware_class,
         registered_at=row.registered_at,
         experiments=experiments,
@@ -304,7 +305,7 @@ def add_experiment(
     needs_replication = False
     if eligible and not replicated_by_other:
         best = session.get(Best, (record.track, record.hardware_class))
-        beats = best is None or record.metrics.val_bpb < best.val_bpb  # type: ignore[operator]
+        beats = best is None or record.metrics.val_bpb < best.val_bpb
         z = record.normalised.z
         needs_replication = beats and (z is None or z > rules.replication_z)
 
@@ -337,7 +338,13 @@ def add_experiment(
         envelope_json=envelope_json,
     )
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # the same record, stored by a racing request (another replica)
+        session.rollback()
+        if experiment_exists(session, verified.record_id):
+            return get_experiment_view(session, verified.record_id), False
+        raise Conflict("a racing write conflicted with this experiment; submit it again", code="conflict") from exc
     for key in checked.directions:
         session.add(ExperimentDirection(experiment_seq=row.seq, direction=key))
     _bulk_aggregates(session, [checked])
@@ -421,7 +428,7 @@ def _offer_best(session: Session, row: Experiment) -> None:
         session.execute(by_ecm)
 
 
-def _eligible(track: str) -> Select[tuple[Experiment]]:
+def _eligible(track: str) -> Select[Experiment]:
     """Kept ``ok`` runs of a track that may rank: not seed-only, not from a revoked key."""
     return (
         select(Experiment)
@@ -541,8 +548,6 @@ def _done_answer(session: Session, record: ClaimRecord, rules: DedupSettings) ->
     child = _source_by_canonical(session, record.child_canonical_sha256)
     if parent is None or child is None:
         return None
-    from . import directions
-
     with AST_LOCK:
         keys = directions.extract_directions(parent, child)
         changes = dedup.const_changes(parent, child, keys)
@@ -736,34 +741,53 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
 
 
 def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Replications]:
-    """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group."""
-    conds = [
-        and_(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
-        for t, p, c in groups
-    ]
-    rows = session.execute(
-        select(
-            Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
-            Experiment.id, Experiment.val_bpb, Experiment.hardware_class, Experiment.outcome,
-        )
-        .where(or_(*conds))
-        .order_by(Experiment.seq)
-    ).all()
-    acc: dict[tuple[str, str, str], list[tuple[str, float | None, str, str]]] = defaultdict(list)
-    for t, p, c, eid, bpb, hw, outcome in rows:
-        acc[(t, p, c)].append((eid, bpb, hw, outcome))
+    """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
+    hardware classes and its first :data:`REPLICATION_IDS` run ids: three grouped queries, so a view
+    costs the same however often the experiment was replicated."""
+    key = tuple_(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
+    ok_bpb = case((Experiment.outcome == "ok", Experiment.val_bpb))
+    in_groups = key.in_(list(groups))
+    sums = {
+        (t, p, c): (n, ok_n, total, total_sq)
+        for t, p, c, n, ok_n, total, total_sq in session.execute(
+            select(
+                Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
+                func.count(), func.count(ok_bpb), func.sum(ok_bpb), func.sum(ok_bpb * ok_bpb),
+            )
+            .where(in_groups)
+            .group_by(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
+        ).all()
+    }
+    classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for t, p, c, hw in session.execute(
+        select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.hardware_class)
+        .where(in_groups)
+        .distinct()
+    ).all():
+        classes[(t, p, c)].append(hw)
+    rank = func.row_number().over(
+        partition_by=(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256),
+        order_by=Experiment.seq,
+    ).label("rank")
+    ranked = (
+        select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.id, Experiment.seq, rank)
+        .where(in_groups)
+        .subquery()
+    )
+    ids: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for t, p, c, eid in session.execute(
+        select(ranked.c.track, ranked.c.parent_canonical_sha256, ranked.c.child_canonical_sha256, ranked.c.id)
+        .where(ranked.c.rank <= REPLICATION_IDS)
+        .order_by(ranked.c.seq)
+    ).all():
+        ids[(t, p, c)].append(eid)
     out: dict[tuple[str, str, str], Replications] = {}
     for group in groups:
-        runs = acc.get(group, [])
-        values = [bpb for _, bpb, _, outcome in runs if outcome == "ok" and bpb is not None]
-        mean = sum(values) / len(values) if values else None
-        std = math.sqrt(max(0.0, sum((v - mean) ** 2 for v in values) / len(values))) if mean is not None else None
+        n, ok_n, total, total_sq = sums.get(group, (0, 0, None, None))
+        mean = total / ok_n if ok_n else None
+        std = math.sqrt(max(0.0, total_sq / ok_n - mean * mean)) if mean is not None else None
         out[group] = Replications(
-            n=len(runs),
-            val_bpb_mean=mean,
-            val_bpb_std=std,
-            hardware_classes=sorted({hw for _, _, hw, _ in runs}),
-            experiment_ids=[eid for eid, _, _, _ in runs],
+            n=n, val_bpb_mean=mean, val_bpb_std=std, hardware_classes=sorted(classes[group]), experiment_ids=ids[group]
         )
     return out
 
@@ -800,7 +824,7 @@ def _entries(session: Session, rows: list[Experiment]) -> list[LeaderboardEntry]
             key_id=r.key_id,
             client_name=names[r.key_id],
             hardware_class=r.hardware_class,
-            val_bpb=r.val_bpb,  # type: ignore[arg-type]
+            val_bpb=r.val_bpb,
             ecm=r.ecm,
             gain=r.gain,
             description=r.description,

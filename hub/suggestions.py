@@ -19,40 +19,46 @@ result as ``SuggestionList``. Entry point (stable; the hub route and the researc
         best_id: str | None = None,           # experiment id of the current community best
     ) -> list[Suggestion]
 
-The rule, in one place:
+The rule, in one place (constants below; the reasons and the simulator figures behind them are in
+docs/suggestions.md):
 
 * **Normalised gain** is ``z`` (improvement of the child over its parent in units of the
   calibration's seed noise σ; positive is better). Every direction carries a Normal–Normal posterior
-  over its true mean z: prior N(0, PRIOR_SD²) with ``PRIOR_SD = 1`` (most changes are small against
-  the seed noise), each ok try an observation with noise ``OBS_SD = √2`` (z compares two noisy runs,
-  child and parent). Live claims on a direction count as observations of z = 0 ("hallucinated"
-  results, the batch Thompson trick of Kandasamy et al. 2018), so parallel clients spread out.
+  over its true mean z. Prior: empirical Bayes (:func:`empirical_prior`) from the directions already
+  tried, mean clamped to ≤ 0, sd in [MIN_PRIOR_SD, PRIOR_SD]; N(0, 1) until EB_MIN_DIRECTIONS are
+  tried. Each ok try is an observation with noise ``OBS_SD = √2`` (z compares two noisy runs). Only
+  single-direction experiments feed a direction's gain (:func:`counts_toward_gain`). Live claims on
+  a direction count as observations of z = 0 ("hallucinated" results, as in batch Thompson sampling,
+  Kandasamy et al. 2018), so parallel clients spread out.
 * **Thompson sampling** (Thompson 1933; Russo et al., "A Tutorial on Thompson Sampling", 2018): each
   candidate's score is one draw from its posterior. The random stream is seeded by SHA-256 of
   (track, client, 10-minute time bucket): one client asking twice in a bucket gets the same list
   (deterministic for a seeded input), two clients asking at the same moment get independent draws, so
   their top suggestions differ unless one direction dominates the posterior.
-* ``exploit``: a direction with a positive observed mean z and posterior mean > 0. ``explore``: a direction
-  with fewer than EXPLORE_MAX_TRIES tries, including every direction derivable from the reference
-  ``train.py`` that nobody tried yet (``NAME ↑``/``NAME ↓`` for numeric constants, ``NAME`` for
-  other constants and functions, ``Class.method``). Both are scored by their draw, so one rule
-  balances them; the rationale names the area of ``train.py`` (optimizer, attention, …).
-* ``combine``: two kept experiments on the same parent whose directions are disjoint, merged by
-  :func:`autoresearch.hub.combine.combine_sources` (parses, exact union of changes, policy check).
-  Once a community best is known (``best_id``), only pairs that build on it: the best and one of its
-  siblings, or two children of the best.
-  Score: the sum of the two experiments' own posterior draws (each one try with its z).
-* ``replicate``: a kept experiment with z ≥ REPLICATE_MIN_Z run only once, asked of any other
-  client; or run fewer than REPLICATE_ENOUGH times and never on the asking client's hardware class.
-  Never asked of its own author. Score: its posterior draw plus BEST_BONUS when it is the community
-  best or a challenger (kept on top of the best), so a suspicious best is confirmed first and a
-  new best is not held up waiting for its confirmation.
+* ``exploit``: a direction with a positive observed mean z and a positive posterior mean.
+  ``explore``: every other direction that is not ``avoid``: the directions derivable from the
+  reference ``train.py`` (:func:`autoresearch.hub.directions.possible_directions`) and those seen in
+  results. Both are scored by their draw, so one rule balances them; the rationale names the area of
+  ``train.py`` (optimizer, attention, …) and how tried it is.
+* ``combine``: two kept experiments with z ≥ COMBINE_MIN_Z on the same parent whose directions are
+  disjoint, merged by :func:`autoresearch.hub.combine.combine_sources` (parses, exact union of
+  changes, policy check). Once a community best is known (``best_id``), only pairs that build on it
+  (the best and one of its siblings, or two children of the best), plus one greedy merge of the best
+  with all its disjoint siblings. Score: the sum of the experiments' own posterior draws.
+* ``replicate``: a kept experiment with z ≥ REPLICATE_MIN_Z that is not already trusted on its own
+  (:func:`trusted`), run only once, asked of any other client; or run fewer than REPLICATE_ENOUGH
+  times and never on the asking client's hardware class. Never asked of its author. Once a best is
+  known only the best and its challengers (kept on top of it) are replicated, with BEST_BONUS.
 * ``avoid``: a direction with ≥ AVOID_MIN_TRIES tries that crashes at least half the time, or whose
   posterior puts less than AVOID_MAX_P_GAIN on a positive effect. Listed last (at most MAX_AVOID),
-  score = posterior mean (negative).
-* A direction the asking hardware class has tried ≥ 2 times without a mean ECM gain above 1 is not
-  suggested to that class (hardware-dependent findings).
-* ``seed`` is never suggested: a seed change is not a finding.
+  score = posterior mean.
+* A direction the asking hardware class has tried ≥ HARDWARE_MIN_TRIES times without a mean ECM gain
+  above 1 is not suggested to that class (hardware-dependent findings).
+* ``seed`` is never suggested: a seed change is not a finding. A list holds at most MAX_PER_KIND of
+  ``combine`` and ``replicate`` each.
+
+For the hub's store and community best: :func:`counts_toward_gain` (which runs feed a direction's
+gain distribution) and :func:`trusted` (when a best is confirmed).
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ EB_MIN_DIRECTIONS = 5
 TIME_BUCKET_SECONDS = 600
 """Width of the time bucket in the Thompson seed: lists are stable for a client within it."""
 EXPLORE_MAX_TRIES = 2
-"""A direction with fewer tries than this is an ``explore`` candidate."""
+"""Below this many tries an ``explore`` rationale says "untried" / "only N tries"."""
 AVOID_MIN_TRIES = 3
 """Tries a direction needs before it can be called a dead end."""
 AVOID_CRASH_RATE = 0.5
@@ -230,8 +236,8 @@ def trusted(zs: Sequence[float]) -> bool:
     """The trust rule recommended for a community best: ``gain_probability(zs) ≥ TRUST_P`` and, once
     replicated, the replications agree (their mean z is positive).
 
-    With TRUST_P = 0.95 one run needs z ≥ 4.0 (pure noise gets there 1 time in 400: z of a null
-    change has sd √2) and two runs a mean z ≥ 2.05. The agreement clause guards against the
+    With TRUST_P = 0.95 one run needs z ≥ 4.0 (pure noise gets there about 1 time in 450: z of a
+    null change has sd √2) and two runs a mean z ≥ 2.33. The agreement clause guards against the
     winner's curse: an original kept *because* its z was high is not confirmed by a replication that
     shows nothing.
     """

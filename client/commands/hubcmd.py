@@ -42,7 +42,7 @@ def _settings(db: str | None, **overrides: object) -> HubSettings:
     values = {k: v for k, v in overrides.items() if v is not None}
     if db is not None:
         values["db_url"] = db
-    return HubSettings(**values)  # type: ignore[arg-type]
+    return HubSettings(**values)
 
 
 @contextmanager

@@ -62,12 +62,13 @@ def register(app: typer.Typer) -> None:
     @app.command("init")
     def init(
         directory: Annotated[Path, typer.Argument(help="Folder of the workspace (created when missing).")],
-        track: Annotated[str, typer.Option("--track", "-t", envvar="AUTORESEARCH_TRACK", help="Track: cpu, tiny, climbmix or a track id.")] = "cpu",
+        track: Annotated[str | None, typer.Option("--track", "-t", envvar="AUTORESEARCH_TRACK", help="Track: cpu, tiny, climbmix or a track id (default: cpu; climbmix with --adopt).")] = None,
         adopt: Annotated[bool, typer.Option("--adopt", help="Adopt an upstream autoresearch checkout in DIRECTORY (keeps its train.py, branch and results.tsv).")] = False,
     ) -> None:
         """Create a workspace: git repo with train.py, program.md, results.tsv and .autoresearch/."""
         from autoresearch.trainer import tracks
 
+        track = track or ("climbmix" if adopt else "cpu")
         spec = _track(track)
         ws = Workspace.init(
             directory, track=track, reference_source=tracks.reference_source(spec), program_md=program_template(), adopt=adopt

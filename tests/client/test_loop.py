@@ -445,3 +445,13 @@ def test_displays_render_the_loop(ws: Workspace) -> None:
     rendered = live_out.getvalue()
     assert "experiment 7: MATRIX_LR 0.04 → 0.06" in rendered and "loss 2.5000" in rendered
     assert "[0002] keep" in rendered
+
+
+def test_a_baseline_that_fails_the_policy_stops_before_running(tmp_path: Path) -> None:
+    upstream = "from prepare import MAX_SEQ_LEN, Tokenizer\nimport torch\nDEPTH = 8\n"
+    ws = Workspace.init(tmp_path / "up", track="climbmix", reference_source=upstream, program_md="")
+    runner = FormulaRunner()
+    with pytest.raises(WorkspaceError, match="fails the policy check.*prepare") as info:
+        make_loop(ws, Scripted([]), runner, max_experiments=1).run()
+    assert info.value.hint is not None and "train(h)" in info.value.hint
+    assert runner.sources == [] and ws.experiments() == []

@@ -133,7 +133,8 @@ class Replica:
                 continue
             for sample in family.samples:
                 labels = sample.labels
-                if sample.name.endswith("_total") and labels["route"].startswith(route) and method in (None, labels["method"]):
+                wanted = labels["route"].startswith(route) and (method is None or labels["method"] == method)
+                if sample.name.endswith("_total") and wanted:
                     total += sample.value
         return int(total)
 
@@ -355,17 +356,19 @@ def test_volunteers_through_the_proxy_survive_a_replica_kill_and_a_backup_restor
     stack: Stack, databases: list[str], tmp_path: Path
 ) -> None:
     volunteers = [Volunteer(n, tmp_path / f"{n}-home", tmp_path / n) for n in ("alice", "bob")]
+    posts_before = [r.api_requests("POST") for r in stack.replicas]
     try:
         for v in volunteers:
             v.start(stack, experiments=3)
-        # both replicas serve the volunteers' requests; then one dies while they still train
+        # both replicas serve the volunteers' submissions (POSTs: the test itself only reads); then
+        # one replica dies while the volunteers still train
         deadline = time.monotonic() + JOIN_TIMEOUT
-        while not (stack.experiment_ids() and all(r.api_requests() > 0 for r in stack.replicas)):
+        while not (stack.experiment_ids() and all(r.api_requests("POST") > b for r, b in zip(stack.replicas, posts_before, strict=True))):
             assert all(v.proc is not None and v.proc.poll() is None for v in volunteers), "a volunteer exited early"
             assert time.monotonic() < deadline, "no experiment reached the hub"
             time.sleep(0.3)
         victim, survivor = stack.replicas
-        served_by_victim = victim.api_requests()
+        served_by_victim = victim.api_requests("POST") - posts_before[0]
         stop(victim.proc, signal.SIGKILL)
         at_kill = len(stack.experiment_ids())
         still_running = sum(v.proc is not None and v.proc.poll() is None for v in volunteers)

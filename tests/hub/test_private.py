@@ -112,3 +112,22 @@ def test_revoked_key_is_refused_and_its_records_are_marked(hub: Hub) -> None:
     assert [e.experiment_id for e in board.by_hardware_class[factory.HARDWARE]] == [b]
     best = hub.client.get("/api/v1/tracks/tiny/best", params={"hardware_class": factory.HARDWARE}).json()
     assert best["experiment"]["id"] == b
+
+
+def test_admin_api(private: Hub) -> None:
+    hub = private
+    assert hub.client.post("/api/v1/admin/tokens", json={"kind": "enroll"}).json()["error"]["code"] == "admin_required"
+    made = hub.client.post("/api/v1/admin/tokens", json={"kind": "enroll", "label": "lab"}, headers=bearer(ADMIN))
+    assert made.status_code == 201
+    enroll = made.json()["token"]
+    assert hub.register("alice", headers=bearer(enroll)).status_code == 201
+    key_id = hub.key("alice").key_id
+    not_admin = hub.client.post(f"/api/v1/admin/clients/{key_id}/revoke", headers=bearer(enroll))
+    assert not_admin.status_code == 403 and not_admin.json()["error"]["code"] == "admin_required"
+    revoked = hub.client.post(f"/api/v1/admin/clients/{key_id}/revoke", headers=bearer(ADMIN))
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    [listed] = hub.client.get("/api/v1/admin/clients", headers=bearer(ADMIN)).json()
+    assert listed["status"] == "revoked"
+    assert hub.client.post(f"/api/v1/admin/clients/{key_id}/approve", headers=bearer(ADMIN)).json()["status"] == "active"
+    missing = hub.client.post(f"/api/v1/admin/clients/{'0' * 64}/approve", headers=bearer(ADMIN))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_client"

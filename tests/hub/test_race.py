@@ -114,3 +114,15 @@ def test_concurrent_ingest_on_two_processes_stores_every_record(two_servers: lis
     assert statuses == [201] * 16
     page = httpx.get(f"{two_servers[1]}/api/v1/experiments", params={"limit": 100}).json()
     assert len(page["items"]) == 16
+
+    same = factory.envelope_bytes(factory.experiment(track, factory.REFERENCE, factory.with_constant(factory.REFERENCE, "DEPTH", 5)), keys[0])
+    barrier = Barrier(8)
+
+    def resend(n: int) -> int:
+        with httpx.Client(timeout=120) as http:
+            barrier.wait()
+            return http.post(f"{two_servers[n % 2]}/api/v1/experiments", content=same).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        again = sorted(pool.map(resend, range(8)))
+    assert again == [200] * 7 + [201]
