@@ -72,7 +72,9 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 STEP = 1.25  # one ↑ multiplies a hyperparameter by this, one ↓ divides
 BASE_VAL_BPB = 1.0
 ADOPT_EVERY = 5  # global_best: runs between adoptions of the community best
-DEAD_END_TRIES = 3  # a direction with this many tries and no keep (or half crashes) is a known dead end
+DEAD_END_TRIES = (
+    3  # a direction with this many tries and no keep (or half crashes) is a known dead end
+)
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,39 @@ HARDWARE: tuple[HardwareClass, ...] = (
 )
 
 PARAM_NAMES = (
-    "MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR", "WEIGHT_DECAY", "ADAM_BETA1",
-    "ADAM_BETA2", "MUON_MOMENTUM", "WARMUP_RATIO", "WARMDOWN_RATIO", "FINAL_LR_FRAC", "DEPTH",
-    "ASPECT_RATIO", "HEAD_DIM", "MLP_RATIO", "TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "ROPE_BASE",
-    "LOGIT_SOFTCAP", "INIT_SCALE", "VE_GATE_SCALE", "NORM_EPS", "GRAD_CLIP", "X0_LAMBDA",
+    "MATRIX_LR",
+    "EMBEDDING_LR",
+    "UNEMBEDDING_LR",
+    "SCALAR_LR",
+    "WEIGHT_DECAY",
+    "ADAM_BETA1",
+    "ADAM_BETA2",
+    "MUON_MOMENTUM",
+    "WARMUP_RATIO",
+    "WARMDOWN_RATIO",
+    "FINAL_LR_FRAC",
+    "DEPTH",
+    "ASPECT_RATIO",
+    "HEAD_DIM",
+    "MLP_RATIO",
+    "TOTAL_BATCH_SIZE",
+    "DEVICE_BATCH_SIZE",
+    "ROPE_BASE",
+    "LOGIT_SOFTCAP",
+    "INIT_SCALE",
+    "VE_GATE_SCALE",
+    "NORM_EPS",
+    "GRAD_CLIP",
+    "X0_LAMBDA",
 )
-SWITCH_NAMES = ("USE_QK_NORM_SCALE", "USE_VALUE_EMBEDS_ALL", "USE_SWIGLU", "USE_FP8_MATMUL",
-                "USE_SLIDING_WINDOW", "USE_ZERO_INIT_PROJ")
+SWITCH_NAMES = (
+    "USE_QK_NORM_SCALE",
+    "USE_VALUE_EMBEDS_ALL",
+    "USE_SWIGLU",
+    "USE_FP8_MATMUL",
+    "USE_SLIDING_WINDOW",
+    "USE_ZERO_INIT_PROJ",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,7 +161,10 @@ class Landscape:
             else:  # hardware-dependent: helpful on one class, neutral or harmful elsewhere
                 good = rng.randrange(c)
                 sign = rng.choice((-1.0, 1.0))
-                o = [sign * rng.uniform(1.0, 2.5) if k == good else rng.uniform(-0.5, 0.0) * sign for k in range(c)]
+                o = [
+                    sign * rng.uniform(1.0, 2.5) if k == good else rng.uniform(-0.5, 0.0) * sign
+                    for k in range(c)
+                ]
                 w = rng.uniform(0.004, 0.008) / max(abs(v) for v in o) ** 2
             weights.append(w)
             optima.append(o)
@@ -183,8 +214,14 @@ class Landscape:
 
     def reachable(self) -> float:
         """Best mean true improvement of any single-class optimum (a yardstick for the target)."""
-        steps = [round(sum(h.share * self.optima[i][c] for c, h in enumerate(HARDWARE))) for i in range(len(PARAM_NAMES))]
-        switches = [sum(h.share * self.switch_effects[f][c] for c, h in enumerate(HARDWARE)) > 0 for f in range(len(SWITCH_NAMES))]
+        steps = [
+            round(sum(h.share * self.optima[i][c] for c, h in enumerate(HARDWARE)))
+            for i in range(len(PARAM_NAMES))
+        ]
+        switches = [
+            sum(h.share * self.switch_effects[f][c] for c, h in enumerate(HARDWARE)) > 0
+            for f in range(len(SWITCH_NAMES))
+        ]
         best = State(tuple(steps), tuple(switches))
         return self.mean_quality(best)
 
@@ -211,9 +248,15 @@ class State:
         return State(self.steps, tuple(switches))
 
 
+SWEEP_FRACTIONS = (0.25, 0.5, 0.75)
+"""Fractions of the reachable improvement whose GPU-hours are reported besides the target."""
+RUN_SOURCES = ("baseline", "random", "explore", "exploit", "combine", "replicate")
+"""What chose a run: a baseline of a new parent, a random proposal (the solo strategies, the hub's
+fallback) or a suggestion kind."""
 Action = tuple[str, int]  # ("up" | "down" | "flip", index)
 ALL_ACTIONS: tuple[Action, ...] = tuple(
-    [(k, i) for i in range(len(PARAM_NAMES)) for k in ("up", "down")] + [("flip", f) for f in range(len(SWITCH_NAMES))]
+    [(k, i) for i in range(len(PARAM_NAMES)) for k in ("up", "down")]
+    + [("flip", f) for f in range(len(SWITCH_NAMES))]
 )
 
 
@@ -243,8 +286,10 @@ class Sources:
         for node in ast.parse(source).body:
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
                 values[node.targets[0].id] = ast.literal_eval(node.value)
-        steps = tuple(round(math.log(float(values[n]) / self.land.base_values[i]) / math.log(STEP))  # type: ignore[arg-type]
-                      for i, n in enumerate(PARAM_NAMES))
+        steps = tuple(
+            round(math.log(float(values[n]) / self.land.base_values[i]) / math.log(STEP))  # type: ignore[arg-type]
+            for i, n in enumerate(PARAM_NAMES)
+        )
         return State(steps, tuple(bool(values[n]) for n in SWITCH_NAMES))
 
 
@@ -288,7 +333,9 @@ class Agent:
     cls: int
     parent: State = field(default_factory=State.reference)
     parent_measured: float | None = None
-    measured: dict[State, float] = field(default_factory=dict)  # own val_bpb of states on this machine
+    measured: dict[State, float] = field(
+        default_factory=dict
+    )  # own val_bpb of states on this machine
     runs: int = 0
     tried: set[tuple[State, State]] = field(default_factory=set)
 
@@ -303,12 +350,16 @@ class Plan:
     child: State
     kind: str  # experiment | baseline | replicate
     replicate_of: str | None = None
-    source: str = "random"  # what chose it: random | exploit | explore | combine | replicate | baseline
+    source: str = (
+        "random"  # what chose it: random | exploit | explore | combine | replicate | baseline
+    )
 
 
 @dataclass
 class Metrics:
-    curve: list[tuple[float, float]] = field(default_factory=list)  # (gpu_hours, true best improvement)
+    curve: list[tuple[float, float]] = field(
+        default_factory=list
+    )  # (gpu_hours, true best improvement)
     runs: int = 0
     experiment_runs: int = 0
     duplicates: int = 0
@@ -317,13 +368,17 @@ class Metrics:
     false_bests: int = 0
     keeps: int = 0
     crashes: int = 0
-    sources: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # runs by what chose them
+    sources: dict[str, int] = field(
+        default_factory=lambda: defaultdict(int)
+    )  # runs by what chose them
 
 
 class Community:
     """The shared state of one simulation: runs, claims, stats and the community best."""
 
-    def __init__(self, strategy: Strategy, land: Landscape, n_agents: int, rng: random.Random) -> None:
+    def __init__(
+        self, strategy: Strategy, land: Landscape, n_agents: int, rng: random.Random
+    ) -> None:
         self.strategy = strategy
         self.land = land
         self.rng = rng
@@ -351,7 +406,9 @@ class Community:
         """Direction keys of parent → child, by the hub's real extractor (memoised)."""
         key = (parent, child)
         if key not in self._directions:
-            self._directions[key] = extract_directions(self.sources.render(parent), self.sources.render(child))
+            self._directions[key] = extract_directions(
+                self.sources.render(parent), self.sources.render(child)
+            )
         return self._directions[key]
 
     @staticmethod
@@ -424,7 +481,9 @@ class Community:
         tries = self.dir_tries.get(direction, [])
         if len(tries) < DEAD_END_TRIES:
             return False
-        return not any(r.status == "keep" for r in tries) or sum(r.crashed for r in tries) * 2 >= len(tries)
+        return not any(r.status == "keep" for r in tries) or sum(
+            r.crashed for r in tries
+        ) * 2 >= len(tries)
 
     def record(self, run: Run) -> None:
         self.runs.append(run)
@@ -469,15 +528,30 @@ class Community:
             mine = [r for r in tries if r.cls == c]
             if not mine:
                 continue
-            deltas = [r.parent_measured - r.measured for r in mine
-                      if r.measured is not None and r.parent_measured is not None and counts_toward_gain(r.directions)]
-            gain = 1.0 + 10.0 * statistics.fmean(deltas) if deltas else None  # ECM gain > 1 iff better
-            by_class[h.name] = DirectionByClass(tries=len(mine), keeps=sum(r.status == "keep" for r in mine),
-                                                mean_gain=max(gain, 1e-6) if gain is not None else None)
+            deltas = [
+                r.parent_measured - r.measured
+                for r in mine
+                if r.measured is not None
+                and r.parent_measured is not None
+                and counts_toward_gain(r.directions)
+            ]
+            gain = (
+                1.0 + 10.0 * statistics.fmean(deltas) if deltas else None
+            )  # ECM gain > 1 iff better
+            by_class[h.name] = DirectionByClass(
+                tries=len(mine),
+                keeps=sum(r.status == "keep" for r in mine),
+                mean_gain=max(gain, 1e-6) if gain is not None else None,
+            )
         return DirectionStats(
-            direction=direction, tries=len(tries), keeps=sum(r.status == "keep" for r in tries),
-            crashes=sum(r.crashed for r in tries), mean_z=statistics.fmean(zs) if zs else None,
-            std_gain=None, by_hardware_class=by_class, evidence=[r.id for r in tries[-10:]],
+            direction=direction,
+            tries=len(tries),
+            keeps=sum(r.status == "keep" for r in tries),
+            crashes=sum(r.crashed for r in tries),
+            mean_z=statistics.fmean(zs) if zs else None,
+            std_gain=None,
+            by_hardware_class=by_class,
+            evidence=[r.id for r in tries[-10:]],
         )
 
     def view(self, run: Run) -> ExperimentView:
@@ -487,21 +561,36 @@ class Community:
             return cached[1]
         parent_src, child_src = self.sources.render(run.parent), self.sources.render(run.child)
         record = ExperimentRecord(
-            track=TRACK, parent_sha256=sha256_hex(parent_src), child_sha256=sha256_hex(child_src),
+            track=TRACK,
+            parent_sha256=sha256_hex(parent_src),
+            child_sha256=sha256_hex(child_src),
             parent_canonical_sha256=canonical_source_sha256(parent_src),
             child_canonical_sha256=canonical_source_sha256(child_src),
-            diff="", description=" + ".join(run.directions), outcome="ok", status="keep",
-            metrics=RunMetrics(val_bpb=run.measured), parent_val_bpb=run.parent_measured,
+            diff="",
+            description=" + ".join(run.directions),
+            outcome="ok",
+            status="keep",
+            metrics=RunMetrics(val_bpb=run.measured),
+            parent_val_bpb=run.parent_measured,
             normalised=Normalised(z=self._z(run), sigma=HARDWARE[run.cls].sigma),
-            hardware_class=HARDWARE[run.cls].name, software=SoftwareVersions(python="3.11"),
-            harness_version="sim", created_at=EPOCH + timedelta(hours=run.finished_at),
+            hardware_class=HARDWARE[run.cls].name,
+            software=SoftwareVersions(python="3.11"),
+            harness_version="sim",
+            created_at=EPOCH + timedelta(hours=run.finished_at),
         )
         classes = sorted({HARDWARE[r.cls].name for r in [run, *reps]})
         view = ExperimentView(
-            id=run.id, key_id=self.agents[run.agent].key_id, client_name=f"agent-{run.agent}",
-            received_at=record.created_at, record=record, directions=run.directions,
-            replications=Replications(n=1 + len(reps), hardware_classes=classes,
-                                      experiment_ids=[run.id, *(r.id for r in reps)]),
+            id=run.id,
+            key_id=self.agents[run.agent].key_id,
+            client_name=f"agent-{run.agent}",
+            received_at=record.created_at,
+            record=record,
+            directions=run.directions,
+            replications=Replications(
+                n=1 + len(reps),
+                hardware_classes=classes,
+                experiment_ids=[run.id, *(r.id for r in reps)],
+            ),
         )
         self._views[run.id] = (len(reps), view)
         return view
@@ -511,14 +600,22 @@ class Community:
 # Strategies: choose the next run of an agent
 
 
-def choose_solo(com: Community, agent: Agent, *, dedup: bool, avoid_in_flight: bool = False) -> Plan:
-    """independent / global_best: a random change of the agent's own best (baseline first)."""
+def choose_solo(
+    com: Community, agent: Agent, *, dedup: bool, avoid_in_flight: bool = False
+) -> Plan:
+    """independent / global_best (and the hub's fallback): a random change of the agent's parent
+    (baseline first), not one it already ran; with ``dedup`` not one anybody published."""
     if agent.parent not in agent.measured:
         return Plan(agent.parent, agent.parent, "baseline")
-    for _ in range(50):
-        action = com.rng.choice(ALL_ACTIONS)
-        child = agent.parent.apply(action)
+    for attempt in range(100):
+        # Single changes first; once those are used up (a converged parent), two changes at once,
+        # as an agent that never runs out of ideas would.
+        child = agent.parent.apply(com.rng.choice(ALL_ACTIONS))
+        if attempt >= 50:
+            child = child.apply(com.rng.choice(ALL_ACTIONS))
         key = (agent.parent, child)
+        if child == agent.parent:
+            continue
         if key in agent.tried:
             continue
         if dedup and key in com.done:
@@ -532,7 +629,11 @@ def choose_solo(com: Community, agent: Agent, *, dedup: bool, avoid_in_flight: b
 def adopt_global_best(com: Community, agent: Agent) -> None:
     if agent.runs % ADOPT_EVERY == 0 and com.best != agent.parent:
         mine = agent.measured.get(State.reference())
-        own_estimate = (mine - agent.parent_measured) if mine is not None and agent.parent_measured is not None else 0.0
+        own_estimate = (
+            (mine - agent.parent_measured)
+            if mine is not None and agent.parent_measured is not None
+            else 0.0
+        )
         if com.best_estimate > own_estimate:
             adopt(com, agent, com.best)
 
@@ -561,9 +662,17 @@ def choose_hub(com: Community, agent: Agent, now_hours: float) -> Plan:
             for d in com.directions_of(p, c):
                 claims[d] += n
     items = suggest(
-        TRACK, com.direction_stats(), kept, hardware_class=HARDWARE[agent.cls].name, client=agent.key_id,
-        source_of=com.sources.by_sha.get, reference_source=com.reference_source,
-        now=EPOCH + timedelta(hours=now_hours), limit=60, in_flight=claims, best_id=com.best_id,
+        TRACK,
+        com.direction_stats(),
+        kept,
+        hardware_class=HARDWARE[agent.cls].name,
+        client=agent.key_id,
+        source_of=com.sources.by_sha.get,
+        reference_source=com.reference_source,
+        now=EPOCH + timedelta(hours=now_hours),
+        limit=60,
+        in_flight=claims,
+        best_id=com.best_id,
     )
     for item in items:
         plan = _plan_from(com, agent, item.kind, item.direction, item.train_py, item.experiment_id)
@@ -577,11 +686,19 @@ def choose_hub(com: Community, agent: Agent, now_hours: float) -> Plan:
     return choose_solo(com, agent, dedup=True, avoid_in_flight=True)
 
 
-def _plan_from(com: Community, agent: Agent, kind: str, direction: str, train_py: str | None,
-               experiment_id: str | None) -> Plan | None:
+def _plan_from(
+    com: Community,
+    agent: Agent,
+    kind: str,
+    direction: str,
+    train_py: str | None,
+    experiment_id: str | None,
+) -> Plan | None:
     if kind in ("exploit", "explore"):
         action = DIRECTION_ACTIONS.get(direction)
-        return None if action is None else Plan(agent.parent, agent.parent.apply(action), "experiment")
+        return (
+            None if action is None else Plan(agent.parent, agent.parent.apply(action), "experiment")
+        )
     if kind == "combine" and train_py is not None:
         child = com.sources.parse(train_py)
         com.sources.render(child)
@@ -598,10 +715,14 @@ def _plan_from(com: Community, agent: Agent, kind: str, direction: str, train_py
 # The event loop
 
 
-def simulate(strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, target_fraction: float) -> dict[str, float | int | None]:
+def simulate(
+    strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, target_fraction: float
+) -> dict[str, float | int | None]:
     """One seeded simulation of one strategy; returns its figures."""
     land = Landscape.generate(random.Random(seed))
-    com = Community(strategy, land, n_agents, random.Random(seed * 7919 + STRATEGIES.index(strategy)))
+    com = Community(
+        strategy, land, n_agents, random.Random(seed * 7919 + STRATEGIES.index(strategy))
+    )
     noise = random.Random(seed * 104729 + 17)  # the same noise stream for every strategy
     target = target_fraction * land.reachable()
     heap: list[tuple[float, int, int]] = []
@@ -612,11 +733,17 @@ def simulate(strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, 
         nonlocal counter
         if strategy == "global_best":
             adopt_global_best(com, agent)
-        plan = choose_hub(com, agent, t) if strategy == "hub" else choose_solo(com, agent, dedup=strategy == "global_best")
+        plan = (
+            choose_hub(com, agent, t)
+            if strategy == "hub"
+            else choose_solo(com, agent, dedup=strategy == "global_best")
+        )
         duration = 1.0 / HARDWARE[agent.cls].runs_per_hour * noise.uniform(0.95, 1.05)
         plans[agent.index] = (plan, duration)
         com.metrics.sources["baseline" if plan.kind == "baseline" else plan.source] += 1
-        com.in_flight[(plan.parent, plan.child)] = com.in_flight.get((plan.parent, plan.child), 0) + 1
+        com.in_flight[(plan.parent, plan.child)] = (
+            com.in_flight.get((plan.parent, plan.child), 0) + 1
+        )
         counter += 1
         heapq.heappush(heap, (t + duration, counter, agent.index))
 
@@ -638,6 +765,10 @@ def simulate(strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, 
     m = com.metrics
     return {
         "gpu_hours_to_target": reached,
+        **{
+            f"gpu_hours_to_{round(f * 100)}pct": hours_to(com.metrics.curve, f * land.reachable())
+            for f in SWEEP_FRACTIONS
+        },
         "duplicate_rate": m.duplicates / max(m.experiment_runs, 1),
         "false_keeps": m.false_keeps,
         "best_improvement": com.community_best_true(),
@@ -645,30 +776,68 @@ def simulate(strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, 
         "false_community_bests": m.false_bests,
         "runs": m.runs,
         "keeps": m.keeps,
+        **{f"runs_{kind}": m.sources.get(kind, 0) for kind in RUN_SOURCES},
         "target": target,
     }
+
+
+def hours_to(curve: Sequence[tuple[float, float]], level: float) -> float | None:
+    """First GPU-hours at which the curve's true best reaches ``level`` (None: never)."""
+    return next((hours for hours, best in curve if best >= level), None)
 
 
 def finish_run(com: Community, agent: Agent, plan: Plan, noise: random.Random, t: float) -> None:
     land, c = com.land, agent.cls
     sigma = HARDWARE[c].sigma
     agent.runs += 1
-    crashed = plan.kind == "experiment" and noise.random() < land.crash_probability(plan.parent, plan.child)
-    measured = None if crashed else BASE_VAL_BPB - land.quality(plan.child, c) + noise.gauss(0.0, sigma)
+    crashed = plan.kind == "experiment" and noise.random() < land.crash_probability(
+        plan.parent, plan.child
+    )
+    measured = (
+        None if crashed else BASE_VAL_BPB - land.quality(plan.child, c) + noise.gauss(0.0, sigma)
+    )
     rid = sha256_hex(f"{com.strategy}-{len(com.runs)}-{agent.index}")
     if plan.kind == "baseline":
         assert measured is not None
         agent.measured[plan.child] = measured
         agent.parent_measured = measured
-        com.record(Run(rid, agent.index, c, plan.parent, plan.child, "baseline", False, measured, None,
-                       "baseline", [], 0.0, t))
+        com.record(
+            Run(
+                rid,
+                agent.index,
+                c,
+                plan.parent,
+                plan.child,
+                "baseline",
+                False,
+                measured,
+                None,
+                "baseline",
+                [],
+                0.0,
+                t,
+            )
+        )
         return
     parent_measured = agent.measured.get(plan.parent)
     directions = [] if plan.kind == "replicate" else com.directions_of(plan.parent, plan.child)
     true_delta = land.quality(plan.child, c) - land.quality(plan.parent, c)
     if plan.kind == "replicate":
-        run = Run(rid, agent.index, c, plan.parent, plan.child, "replicate", False, measured, parent_measured,
-                  "replicate", [], true_delta, t)
+        run = Run(
+            rid,
+            agent.index,
+            c,
+            plan.parent,
+            plan.child,
+            "replicate",
+            False,
+            measured,
+            parent_measured,
+            "replicate",
+            [],
+            true_delta,
+            t,
+        )
         com.record(run)
         com.replications[plan.replicate_of or ""].append(run)
         if measured is not None:
@@ -678,8 +847,22 @@ def finish_run(com: Community, agent: Agent, plan: Plan, noise: random.Random, t
     agent.tried.add((plan.parent, plan.child))
     keep = measured is not None and parent_measured is not None and measured < parent_measured
     status = "crash" if crashed else ("keep" if keep else "discard")
-    run = Run(rid, agent.index, c, plan.parent, plan.child, "experiment", crashed, measured, parent_measured,
-              status, directions, true_delta, t, plan.source)
+    run = Run(
+        rid,
+        agent.index,
+        c,
+        plan.parent,
+        plan.child,
+        "experiment",
+        crashed,
+        measured,
+        parent_measured,
+        status,
+        directions,
+        true_delta,
+        t,
+        plan.source,
+    )
     com.record(run)
     if keep:
         assert measured is not None
@@ -700,9 +883,18 @@ def summarise(values: Sequence[float | int | None]) -> dict[str, float | int | N
     present = [float(v) for v in values if v is not None]
     if not present:
         return {"mean": None, "median": None, "p10": None, "p90": None, "n": 0}
-    qs = statistics.quantiles(present, n=10, method="inclusive") if len(present) > 1 else [present[0]] * 9
-    return {"mean": statistics.fmean(present), "median": statistics.median(present), "p10": qs[0], "p90": qs[-1],
-            "n": len(present)}
+    qs = (
+        statistics.quantiles(present, n=10, method="inclusive")
+        if len(present) > 1
+        else [present[0]] * 9
+    )
+    return {
+        "mean": statistics.fmean(present),
+        "median": statistics.median(present),
+        "p10": qs[0],
+        "p90": qs[-1],
+        "n": len(present),
+    }
 
 
 def censored_median(values: Sequence[float | int | None]) -> float | None:
@@ -712,19 +904,36 @@ def censored_median(values: Sequence[float | int | None]) -> float | None:
     return None if math.isinf(median) else median
 
 
-def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float,
-            progress: Callable[[str], None] | None = None) -> dict[str, object]:
+def compare(
+    seeds: int,
+    n_agents: int,
+    gpu_hours: float,
+    target_fraction: float,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, object]:
     """Run every strategy on ``seeds`` seeds; the pinned JSON shape of DESIGN.md."""
     out: dict[str, dict[str, object]] = {}
     for strategy in STRATEGIES:
-        per_seed = [simulate(strategy, s, n_agents=n_agents, gpu_hours=gpu_hours, target_fraction=target_fraction)
-                    for s in range(seeds)]
+        per_seed = [
+            simulate(
+                strategy, s, n_agents=n_agents, gpu_hours=gpu_hours, target_fraction=target_fraction
+            )
+            for s in range(seeds)
+        ]
         if progress:
             progress(strategy)
-        spread = {key: summarise([r[key] for r in per_seed]) for key in per_seed[0] if key != "target"}
+        spread = {
+            key: summarise([r[key] for r in per_seed]) for key in per_seed[0] if key != "target"
+        }
         hours = spread["gpu_hours_to_target"]
         out[strategy] = {
             "gpu_hours_to_target": censored_median([r["gpu_hours_to_target"] for r in per_seed]),
+            "gpu_hours_to_fraction": {
+                f"{f:.2f}": censored_median(
+                    [r[f"gpu_hours_to_{round(f * 100)}pct"] for r in per_seed]
+                )
+                for f in SWEEP_FRACTIONS
+            },
             "reached_target": hours["n"],
             "duplicate_rate": spread["duplicate_rate"]["mean"],
             "false_keeps": spread["false_keeps"]["mean"],
@@ -734,8 +943,13 @@ def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float,
             "spread": spread,
         }
     return {
-        "config": {"seeds": seeds, "agents": n_agents, "gpu_hours": gpu_hours, "target_fraction": target_fraction,
-                   "hardware": [h.__dict__ for h in HARDWARE]},
+        "config": {
+            "seeds": seeds,
+            "agents": n_agents,
+            "gpu_hours": gpu_hours,
+            "target_fraction": target_fraction,
+            "hardware": [h.__dict__ for h in HARDWARE],
+        },
         "strategies": out,
     }
 
@@ -753,6 +967,16 @@ def table(result: dict[str, object]) -> str:
             f"{name:<12} {hrs:>16} {s['reached_target']:>8} {s['duplicate_rate']:>9.1%} {s['dead_end_runs']:>10.1f} "
             f"{s['false_keeps']:>12.1f} {s['false_community_bests']:>12.1f} {s['best_improvement']:>10.4f}"
         )
+    lines += [
+        "",
+        "GPU-hours (median over seeds) until the community best reaches a share of the reachable:",
+    ]
+    for name, s in strategies.items():
+        cells = "  ".join(
+            f"{frac}: {'never' if hours is None else f'{hours:.1f}'}"
+            for frac, hours in s["gpu_hours_to_fraction"].items()
+        )
+        lines.append(f"{name:<12} {cells}")
     return "\n".join(lines)
 
 
@@ -760,12 +984,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--agents", type=int, default=12)
-    parser.add_argument("--gpu-hours", type=float, default=60.0, help="simulated GPU-hours per community")
-    parser.add_argument("--target", type=float, default=0.5, help="target: this fraction of the reachable improvement")
+    parser.add_argument(
+        "--gpu-hours", type=float, default=60.0, help="simulated GPU-hours per community"
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=0.5,
+        help="target: this fraction of the reachable improvement",
+    )
     parser.add_argument("--json", action="store_true", help="print the pinned JSON shape")
     args = parser.parse_args(argv)
-    result = compare(args.seeds, args.agents, args.gpu_hours, args.target,
-                     progress=lambda s: print(f"simulated {s}", file=sys.stderr))
+    result = compare(
+        args.seeds,
+        args.agents,
+        args.gpu_hours,
+        args.target,
+        progress=lambda s: print(f"simulated {s}", file=sys.stderr),
+    )
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import re
 import subprocess
 import tempfile
@@ -21,8 +22,13 @@ def source_sha256(source: str) -> str:
     return sha256_hex(source)
 
 
+@functools.lru_cache(maxsize=512)
 def canonical_sha256_or_none(source: str) -> str | None:
-    """Canonical ``train.py`` hash (``ast`` unparse, then SHA-256), or None when it does not parse."""
+    """Canonical ``train.py`` hash (``ast`` unparse, then SHA-256), or None when it does not parse.
+
+    Memoised: the loop asks for the same sources several times per experiment, and parsing plus
+    unparsing a full ``train.py`` costs tens of milliseconds.
+    """
     try:
         return canonical_source_sha256(source)
     except SchemaError:
@@ -73,6 +79,9 @@ def only_seed_changed(parent: str, child: str) -> bool:
     Such a child measures seed noise, not an idea: the loop never counts it as an improvement
     (docs/architecture.md, direction key ``seed``). Formatting and comments are ignored.
     """
+    changed = [line for line in unified_diff(parent, child).splitlines()[2:] if line[:1] in "+-"]
+    if not any(_SEED_NAME.search(line) for line in changed):
+        return False  # cheap: a seed-only change must touch a line that names a seed
     try:
         p, c = ast.parse(parent), ast.parse(child)
     except SyntaxError:

@@ -58,7 +58,7 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
-from sqlalchemy import Select, and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -744,9 +744,13 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
     hardware classes and its first :data:`REPLICATION_IDS` run ids: three grouped queries, so a view
     costs the same however often the experiment was replicated."""
-    key = tuple_(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
     ok_bpb = case((Experiment.outcome == "ok", Experiment.val_bpb))
-    in_groups = key.in_(list(groups))
+    in_groups = or_(  # an OR of equalities: both engines answer it from the (track, parent, child) index
+        *(
+            and_(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
+            for t, p, c in groups
+        )
+    )
     sums = {
         (t, p, c): (n, ok_n, total, total_sq)
         for t, p, c, n, ok_n, total, total_sq in session.execute(

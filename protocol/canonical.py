@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import threading
 from typing import Any
 
 import rfc8785
@@ -51,6 +52,23 @@ def record_id(record: BaseModel) -> str:
     return sha256_hex(canonical_bytes(record))
 
 
+_AST_LOCK = threading.Lock()
+
+
+def parse_source(source: str, filename: str = "train.py") -> ast.Module:
+    """``ast.parse`` behind a process-wide lock.
+
+    CPython 3.11's C AST converter is not safe for concurrent use from several threads: two threads
+    parsing at once can fail with ``SystemError: AST constructor recursion depth mismatch`` (seen on
+    3.11.7 in the hub's thread pool). Every parse in this project goes through here.
+
+    Raises:
+        SyntaxError: the source does not parse.
+    """
+    with _AST_LOCK:
+        return ast.parse(source, filename=filename)
+
+
 def canonical_source(source: str) -> str:
     """Canonical form of a ``train.py``: ``ast.unparse(ast.parse(source))``.
 
@@ -61,10 +79,11 @@ def canonical_source(source: str) -> str:
         SchemaError: the source does not parse as Python.
     """
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError as exc:
         raise SchemaError(f"train.py does not parse: line {exc.lineno}: {exc.msg}", reason="unparsable_source") from exc
-    return ast.unparse(tree)
+    with _AST_LOCK:
+        return ast.unparse(tree)
 
 
 def canonical_source_sha256(source: str) -> str:

@@ -2,10 +2,14 @@
 
 Every document is tokenized as ``[BOS, *tokens]``. Rows of ``T + 1`` tokens are packed best-fit from
 a buffer of documents (upstream karpathy/autoresearch ``prepare.py``, ``make_dataloader``): take the
-largest buffered document that fits the space left in the row; when none fits, crop the shortest to
-fill the row exactly. Unlike upstream, the cropped remainder is not dropped: it goes back into the
-buffer as a new segment ``[BOS, *rest]``, so no text token is lost, also across epoch boundaries
-(the buffer carries over; the next epoch's documents are appended behind it). Consequences: every
+largest buffered document that fits the space left in the row; when none fits, crop one to fill the
+row exactly. Unlike upstream, the cropped remainder is not dropped: it goes back into the buffer as
+a new segment ``[BOS, *rest]``, so no text token is lost, also across epoch boundaries (the buffer
+carries over; the next epoch's documents are appended behind it). Because remainders come back, the
+cropped document is the *oldest* in the buffer, not the shortest as upstream: cropping the shortest
+would cut the same document again for the next row, and with documents much longer than a row whole
+batches would come from one document (measured on ``tiny``: val_bpb 4.19 instead of 3.6 after 125
+steps). Consequences: every
 row starts with BOS, there is no padding, inputs are ``row[:-1]`` and targets ``row[1:]``.
 
 The offline corpus (``cpu``/``tiny``) is read from the file shipped in ``trainer/data/`` after its
@@ -20,6 +24,7 @@ import json
 import logging
 import lzma
 import random
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +132,13 @@ def load_corpus(track: TrackSpec) -> TokenizedCorpus:
 class BestFitPacker:
     """Packs ``[BOS, …]`` documents into rows of ``row_len`` tokens (see the module docstring).
 
-    ``docs`` yields ``(tokens, epoch)``; each ``tokens`` must start with ``bos_id``. A finite
-    ``docs`` ends the rows when the buffer can no longer fill a whole row (at most ``row_len - 1``
-    text tokens are left unused then). ``epoch`` is the epoch of the newest document read.
+    ``docs`` yields ``(tokens, epoch)``; each ``tokens`` must start with ``bos_id``. Buffered segments
+    are indexed by length (for best fit) and by arrival (for cropping): when no segment fits, the
+    oldest one is cropped and its remainder queued behind the others, so a long document is spread
+    over many rows, round-robin with the rest of the buffer, instead of filling consecutive rows (which
+    would make whole batches come from one document). A finite ``docs`` ends the rows when the buffer
+    can no longer fill a whole row (at most ``row_len - 1`` text tokens are left unused then).
+    ``epoch`` is the epoch of the newest document read.
     """
 
     def __init__(self, docs: Iterable[tuple[np.ndarray, int]], row_len: int, bos_id: int, buffer_size: int = 256) -> None:
@@ -140,18 +149,31 @@ class BestFitPacker:
         self.bos_id = bos_id
         self.buffer_size = buffer_size
         self.epoch = 0
-        self._lengths: list[int] = []  # sorted lengths, parallel to _segments
-        self._segments: list[np.ndarray] = []
+        self._by_len: list[tuple[int, int]] = []  # sorted (length, id)
+        self._segments: dict[int, np.ndarray] = {}  # id → segment
+        self._arrival: deque[int] = deque()  # ids, oldest first (ids already used are skipped)
+        self._next_id = 0
+        self._buffered_tokens = 0
         self._exhausted = False
 
     def _push(self, seg: np.ndarray) -> None:
-        i = bisect.bisect_right(self._lengths, len(seg))
-        self._lengths.insert(i, len(seg))
-        self._segments.insert(i, seg)
+        sid = self._next_id
+        self._next_id += 1
+        bisect.insort(self._by_len, (len(seg), sid))
+        self._segments[sid] = seg
+        self._arrival.append(sid)
+        self._buffered_tokens += len(seg)
 
-    def _pop(self, i: int) -> np.ndarray:
-        self._lengths.pop(i)
-        return self._segments.pop(i)
+    def _take(self, sid: int) -> np.ndarray:
+        seg = self._segments.pop(sid)
+        del self._by_len[bisect.bisect_left(self._by_len, (len(seg), sid))]
+        self._buffered_tokens -= len(seg)
+        return seg
+
+    def _oldest(self) -> int:
+        while self._arrival[0] not in self._segments:
+            self._arrival.popleft()
+        return self._arrival.popleft()
 
     def _refill(self) -> None:
         while not self._exhausted and len(self._segments) < self.buffer_size:
@@ -160,35 +182,32 @@ class BestFitPacker:
             except StopIteration:
                 self._exhausted = True
                 return
-            if len(doc) < 2 or doc[0] != self.bos_id:
-                if len(doc) and doc[0] != self.bos_id:
-                    raise ValueError("every document must start with BOS")
-                continue  # an empty document carries no text
-            self._push(doc)
+            if len(doc) and doc[0] != self.bos_id:
+                raise ValueError("every document must start with BOS")
+            if len(doc) >= 2:  # an empty document carries no text
+                self._push(doc)
 
     def next_row(self) -> np.ndarray | None:
         """The next row, ``(row_len,)`` int64, or None when a finite stream cannot fill one."""
         self._refill()
-        if self._exhausted and sum(self._lengths) < self.row_len:
+        if self._exhausted and self._buffered_tokens < self.row_len:
             return None
         row = np.empty(self.row_len, dtype=np.int64)
         pos = 0
         while pos < self.row_len:
             self._refill()
             remaining = self.row_len - pos
-            i = bisect.bisect_right(self._lengths, remaining) - 1  # largest segment that fits
+            i = bisect.bisect_right(self._by_len, (remaining, self._next_id)) - 1  # largest that fits
             if i >= 0:
-                seg = self._pop(i)
+                seg = self._take(self._by_len[i][1])
                 row[pos : pos + len(seg)] = seg
                 pos += len(seg)
                 continue
             if not self._segments:
-                return None  # finite stream ran dry mid-row (only with rows of BOS-only docs)
-            seg = self._pop(0)  # none fits: crop the shortest to fill the row exactly
+                return None  # a finite stream ran dry mid-row: fewer than row_len tokens were left
+            seg = self._take(self._oldest())  # none fits: crop the oldest to fill the row exactly
             row[pos:] = seg[:remaining]
-            rest = seg[remaining:]
-            if len(rest):
-                self._push(np.concatenate([np.array([self.bos_id], dtype=np.int64), rest]))
+            self._push(np.concatenate([np.array([self.bos_id], dtype=np.int64), seg[remaining:]]))
             pos = self.row_len
         return row
 

@@ -64,16 +64,25 @@ class Mutation:
         return f"{self.name} {self.old_code} → {self.new_code}"
 
 
-def find_constants(source: str) -> list[Constant]:
-    """The mutable module-level UPPER_CASE constants of ``source``, in file order.
+def parse(source: str) -> cst.Module:
+    """The concrete syntax tree of ``source``.
 
     Raises:
         ProposerError: the source does not parse.
     """
     try:
-        module = cst.parse_module(source)
+        return cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         raise ProposerError(f"train.py does not parse: {exc}") from exc
+
+
+def find_constants(source: str | cst.Module) -> list[Constant]:
+    """The mutable module-level UPPER_CASE constants of ``source`` (text or parsed), in file order.
+
+    Raises:
+        ProposerError: the source does not parse.
+    """
+    module = parse(source) if isinstance(source, str) else source
     found: list[Constant] = []
     for stmt in module.body:
         if not isinstance(stmt, cst.SimpleStatementLine):
@@ -82,7 +91,7 @@ def find_constants(source: str) -> list[Constant]:
             name, value = _assignment(small)
             if name is None or value is None or name in FIXED_NAMES or "SEED" in name:
                 continue
-            const = _constant(name, value, module.code_for_node(value))
+            const = _constant(name, value)
             if const is not None:
                 found.append(const)
     return found
@@ -98,14 +107,14 @@ def _assignment(node: cst.BaseSmallStatement) -> tuple[str | None, cst.BaseExpre
     return (name, node.value) if _CONST_NAME.match(name) else (None, None)
 
 
-def _constant(name: str, value: cst.BaseExpression, code: str) -> Constant | None:
+def _constant(name: str, value: cst.BaseExpression) -> Constant | None:
     if isinstance(value, cst.Integer):
-        return Constant(name, int(value.evaluated_value), code)
+        return Constant(name, int(value.evaluated_value), value.value)
     if isinstance(value, cst.Float):
-        return Constant(name, float(value.evaluated_value), code)
+        return Constant(name, float(value.evaluated_value), value.value)
     if isinstance(value, cst.SimpleString) and isinstance(value.evaluated_value, str):
         text = value.evaluated_value
-        return Constant(name, text, code) if text and set(text) <= {"S", "L"} else None
+        return Constant(name, text, value.value) if text and set(text) <= {"S", "L"} else None
     if (
         isinstance(value, cst.BinaryOperation)
         and isinstance(value.operator, cst.Power)
@@ -114,7 +123,7 @@ def _constant(name: str, value: cst.BaseExpression, code: str) -> Constant | Non
     ):
         base, exponent = int(value.left.evaluated_value), int(value.right.evaluated_value)
         if base >= 2 and 0 <= exponent <= 62:
-            return Constant(name, exponent, code, power_base=base)
+            return Constant(name, exponent, f"{value.left.value}**{value.right.value}", power_base=base)
     return None
 
 
@@ -192,9 +201,10 @@ class _Replace(cst.CSTTransformer):
         return updated
 
 
-def apply_mutations(source: str, muts: list[Mutation]) -> str:
-    """``source`` with each mutation's constant set to its new value (formatting kept)."""
-    module = cst.parse_module(source)
+def apply_mutations(source: str | cst.Module, muts: list[Mutation]) -> str:
+    """``source`` (text or a parsed module) with each mutation's constant set to its new value,
+    formatting kept."""
+    module = cst.parse_module(source) if isinstance(source, str) else source
     return module.visit(_Replace({m.name: m.new_code for m in muts})).code
 
 
@@ -206,6 +216,7 @@ class OfflineProposer:
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         """A child of ``ctx.train_py`` not in ``ctx.tried`` (see the module docstring for the rules).
@@ -217,21 +228,22 @@ class OfflineProposer:
         parent_hash = canonical_sha256_or_none(ctx.train_py)
         avoid = {s.direction for s in ctx.suggestions if s.kind == "avoid"}
         for source, description in self._candidates(ctx, rng, avoid):
-            child_hash = canonical_sha256_or_none(source)
+            child_hash = canonical_sha256_or_none(source)  # memoised: a long night re-checks old candidates
             if child_hash is None or child_hash == parent_hash or child_hash in ctx.tried:
                 continue
             return Proposal(source=source, description=description)
         raise ProposerError("the offline proposer has tried every mutation it knows for this train.py")
 
     def _candidates(self, ctx: ProposalContext, rng: random.Random, avoid: set[str]) -> Iterator[tuple[str, str]]:
-        constants = find_constants(ctx.train_py)
+        module = parse(ctx.train_py)  # parsed once; each candidate is a visit of it
+        constants = find_constants(module)
         singles = [m for c in constants for m in mutations(c) if m.direction not in avoid]
         rng.shuffle(singles)
         from_hub = list(self._from_suggestions(ctx, constants, rng, avoid))
         if from_hub and rng.random() < 0.75:
             yield from from_hub
         for m in singles:
-            yield apply_mutations(ctx.train_py, [m]), m.description
+            yield self._apply(ctx.train_py, module, [m]), m.description
         yield from from_hub
         by_name: dict[str, list[Mutation]] = {}
         for m in singles:
@@ -240,7 +252,16 @@ class OfflineProposer:
         for _ in range(MAX_PAIR_TRIES if len(names) >= 2 else 0):
             a, b = rng.sample(names, 2)
             pair = [rng.choice(by_name[a]), rng.choice(by_name[b])]
-            yield apply_mutations(ctx.train_py, pair), ", ".join(m.description for m in pair)
+            yield self._apply(ctx.train_py, module, pair), ", ".join(m.description for m in pair)
+
+    def _apply(self, parent: str, module: cst.Module, muts: list[Mutation]) -> str:
+        """Memoised :func:`apply_mutations` of ``module`` (the parsed ``parent``)."""
+        key = (parent, tuple((m.name, m.new_code) for m in muts))
+        if key not in self._children:
+            if len(self._children) > 4096:
+                self._children.clear()
+            self._children[key] = apply_mutations(module, muts)
+        return self._children[key]
 
     def _from_suggestions(
         self, ctx: ProposalContext, constants: list[Constant], rng: random.Random, avoid: set[str]

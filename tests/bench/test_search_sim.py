@@ -28,7 +28,9 @@ def test_json_has_the_pinned_keys(sim: ModuleType, capsys: pytest.CaptureFixture
     result = json.loads(capsys.readouterr().out)
     assert set(result["strategies"]) == {"independent", "global_best", "hub"}
     for figures in result["strategies"].values():
-        assert {"gpu_hours_to_target", "duplicate_rate", "false_keeps", "best_improvement"} <= set(figures)
+        assert {"gpu_hours_to_target", "duplicate_rate", "false_keeps", "best_improvement"} <= set(
+            figures
+        )
         assert 0.0 <= figures["duplicate_rate"] <= 1.0
         assert figures["spread"]["best_improvement"]["n"] == 2
 

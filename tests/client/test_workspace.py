@@ -134,6 +134,7 @@ def test_compact_table_is_bounded() -> None:
 def test_seed_only_change() -> None:
     parent = "SEED = 1\nLR = 0.1\n"
     assert only_seed_changed(parent, "SEED = 2  # new\nLR = 0.1\n")
+    assert only_seed_changed("# a\n" + parent, "# b\n" + parent.replace("SEED = 1", "SEED = 2"))  # comments do not count
     assert not only_seed_changed(parent, "SEED = 2\nLR = 0.2\n")
     assert not only_seed_changed(parent, parent)
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from autoresearch.client.demo import HubServer, volunteer_command
 from autoresearch.client.demo import Volunteer as DemoVolunteer
-from conftest import MAIN
+from e2e_support import MAIN
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import CalibrationRecord, KeyPair, record_id, sha256_hex, sign
 from autoresearch.trainer import tracks
 from autoresearch.trainer.run import run_training
-from conftest import MAIN, Volunteer, hub_experiments
+from e2e_support import MAIN, Volunteer, hub_experiments
 
 pytestmark = pytest.mark.slow
 TINY = tracks.get_track("tiny")

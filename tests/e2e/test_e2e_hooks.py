@@ -25,7 +25,7 @@ from autoresearch.protocol import (
     utc_now,
 )
 from autoresearch.trainer import tracks
-from conftest import run_cli_inprocess
+from e2e_support import run_cli_inprocess
 
 TINY = tracks.get_track("tiny")
 REFERENCE = tracks.reference_source(TINY)

@@ -293,3 +293,18 @@ def test_trust_rule() -> None:
     assert suggestions.counts_toward_gain(["MATRIX_LR ↑"])
     assert not suggestions.counts_toward_gain(["MATRIX_LR ↑", "MLP.forward"])
     assert not suggestions.counts_toward_gain(["seed"])
+
+
+def test_empirical_prior_learns_that_most_changes_hurt() -> None:
+    assert (
+        suggestions.empirical_prior(STATS[:3]) == suggestions.Prior()
+    )  # too few directions: N(0, 1)
+    hurting = [stat(f"C{i} ↑", 4, 0, 0, -1.0 - 0.3 * (i % 3)) for i in range(8)]
+    prior = suggestions.empirical_prior(hurting)
+    assert prior.mean == pytest.approx(-1.3)
+    assert suggestions.MIN_PRIOR_SD <= prior.sd <= suggestions.PRIOR_SD
+    assert (
+        suggestions.empirical_prior([stat(f"G{i} ↑", 2, 2, 0, 3.0) for i in range(6)]).mean == 0.0
+    )  # clamped
+    untried = suggestions.posterior(None, 0, prior=prior)
+    assert untried.mean == pytest.approx(prior.mean) and untried.sd == pytest.approx(prior.sd)

@@ -103,3 +103,11 @@ def test_byte_tokenizer_counts_utf8_bytes() -> None:
     assert list(ids) == [data.BYTES_BOS_ID, 0xC3, 0xA9, ord("!")]
     corpus = data.load_corpus(tracks.get_track("tiny"))
     assert corpus.token_bytes[data.BYTES_BOS_ID] == 0 and corpus.token_bytes[:256].sum() == 256
+
+
+def test_long_documents_are_spread_round_robin_not_cut_into_consecutive_rows() -> None:
+    docs = _docs([1000] * 8)
+    packer = data.BestFitPacker(((d, 1) for d in docs), 16, BOS, buffer_size=8)
+    first = [next(iter(packer)) for _ in range(8)]
+    sources = [int(row[1]) for row in first]
+    assert sorted(sources) == list(range(1, 9))  # eight rows, eight different documents
