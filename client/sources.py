@@ -12,7 +12,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from autoresearch.protocol import MAX_DIFF_BYTES, SchemaError, canonical_source_sha256, sha256_hex
+from autoresearch.protocol import (
+    MAX_DIFF_BYTES,
+    SchemaError,
+    canonical_source_sha256,
+    parse_source,
+    sha256_hex,
+)
 
 _SEED_NAME = re.compile(r"SEED", re.IGNORECASE)
 
@@ -83,7 +89,7 @@ def only_seed_changed(parent: str, child: str) -> bool:
     if not any(_SEED_NAME.search(line) for line in changed):
         return False  # cheap: a seed-only change must touch a line that names a seed
     try:
-        p, c = ast.parse(parent), ast.parse(child)
+        p, c = parse_source(parent), parse_source(child)
     except SyntaxError:
         return False
     if ast.dump(p) == ast.dump(c):

@@ -144,22 +144,6 @@ def is_seed_only(directions: list[str]) -> bool:
     return directions == [SEED]
 
 
-def top_level_names(source: str) -> list[str]:
-    """Top-level names a ``train.py`` binds, in source order (functions, classes, constants).
-
-    The suggestion engine derives ``explore`` areas from the reference ``train.py`` with this.
-
-    Raises:
-        SchemaError: the source does not parse as Python.
-    """
-    names: list[str] = []
-    for node in _parse(source, "source").body:
-        for name in _bound_names(node):
-            if name not in names:
-                names.append(name)
-    return names
-
-
 def possible_directions(source: str) -> list[str]:
     """Every direction a change of this ``train.py`` could have, in source order.
 

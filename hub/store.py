@@ -742,7 +742,7 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
 
 def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Replications]:
     """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
-    hardware classes and its first :data:`REPLICATION_IDS` run ids: three grouped queries, so a view
+    hardware classes and its first :data:`REPLICATION_IDS` run ids: two grouped queries, so a view
     costs the same however often the experiment was replicated."""
     ok_bpb = case((Experiment.outcome == "ok", Experiment.val_bpb))
     in_groups = or_(  # an OR of equalities: both engines answer it from the (track, parent, child) index
@@ -751,23 +751,21 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
             for t, p, c in groups
         )
     )
-    sums = {
-        (t, p, c): (n, ok_n, total, total_sq)
-        for t, p, c, n, ok_n, total, total_sq in session.execute(
-            select(
-                Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
-                func.count(), func.count(ok_bpb), func.sum(ok_bpb), func.sum(ok_bpb * ok_bpb),
-            )
-            .where(in_groups)
-            .group_by(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
-        ).all()
-    }
+    sums: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0])
     classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for t, p, c, hw in session.execute(
-        select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.hardware_class)
+    for t, p, c, hw, n, ok_n, total, total_sq in session.execute(
+        select(
+            Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.hardware_class,
+            func.count(), func.count(ok_bpb), func.sum(ok_bpb), func.sum(ok_bpb * ok_bpb),
+        )
         .where(in_groups)
-        .distinct()
+        .group_by(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.hardware_class)
     ).all():
+        acc = sums[(t, p, c)]
+        acc[0] += n
+        acc[1] += ok_n
+        acc[2] += total or 0.0
+        acc[3] += total_sq or 0.0
         classes[(t, p, c)].append(hw)
     rank = func.row_number().over(
         partition_by=(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256),
@@ -787,11 +785,11 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
         ids[(t, p, c)].append(eid)
     out: dict[tuple[str, str, str], Replications] = {}
     for group in groups:
-        n, ok_n, total, total_sq = sums.get(group, (0, 0, None, None))
+        n, ok_n, total, total_sq = sums[group]
         mean = total / ok_n if ok_n else None
         std = math.sqrt(max(0.0, total_sq / ok_n - mean * mean)) if mean is not None else None
         out[group] = Replications(
-            n=n, val_bpb_mean=mean, val_bpb_std=std, hardware_classes=sorted(classes[group]), experiment_ids=ids[group]
+            n=int(n), val_bpb_mean=mean, val_bpb_std=std, hardware_classes=sorted(classes[group]), experiment_ids=ids[group]
         )
     return out
 

@@ -470,33 +470,63 @@ def _combine_suggestions(
             )
         )
     if best is not None:
-        greedy = _combine_best_with_siblings(best, by_parent, source_of, rng)
-        if greedy is not None:
-            out.append(greedy)
+        out.extend(_greedy_combines(best, by_parent, source_of, rng))
     return out
 
 
-def _combine_best_with_siblings(
+def _greedy_combines(
     best: ExperimentView,
     by_parent: Mapping[str, list[ExperimentView]],
     source_of: Callable[[str], str | None],
     rng: random.Random,
-) -> Suggestion | None:
+) -> list[Suggestion]:
     """The best merged with every disjoint sibling of it kept with z ≥ COMBINE_MIN_Z, strongest first.
 
-    When the best moves, the other results kept on its old parent are not lost: this folds them all
-    in at once (each three-way merge checked as in :func:`combine_sources`) instead of one pair per
-    round. None when fewer than two siblings merge (the pair suggestions cover that).
+    When the best moves, the other results kept on its old parent are not lost: one run folds them
+    all in instead of one pair per round. Each step is a checked :func:`combine_sources` merge;
+    fewer than two siblings merged: nothing (the pair suggestions cover that).
     """
-    parent = source_of(best.record.parent_sha256)
-    current = source_of(best.record.child_sha256)
-    if parent is None or current is None:
-        return None
     siblings = [
         v for v in by_parent.get(best.record.parent_canonical_sha256, []) if v.id != best.id
     ]
-    merged_in: list[ExperimentView] = []
-    for view in sorted(siblings, key=lambda v: (-(_z_of(v) or 0.0), v.id)):
+    merged = _greedy_merge(source_of(best.record.parent_sha256), best, _by_z(siblings), source_of)
+    if merged is None:
+        return []
+    train_py, views = merged
+    score = 0.0
+    for view in views:
+        post = posterior(_z_of(view), 1)
+        score += post.mean + post.sd * rng.gauss(0.0, 1.0)
+    directions = " + ".join(sorted({d for v in views for d in v.directions}))
+    return [
+        Suggestion(
+            kind="combine",
+            direction=directions[:200],
+            score=round(score, 6),
+            evidence=[v.id for v in views][:MAX_EVIDENCE],
+            parent_sha256=best.record.parent_sha256,
+            train_py=train_py,
+            rationale=f"the community best plus {len(views) - 1} disjoint results kept beside it; merged file ready to run",
+        )
+    ]
+
+
+def _by_z(views: Sequence[ExperimentView]) -> list[ExperimentView]:
+    return sorted(views, key=lambda v: (-(_z_of(v) or 0.0), v.id))
+
+
+def _greedy_merge(
+    parent: str | None,
+    first: ExperimentView,
+    candidates: Sequence[ExperimentView],
+    source_of: Callable[[str], str | None],
+) -> tuple[str, list[ExperimentView]] | None:
+    """Fold candidates one by one into ``first``'s child; None when fewer than three merged."""
+    current = source_of(first.record.child_sha256)
+    if parent is None or current is None:
+        return None
+    views = [first]
+    for view in candidates:
         child = source_of(view.record.child_sha256)
         if child is None:
             continue
@@ -504,23 +534,8 @@ def _combine_best_with_siblings(
             current = _combine_cached(parent, current, child).train_py
         except CombineRefused:
             continue
-        merged_in.append(view)
-    if len(merged_in) < 2:
-        return None
-    score = 0.0
-    for view in (best, *merged_in):
-        post = posterior(_z_of(view), 1)
-        score += post.mean + post.sd * rng.gauss(0.0, 1.0)
-    directions = " + ".join(sorted({d for v in (best, *merged_in) for d in v.directions}))
-    return Suggestion(
-        kind="combine",
-        direction=directions[:200],
-        score=round(score, 6),
-        evidence=[best.id, *(v.id for v in merged_in)][:MAX_EVIDENCE],
-        parent_sha256=best.record.parent_sha256,
-        train_py=current,
-        rationale=f"the community best plus {len(merged_in)} disjoint results kept beside it; merged file ready to run",
-    )
+        views.append(view)
+    return (current, views) if len(views) >= 3 else None
 
 
 def _builds_on_best(a: ExperimentView, b: ExperimentView, best: ExperimentView) -> bool:

@@ -33,7 +33,14 @@ from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 
 from . import data, hardware, tracks
 from .evaluate import ContractError, check_causal, evaluate_bpb
-from .result import ProgressEvent, RunResult, TrainProgress, summary_block, truncate_error
+from .result import (
+    ProgressEvent,
+    RunResult,
+    TrainProgress,
+    summary_block,
+    truncate_error,
+    write_result,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -407,13 +414,6 @@ class _Run:
             software=hardware.software_versions(dev),
             mfu_estimated=self.mfu_estimated,
         )
-
-
-def write_result(result: RunResult, path: Path) -> None:
-    """Write ``result`` as JSON to ``path`` atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

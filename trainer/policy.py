@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import re
 
+from autoresearch.protocol import parse_source
+
 # Top-level modules a train.py may import (submodules included unless listed in FORBIDDEN_PREFIXES).
 ALLOWED_MODULES: frozenset[str] = frozenset(
     {
@@ -107,6 +109,10 @@ FORBIDDEN_ATTRS: frozenset[str] = frozenset(
         "__reduce_ex__",
         "__getattribute__",
         "__dict__",
+        "__self__",  # print.__self__ is the builtins module
+        "__func__",
+        "__objclass__",
+        "__wrapped__",
         "f_globals",
         "f_locals",
         "f_back",
@@ -131,7 +137,7 @@ def check_source(source: str) -> list[str]:
         ``"line N: …"``, in source order. A file that does not parse gives one finding.
     """
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError as exc:
         return [f"line {exc.lineno}: does not parse: {exc.msg}"]
     checker = _Checker()

@@ -7,6 +7,7 @@ These models cross the process boundary between the harness subprocess and the p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -68,6 +69,13 @@ class RunResult(_Model):
     def ok(self) -> bool:
         """True when the run produced a trustworthy val_bpb."""
         return bool(self.outcome == "ok")
+
+
+def write_result(result: RunResult, path: Path) -> None:
+    """Write ``result`` as JSON to ``path`` atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def truncate_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:

@@ -34,7 +34,7 @@ from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 from pydantic import ValidationError
 
 from . import tracks
-from .result import ProgressEvent, RunResult, TrainProgress, truncate_error
+from .result import ProgressEvent, RunResult, TrainProgress, truncate_error, write_result
 
 _logger = logging.getLogger(__name__)
 
@@ -223,7 +223,5 @@ def run_training(
         harness_version=tracks.HARNESS_VERSION,
         train_py_sha256=hashlib.sha256(train_py.read_bytes()).hexdigest() if train_py.is_file() else None,
     )
-    tmp = result_path.with_name("result.json.tmp")
-    tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, result_path)
+    write_result(result, result_path)
     return result

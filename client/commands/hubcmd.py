@@ -77,7 +77,6 @@ def serve(
     require_approval: Annotated[
         bool | None, typer.Option("--require-approval", envvar="AUTORESEARCH_HUB_REQUIRE_APPROVAL", help="Keys without an enroll token wait for `hub admin approve`.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes (PostgreSQL only).")] = 1,
 ) -> None:
     """Migrate the database, then serve the API (/api/v1, /docs) and the pages."""
     settings = _settings(db, private=private, require_approval=require_approval)
@@ -91,8 +90,6 @@ def serve(
     if settings.private and settings.admin_token is None:
         console.info("private hub without AUTORESEARCH_HUB_ADMIN_TOKEN: use `autoresearch hub admin tokens create` for tokens")
     console.info(f"hub on http://{host}:{port} (database: {settings.db_url.split('://')[0]}, {'private' if settings.private else 'public'})")
-    if workers > 1:
-        raise UsageError("--workers > 1 is not supported by `hub serve`", hint="run several `hub serve` processes behind a load balancer (deploy/)")
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 

@@ -422,10 +422,9 @@ def test_endless_rejections_stop_the_loop(ws: Workspace) -> None:
 def test_displays_render_the_loop(ws: Workspace) -> None:
     import io
 
-    from rich.console import Console
-
     from autoresearch.client.display import LiveDisplay, PlainDisplay
     from autoresearch.trainer.result import TrainProgress
+    from rich.console import Console
 
     plain_out = io.StringIO()
     plain = PlainDisplay(Console(file=plain_out, width=200, no_color=True))

@@ -51,6 +51,7 @@ FORBIDDEN = {
     "cpp_extension": ("from torch.utils.cpp_extension import load_inline", "cpp_extension"),
     "load_library": ("import torch\ntorch.ops.load_library('x.so')", "torch.ops.load_library"),
     "subclasses_escape": ("x = ().__class__.__bases__[0].__subclasses__()", "__subclasses__"),
+    "builtins_via_self": ("b = print.__self__\nb.open('x')", "__self__"),
     "func_globals": ("def f():\n    pass\ng = f.__globals__", "__globals__"),
     "getattr_computed": ("import os\nf = getattr(os, 'sys' + 'tem')", "computed"),
     "getattr_forbidden_const": ("import os\nf = getattr(os, 'system')", "os.system"),

@@ -8,7 +8,7 @@ from autoresearch.hub.directions import (
     extract_directions,
     is_seed_only,
     near_duplicate_constants,
-    top_level_names,
+    possible_directions,
 )
 from autoresearch.protocol.errors import SchemaError
 
@@ -178,12 +178,15 @@ def test_near_duplicate_constants() -> None:
     assert not near_duplicate_constants({}, {})
 
 
-def test_top_level_names_in_order() -> None:
-    names = top_level_names(PARENT)
-    assert names[:3] == ["math", "time", "torch"]
-    assert (
-        names.index("MATRIX_LR")
-        < names.index("MLP")
-        < names.index("get_lr_multiplier")
-        < names.index("model")
-    )
+def test_possible_directions_of_a_reference() -> None:
+    keys = possible_directions(PARENT)
+    assert keys[:4] == ["DEPTH ↑", "DEPTH ↓", "ASPECT_RATIO ↑", "ASPECT_RATIO ↓"]
+    assert {
+        "ADAM_BETAS",
+        "WINDOW_PATTERN",
+        "MLP.__init__",
+        "MLP.forward",
+        "get_lr_multiplier",
+        "<module>",
+    } <= set(keys)
+    assert not {"torch", "math", "SEED ↑", "seed", "MLP", "model", "t_start", "step"} & set(keys)
