@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import TypeAlias
 
+from autoresearch.protocol import parse_source
 from autoresearch.protocol.errors import SchemaError
 
 _logger = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class _Summary:
 
 def _parse(source: str, what: str) -> ast.Module:
     try:
-        return ast.parse(source)
+        return parse_source(source)
     except SyntaxError as exc:
         raise SchemaError(
             f"{what} train.py does not parse: line {exc.lineno}: {exc.msg}",

@@ -120,7 +120,7 @@ class Experiment(Base):
     __table_args__ = (
         UniqueConstraint("id"),
         Index(None, "track", "seq"),
-        Index(None, "track", "parent_canonical_sha256", "child_canonical_sha256"),
+        Index(None, "track", "parent_canonical_sha256", "child_canonical_sha256", "seq"),
         Index(None, "track", "hardware_class", "status", "val_bpb"),
         Index(None, "track", "status", "ecm"),
         Index(None, "key_id", "seq"),
@@ -231,3 +231,30 @@ class DirectionAggregate(Base):
     z_n: Mapped[int] = mapped_column(Integer, default=0)
     z_sum: Mapped[float] = mapped_column(Float, default=0.0)
     z_sumsq: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ReplicationGroup(Base):
+    """Running sums per experiment (track, parent canonical, child canonical) over all its runs:
+    what every experiment view shows as ``replications``, one row read per view."""
+
+    __tablename__ = "replication_groups"
+
+    track: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_canonical_sha256: Mapped[str] = mapped_column(Hash, primary_key=True)
+    child_canonical_sha256: Mapped[str] = mapped_column(Hash, primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer)
+    ok_runs: Mapped[int] = mapped_column(Integer)
+    bpb_sum: Mapped[float] = mapped_column(Float, comment="sum of val_bpb over the ok runs")
+    bpb_sumsq: Mapped[float] = mapped_column(Float, comment="sum of squared val_bpb over the ok runs")
+
+
+class ReplicationClass(Base):
+    """Runs per (experiment, hardware class): the hardware classes an experiment was run on."""
+
+    __tablename__ = "replication_classes"
+
+    track: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_canonical_sha256: Mapped[str] = mapped_column(Hash, primary_key=True)
+    child_canonical_sha256: Mapped[str] = mapped_column(Hash, primary_key=True)
+    hardware_class: Mapped[str] = mapped_column(String(200), primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer)

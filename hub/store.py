@@ -58,7 +58,7 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
-from sqlalchemy import Select, and_, case, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -75,6 +75,8 @@ from .models import (
     DirectionAggregate,
     Experiment,
     ExperimentDirection,
+    ReplicationClass,
+    ReplicationGroup,
     Source,
     Token,
 )
@@ -348,6 +350,7 @@ def add_experiment(
     for key in checked.directions:
         session.add(ExperimentDirection(experiment_seq=row.seq, direction=key))
     _bulk_aggregates(session, [checked])
+    _add_replications(session, [checked])
     if eligible:
         _offer_best(session, row)
     session.flush()
@@ -742,56 +745,78 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
 
 def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Replications]:
     """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
-    hardware classes and its first :data:`REPLICATION_IDS` run ids: two grouped queries, so a view
-    costs the same however often the experiment was replicated."""
-    ok_bpb = case((Experiment.outcome == "ok", Experiment.val_bpb))
-    in_groups = or_(  # an OR of equalities: both engines answer it from the (track, parent, child) index
-        *(
-            and_(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
-            for t, p, c in groups
+    hardware classes and its first :data:`REPLICATION_IDS` run ids. Reads the running sums of
+    ``replication_groups``/``replication_classes`` (one row per group and class) and one short
+    index range per group, so a view costs the same however often the experiment was replicated."""
+
+    def in_groups(table: type[ReplicationGroup] | type[ReplicationClass] | type[Experiment]):  # type: ignore[no-untyped-def]
+        return or_(  # an OR of equalities: both engines answer it from the primary key / index
+            *(
+                and_(table.track == t, table.parent_canonical_sha256 == p, table.child_canonical_sha256 == c)
+                for t, p, c in groups
+            )
         )
-    )
-    sums: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0])
+
+    sums = {
+        (r.track, r.parent_canonical_sha256, r.child_canonical_sha256): r
+        for r in session.scalars(select(ReplicationGroup).where(in_groups(ReplicationGroup))).all()
+    }
     classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for t, p, c, hw, n, ok_n, total, total_sq in session.execute(
-        select(
-            Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.hardware_class,
-            func.count(), func.count(ok_bpb), func.sum(ok_bpb), func.sum(ok_bpb * ok_bpb),
-        )
-        .where(in_groups)
-        .group_by(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.hardware_class)
-    ).all():
-        acc = sums[(t, p, c)]
-        acc[0] += n
-        acc[1] += ok_n
-        acc[2] += total or 0.0
-        acc[3] += total_sq or 0.0
-        classes[(t, p, c)].append(hw)
-    rank = func.row_number().over(
-        partition_by=(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256),
-        order_by=Experiment.seq,
-    ).label("rank")
-    ranked = (
-        select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256, Experiment.id, Experiment.seq, rank)
-        .where(in_groups)
-        .subquery()
-    )
-    ids: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for t, p, c, eid in session.execute(
-        select(ranked.c.track, ranked.c.parent_canonical_sha256, ranked.c.child_canonical_sha256, ranked.c.id)
-        .where(ranked.c.rank <= REPLICATION_IDS)
-        .order_by(ranked.c.seq)
-    ).all():
-        ids[(t, p, c)].append(eid)
+    for r in session.scalars(select(ReplicationClass).where(in_groups(ReplicationClass))).all():
+        classes[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)].append(r.hardware_class)
     out: dict[tuple[str, str, str], Replications] = {}
     for group in groups:
-        n, ok_n, total, total_sq = sums[group]
-        mean = total / ok_n if ok_n else None
-        std = math.sqrt(max(0.0, total_sq / ok_n - mean * mean)) if mean is not None else None
+        t, p, c = group
+        ids = session.scalars(
+            select(Experiment.id)
+            .where(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
+            .order_by(Experiment.seq)
+            .limit(REPLICATION_IDS)
+        ).all()
+        row = sums.get(group)
+        mean = row.bpb_sum / row.ok_runs if row is not None and row.ok_runs else None
+        std = math.sqrt(max(0.0, row.bpb_sumsq / row.ok_runs - mean * mean)) if row is not None and mean is not None else None
         out[group] = Replications(
-            n=int(n), val_bpb_mean=mean, val_bpb_std=std, hardware_classes=sorted(classes[group]), experiment_ids=ids[group]
+            n=row.runs if row is not None else 0, val_bpb_mean=mean, val_bpb_std=std,
+            hardware_classes=sorted(classes[group]), experiment_ids=list(ids),
         )
     return out
+
+
+def _add_replications(session: Session, items: Sequence[CheckedExperiment]) -> None:
+    """Add runs to the per-experiment running sums (upserts; racing writers add, never overwrite)."""
+    groups: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0])
+    classes: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for c in items:
+        r = c.record
+        key = (r.track, r.parent_canonical_sha256, r.child_canonical_sha256)
+        acc = groups[key]
+        acc[0] += 1
+        if r.outcome == "ok" and r.metrics.val_bpb is not None:
+            acc[1] += 1
+            acc[2] += r.metrics.val_bpb
+            acc[3] += r.metrics.val_bpb**2
+        classes[(*key, r.hardware_class)] += 1
+    insert = _insert(session)
+    names = ("track", "parent_canonical_sha256", "child_canonical_sha256")
+    g = ReplicationGroup.__table__
+    for (t, p, ch), (runs, ok_runs, total, total_sq) in groups.items():
+        stmt = insert(ReplicationGroup).values(
+            track=t, parent_canonical_sha256=p, child_canonical_sha256=ch,
+            runs=int(runs), ok_runs=int(ok_runs), bpb_sum=total, bpb_sumsq=total_sq,
+        )
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=list(names),
+            set_={n: g.c[n] + stmt.excluded[n] for n in ("runs", "ok_runs", "bpb_sum", "bpb_sumsq")},
+        ))
+    k = ReplicationClass.__table__
+    for (t, p, ch, hw), runs in classes.items():
+        stmt = insert(ReplicationClass).values(
+            track=t, parent_canonical_sha256=p, child_canonical_sha256=ch, hardware_class=hw, runs=runs
+        )
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[*names, "hardware_class"], set_={"runs": k.c.runs + stmt.excluded.runs}
+        ))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -978,6 +1003,7 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     if links:
         session.execute(_insert(session)(ExperimentDirection), links)
     _bulk_aggregates(session, items)
+    _add_replications(session, items)
     for track in {c.record.track for c in items}:
         _recompute_best(session, track)
     return len(rows)

@@ -297,8 +297,9 @@ def _text_iterator(paths: list[Path]) -> Iterator[str]:
                     return
 
 
-def ensure_tokenizer(root: Path | None = None) -> Path:
-    """Train the BPE tokenizer unless ours or upstream's exists; returns its directory.
+def ensure_tokenizer(root: Path | None = None, vocab_size: int = tracks.CLIMBMIX_VOCAB_SIZE) -> Path:
+    """Train the BPE tokenizer (``vocab_size`` tokens including the 4 specials; rustbpe stops early
+    on too little text) unless ours or upstream's exists; returns its directory.
 
     Raises:
         PrepareError: no training shard, or ``rustbpe`` is not installed.
@@ -315,9 +316,9 @@ def ensure_tokenizer(root: Path | None = None) -> Path:
         import tiktoken
     except ImportError as exc:
         raise PrepareError(f"training the climbmix tokenizer needs rustbpe and tiktoken ({exc})") from exc
-    _logger.info("training BPE tokenizer (vocab %d) on %d shards", tracks.CLIMBMIX_VOCAB_SIZE, len(shards))
+    _logger.info("training BPE tokenizer (vocab %d) on %d shards", vocab_size, len(shards))
     tok = rustbpe.Tokenizer()
-    tok.train_from_iterator(_text_iterator(shards), tracks.CLIMBMIX_VOCAB_SIZE - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
+    tok.train_from_iterator(_text_iterator(shards), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
     ranks = {bytes(k): v for k, v in tok.get_mergeable_ranks()}
     specials = {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
     enc = tiktoken.Encoding(name="rustbpe", pat_str=tok.get_pattern(), mergeable_ranks=ranks, special_tokens=specials)

@@ -148,3 +148,31 @@ def test_upstream_cache_is_reused_without_download(server: tuple[str, Served], t
         (upstream / name).write_bytes(body)
     summary = _prepare(url, tmp_path / "cache")
     assert summary.downloaded == [] and served.requests == []
+
+
+def test_tokenizer_trained_in_process_and_streamed_documents_count_their_bytes(server: tuple[str, Served], tmp_path: Path) -> None:
+    from autoresearch.protocol import TrackSpec
+    from autoresearch.trainer import data, tracks
+    from autoresearch.trainer.data import DataError
+
+    url, served = server
+    root = tmp_path / "cache"
+    _prepare(url, root)
+    climbmix.ensure_tokenizer(root, vocab_size=400)  # rustbpe stops early on this little text
+    with pytest.raises(DataError, match="expects 8192"):
+        climbmix.load_climbmix(tracks.get_track("climbmix"), root)
+    import pickle
+
+    n_vocab = pickle.loads((root / "tokenizer" / "tokenizer.pkl").read_bytes()).n_vocab
+    fields = tracks.get_track("climbmix").model_dump(mode="json")
+    spec = TrackSpec.build(**{**fields, "vocab_size": n_vocab, "max_seq_len": 64, "eval_tokens": 256})
+    corpus = climbmix.load_climbmix(spec, root)
+    texts = pq.read_table(root / "data" / climbmix.shard_name(climbmix.VAL_SHARD)).column("text").to_pylist()
+    stream = corpus.val_stream()
+    for text in texts:
+        doc, epoch = next(stream)
+        assert epoch == 1 and doc[0] == corpus.bos_id
+        assert int(corpus.token_bytes[doc[1:]].sum()) == len(text.encode("utf-8"))  # bytes are exact
+    assert next(stream)[1] == 2
+    rows = data.eval_rows(corpus, spec.max_seq_len, spec.eval_tokens)
+    assert rows.shape == (4, 65) and (rows[:, 0] == corpus.bos_id).all()
