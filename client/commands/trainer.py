@@ -107,7 +107,8 @@ def register(app: typer.Typer) -> None:
             if json_out is not None:
                 json_out.write_text(result.model_dump_json(indent=2), encoding="utf-8")
         if not result.ok:
-            console.error(f"run ended with outcome {result.outcome}: {(result.error or '').strip().splitlines()[-1:] or ''}", hint=f"full log: {result.log_path}")
+            last_line = next(iter(reversed((result.error or "").strip().splitlines())), "no error text")
+            console.error(f"run ended with outcome {result.outcome}: {last_line}", hint=f"full log: {result.log_path}")
             raise typer.Exit(1)
 
 

@@ -63,7 +63,8 @@ def test_a_short_honest_run_is_ok_and_reports_progress(tmp_path: Path) -> None:
     assert result.outcome == "ok", result.error
     m = result.metrics
     assert m.val_bpb is not None and 0 < m.val_bpb < 8
-    assert 1.0 <= m.training_seconds <= 1.0 * 1.05 + 1.0  # type: ignore[operator]
+    # should_stop() ends half a step early at most (a step is far below 0.5 s even on a loaded machine)
+    assert 0.5 <= m.training_seconds <= 1.0 * 1.05 + 1.0  # type: ignore[operator]
     assert m.num_steps and m.num_steps > 0 and m.total_tokens == m.num_steps * 4 * 128
     assert m.num_params == 257 * 257 and m.depth is None
     assert seen and all(p.time_budget == 1.0 for p in seen)

@@ -38,7 +38,8 @@ def test_tiny_reference_learns_context_within_its_budget(tmp_path: Path) -> None
     assert 4.0 < baseline < 5.5
     assert m.val_bpb is not None and m.val_bpb < baseline - 0.15, (m.val_bpb, baseline)
     assert m.training_seconds is not None
-    assert track.time_budget <= m.training_seconds <= track.time_budget * (1 + limits.budget_tolerance) + limits.budget_slack_seconds
+    upper = track.time_budget * (1 + limits.budget_tolerance) + limits.budget_slack_seconds
+    assert 0.75 * track.time_budget <= m.training_seconds <= upper  # should_stop() may end half a step early
     assert m.depth == 2 and m.num_params and m.num_steps and m.mfu_percent is not None and result.mfu_estimated
     assert result.train_py_sha256 == track.reference_sha256 and result.track == track.id
     assert result.hardware_class and result.hardware_class.startswith("cpu:")
@@ -71,7 +72,7 @@ def test_cli_train_reports_a_failed_run_with_exit_status_1(tmp_path: Path) -> No
     )  # fmt: skip
     assert proc.returncode == 1
     assert "outcome:          crash" in proc.stdout and "val_bpb:          nan" in proc.stdout
-    assert "crash" in proc.stderr and "run.log" in proc.stderr
+    assert "outcome crash: RuntimeError: nope" in proc.stderr and "run.log" in proc.stderr
 
 
 def test_cli_prepare_checks_the_offline_corpus(tmp_path: Path) -> None:
