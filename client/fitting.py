@@ -29,7 +29,6 @@ from typing import Literal
 
 import numpy as np
 from autoresearch.protocol import CurveFit
-from scipy import optimize, stats
 
 from .errors import ClientError
 
@@ -125,6 +124,8 @@ def fit_report(
     method: Literal["curve_fit", "profile"] = "curve_fit"
     lower, upper = (1e-12, 1e-9, 0.0), (np.inf, B_MAX, float(means.min()))
     p0 = np.clip([a0, b0, c0], lower, upper)
+    from scipy import optimize  # imported here: SciPy costs ~1 s, and every CLI start loads this module
+
     try:
         with warnings.catch_warnings():
             # with exactly 3 budgets there is no degree of freedom left for the covariance; we
@@ -251,4 +252,6 @@ def min_detectable_delta(sigma: float, min_z: float, *, power: float = 0.8) -> f
     """
     if sigma < 0 or not 0 < power < 1:
         raise ValueError(f"need sigma ≥ 0 and 0 < power < 1, got sigma={sigma}, power={power}")
-    return float(sigma * (min_z + stats.norm.ppf(power) * math.sqrt(2.0)))
+    from statistics import NormalDist
+
+    return float(sigma * (min_z + NormalDist().inv_cdf(power) * math.sqrt(2.0)))
