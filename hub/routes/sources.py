@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Response
 from fastapi.responses import PlainTextResponse
 
 from .. import ingest, store
@@ -18,7 +18,7 @@ ShaPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="hex SHA-25
 
 
 @router.put("/sources/{sha256}", status_code=201, responses={**ERRORS, 200: {"description": "already stored"}}, openapi_extra=SOURCE_BODY)
-def put_source(sha256: ShaPath, body: BodyDep, session: WriteSessionDep, state: StateDep, _: ReadAccessDep, request: Request) -> Response:
+def put_source(sha256: ShaPath, body: BodyDep, session: WriteSessionDep, state: StateDep, _: ReadAccessDep) -> Response:
     """Store a ``train.py`` after checking size, hash and that it parses. 201 new, 200 known."""
     try:
         text = body.decode("utf-8")
