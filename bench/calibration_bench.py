@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import numpy as np
+
 from autoresearch.client import calibration
 from autoresearch.client.fitting import FitError, bpb_at, fit_report, seed_sigma
 from autoresearch.protocol import CalibrationRecord, CurveFit, KeyPair, SoftwareVersions, utc_now

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
+
 from autoresearch.hub import ingest, store
 from autoresearch.hub.db import make_engine, normalise_url, session_factory
 from autoresearch.hub.ingest import CheckedExperiment

@@ -20,14 +20,15 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, select
+
 from autoresearch.hub import migrate
 from autoresearch.hub.app import create_app
 from autoresearch.hub.catalog import TrackCatalog
 from autoresearch.hub.models import Experiment
 from autoresearch.hub.settings import HubSettings
 from autoresearch.protocol import KeyPair, utc_now
-from fastapi.testclient import TestClient
-from sqlalchemy import insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.hub import factory as f  # noqa: E402  (the hub tests' record builders)

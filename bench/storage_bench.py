@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from autoresearch.hub.db import normalise_url
 from autoresearch.hub.migrate import upgrade
 from autoresearch.hub.models import Base

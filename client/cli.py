@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
+
 from autoresearch.protocol import ProtocolError
 
 from . import console

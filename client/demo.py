@@ -76,6 +76,7 @@ class HubServer:
         """Apply migrations, bind, serve in a thread; returns the base URL once it answers."""
         try:
             import uvicorn
+
             from autoresearch.hub.app import create_app
             from autoresearch.hub.migrate import upgrade
             from autoresearch.hub.settings import HubSettings

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from autoresearch.trainer.result import TrainProgress
 from rich.console import Console, Group
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
+
+from autoresearch.trainer.result import TrainProgress
 
 from .loop import LoopStats
 from .workspace import LocalExperiment

@@ -28,6 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from autoresearch.protocol import (
     EXPERIMENT_SCHEMA,
     ClaimAnswer,
@@ -45,7 +47,6 @@ from autoresearch.protocol import (
     utc_now,
     verify,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import config
 from .errors import HubError, HubUnavailable, RecordRejected, UsageError

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
 from autoresearch.protocol import CurveFit
 
 from .errors import ClientError
@@ -124,7 +125,9 @@ def fit_report(
     method: Literal["curve_fit", "profile"] = "curve_fit"
     lower, upper = (1e-12, 1e-9, 0.0), (np.inf, B_MAX, float(means.min()))
     p0 = np.clip([a0, b0, c0], lower, upper)
-    from scipy import optimize  # imported here: SciPy costs ~1 s, and every CLI start loads this module
+    from scipy import (
+        optimize,  # imported here: SciPy costs ~1 s, and every CLI start loads this module
+    )
 
     try:
         with warnings.catch_warnings():

@@ -23,6 +23,8 @@ from types import TracebackType
 from typing import TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
 from autoresearch.protocol import (
     Accepted,
     ClaimAnswer,
@@ -40,7 +42,6 @@ from autoresearch.protocol import (
     parse_envelope,
 )
 from autoresearch.protocol import ProtocolError as _ProtocolError
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import HubError, HubUnavailable, RecordRejected
 

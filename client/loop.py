@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from autoresearch.protocol import (
     CalibrationRecord,
     ClaimAnswer,
@@ -42,7 +44,6 @@ from autoresearch.protocol import (
 )
 from autoresearch.trainer.policy import check_source
 from autoresearch.trainer.result import RunResult, TrainProgress
-from pydantic import BaseModel, ConfigDict, Field
 
 from . import calibration
 from .errors import ClientError, ProposerError, WorkspaceError

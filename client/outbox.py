@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from autoresearch.protocol import Envelope, parse_envelope, sha256_hex, verify
 from pydantic import BaseModel, ConfigDict, Field
+
+from autoresearch.protocol import Envelope, parse_envelope, sha256_hex, verify
 
 from .errors import HubUnavailable, RecordRejected, UsageError
 from .hubclient import HubClient

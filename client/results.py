@@ -14,8 +14,9 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from autoresearch.protocol import ExperimentRecord
 from pydantic import BaseModel, ConfigDict
+
+from autoresearch.protocol import ExperimentRecord
 
 HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
 

@@ -24,8 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 
-from autoresearch.protocol import ExperimentRecord, utc_now
 from pydantic import BaseModel, ConfigDict, Field
+
+from autoresearch.protocol import ExperimentRecord, utc_now
 
 from .errors import UsageError, WorkspaceError
 from .results import ResultRow, atomic_write_text, read_results, write_results

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import merge3
+
 from autoresearch.protocol.errors import SchemaError
 from autoresearch.trainer.policy import check_source
 

@@ -22,8 +22,9 @@ import re
 from typing import Any
 
 import numpy as np
-from autoresearch.protocol import canonical_source
 from datasketch import MinHash
+
+from autoresearch.protocol import canonical_source
 
 from . import directions
 

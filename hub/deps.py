@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from autoresearch.protocol import Verified
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from autoresearch.protocol import Verified
 
 from . import ingest, store
 from .catalog import TrackCatalog

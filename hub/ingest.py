@@ -9,11 +9,11 @@ hashes, the direction keys, near-duplicate fingerprints and the gain used in sta
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from autoresearch.protocol import (
+    AST_LOCK,
     ClientRegistration,
     ExperimentRecord,
     ProtocolError,
@@ -31,11 +31,7 @@ from .patch import apply_to
 
 _logger = logging.getLogger(__name__)
 
-AST_LOCK = threading.RLock()
-"""Held around every ``ast`` parse/unparse the hub does in request threads: CPython 3.11's AST
-constructor is not thread-safe (``SystemError: AST constructor recursion depth mismatch``,
-https://github.com/python/cpython/issues/106905). The work is CPU-bound under the GIL anyway, so
-serialising it costs no throughput."""
+
 
 
 @dataclass(frozen=True)

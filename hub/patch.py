@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 
 import whatthepatch
-from autoresearch.protocol import sha256_hex
 from whatthepatch.exceptions import WhatThePatchException
+
+from autoresearch.protocol import sha256_hex
 
 from .errors import Rejected
 

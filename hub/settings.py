@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 import platformdirs
-from autoresearch.protocol import MAX_SOURCE_BYTES
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from autoresearch.protocol import MAX_SOURCE_BYTES
 
 
 def default_db_url() -> str:

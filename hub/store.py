@@ -32,7 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from autoresearch.protocol import (
+    AST_LOCK,
     Activity,
     CalibrationRecord,
     ClaimAnswer,
@@ -58,15 +64,11 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
-from sqlalchemy import Select, and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from . import dedup, directions
 from .db import begin_write
 from .errors import BadRequest, Conflict, NotFound
-from .ingest import AST_LOCK, CheckedExperiment
+from .ingest import CheckedExperiment
 from .models import (
     Best,
     Calibration,

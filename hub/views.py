@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from markupsafe import Markup
+from pydantic import BaseModel, ConfigDict
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import DiffLexer
+
 from autoresearch.protocol import (
     CalibrationRecord,
     DirectionStats,
@@ -29,11 +35,6 @@ from autoresearch.protocol import (
     Progress,
     record_id,
 )
-from markupsafe import Markup
-from pydantic import BaseModel, ConfigDict
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import DiffLexer
 
 _logger = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from .api import (
     TrackView,
 )
 from .canonical import (
+    AST_LOCK,
     canonical_bytes,
     canonical_json,
     canonical_source,
-    parse_source,
     canonical_source_sha256,
+    parse_source,
     record_id,
     sha256_hex,
 )
@@ -82,6 +83,7 @@ from .records import (
 )
 
 __all__ = [
+    "AST_LOCK",
     "Accepted",
     "Activity",
     "CALIBRATION_SCHEMA",

@@ -52,7 +52,9 @@ def record_id(record: BaseModel) -> str:
     return sha256_hex(canonical_bytes(record))
 
 
-_AST_LOCK = threading.Lock()
+AST_LOCK = threading.RLock()
+"""Held around every ``ast`` parse in this project (re-entrant, so callers may hold it around
+larger blocks of AST work); see :func:`parse_source`."""
 
 
 def parse_source(source: str, filename: str = "train.py") -> ast.Module:
@@ -65,7 +67,7 @@ def parse_source(source: str, filename: str = "train.py") -> ast.Module:
     Raises:
         SyntaxError: the source does not parse.
     """
-    with _AST_LOCK:
+    with AST_LOCK:
         return ast.parse(source, filename=filename)
 
 
@@ -82,7 +84,7 @@ def canonical_source(source: str) -> str:
         tree = parse_source(source)
     except SyntaxError as exc:
         raise SchemaError(f"train.py does not parse: line {exc.lineno}: {exc.msg}", reason="unparsable_source") from exc
-    with _AST_LOCK:
+    with AST_LOCK:
         return ast.unparse(tree)
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import platformdirs
+
 from autoresearch.protocol import TrackSpec
 
 from . import tracks

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from autoresearch.protocol import TrackSpec
 
 from . import tracks

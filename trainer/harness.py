@@ -29,6 +29,7 @@ from typing import Literal, TextIO
 
 import numpy as np
 import torch
+
 from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 
 from . import data, hardware, tracks

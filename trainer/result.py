@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from autoresearch.protocol import Outcome, RunMetrics, SoftwareVersions
 from pydantic import BaseModel, ConfigDict, Field
+
+from autoresearch.protocol import Outcome, RunMetrics, SoftwareVersions
 
 MAX_ERROR_CHARS = 4000  # the experiment record allows 4096
 

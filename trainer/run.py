@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 from pydantic import ValidationError
+
+from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 
 from . import tracks
 from .result import ProgressEvent, RunResult, TrainProgress, truncate_error, write_result

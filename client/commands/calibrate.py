@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from autoresearch.protocol import CalibrationRecord, TrackSpec, record_id
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from autoresearch.protocol import CalibrationRecord, TrackSpec, record_id
 
 from .. import calibration, console
 from ..errors import UsageError

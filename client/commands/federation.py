@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from autoresearch.protocol import ExperimentView
 from rich.syntax import Syntax
 from rich.table import Table
+
+from autoresearch.protocol import ExperimentView
 
 from .. import console
 from ..errors import PolicyViolation, UsageError, WorkspaceError

@@ -18,8 +18,9 @@ from .. import console
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from autoresearch.hub.settings import HubSettings
     from sqlalchemy.orm import Session
+
+    from autoresearch.hub.settings import HubSettings
 
 hub_app = typer.Typer(help="Run and administer a hub (needs the `hub` extra).", no_args_is_help=True)
 admin_app = typer.Typer(help="Tokens, clients, approval and revocation on a hub's database.", no_args_is_help=True)
@@ -81,6 +82,7 @@ def serve(
     """Migrate the database, then serve the API (/api/v1, /docs) and the pages."""
     settings = _settings(db, private=private, require_approval=require_approval)
     import uvicorn
+
     from autoresearch.hub import logs
     from autoresearch.hub.app import create_app
     from autoresearch.hub.migrate import upgrade

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from autoresearch.protocol import KeyFileError, KeyPair
 
 from .. import config, console

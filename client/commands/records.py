@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from autoresearch.protocol import ProtocolError, parse_record, sign, verify
 
 from .. import console

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
 from autoresearch.protocol import TrackSpec
 
 from .. import console

@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+
 from autoresearch.protocol import TrackSpec
 
 from .. import console

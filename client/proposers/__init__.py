@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from autoresearch.protocol import Suggestion
 from pydantic import BaseModel, ConfigDict, Field
+
+from autoresearch.protocol import Suggestion
 
 from ..errors import UsageError
 from ..workspace import ProposerUsage

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import anthropic
+
 from autoresearch.trainer.policy import check_source
 
 from ..errors import ProposerError

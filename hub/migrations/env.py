@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from autoresearch.hub.db import make_engine
 from autoresearch.hub.models import Base
 

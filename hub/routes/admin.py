@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from autoresearch.protocol import ClientView
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from autoresearch.protocol import ClientView
 
 from .. import store
 from ..deps import AdminDep, SessionDep, WriteSessionDep

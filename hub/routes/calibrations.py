@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from autoresearch.protocol import CALIBRATION_SCHEMA, Accepted, CalibrationRecord, utc_now
 from fastapi import APIRouter, Response
+
+from autoresearch.protocol import CALIBRATION_SCHEMA, Accepted, CalibrationRecord, utc_now
 
 from .. import ingest, store
 from ..deps import BodyDep, StateDep, WriteSessionDep, signed_by_active_key

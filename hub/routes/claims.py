@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from autoresearch.protocol import CLAIM_SCHEMA, ClaimAnswer, ClaimRecord, utc_now
 from fastapi import APIRouter
+
+from autoresearch.protocol import CLAIM_SCHEMA, ClaimAnswer, ClaimRecord, utc_now
 
 from .. import ingest, store
 from ..deps import BodyDep, StateDep, WriteSessionDep, signed_by_active_key

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from autoresearch.protocol import CLIENT_SCHEMA, Accepted, CalibrationRecord, ClientView
 from fastapi import APIRouter, Path, Response
+
+from autoresearch.protocol import CLIENT_SCHEMA, Accepted, CalibrationRecord, ClientView
 
 from .. import ingest, store
 from ..deps import (

@@ -6,6 +6,8 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
+from fastapi import APIRouter, Path, Query, Response
+
 from autoresearch.protocol import (
     EXPERIMENT_SCHEMA,
     OUTCOMES,
@@ -16,7 +18,6 @@ from autoresearch.protocol import (
     Page,
     utc_now,
 )
-from fastapi import APIRouter, Path, Query, Response
 
 from .. import ingest, store
 from ..deps import (

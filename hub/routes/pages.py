@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from autoresearch.protocol import utc_now
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -31,6 +30,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from sqlalchemy.orm import Session
+
+from autoresearch.protocol import utc_now
 
 from .. import deps, store, views
 from ..deps import SessionDep, SettingsDep, StateDep

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import APIRouter, Query
+
 from autoresearch.protocol import (
+    AST_LOCK,
     Activity,
     CommunityBest,
     DirectionStats,
@@ -15,11 +18,9 @@ from autoresearch.protocol import (
     TrackView,
     utc_now,
 )
-from fastapi import APIRouter, Query
 
 from .. import store
 from ..deps import ReadAccessDep, SessionDep, StateDep
-from ..ingest import AST_LOCK
 from ..openapi import ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["tracks"])
@@ -93,7 +94,7 @@ def get_suggestions(
     best = store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
     stats = store.direction_stats(session, spec.id)
     kept = store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS)
-    with AST_LOCK:  # the engine parses train.py sources (see ingest.AST_LOCK)
+    with AST_LOCK:  # the engine parses train.py sources (see protocol.parse_source)
         items = suggestions.suggest(
             spec.id,
             stats,

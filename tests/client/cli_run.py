@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+
 from autoresearch.client import cli
 
 

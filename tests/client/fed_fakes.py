@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 import httpx
+
 from autoresearch.protocol import (
     ClientRegistration,
     Envelope,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client import calibration
 from autoresearch.client.calibration import (
     CalibrationError,

@@ -13,6 +13,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client import calibration
 from autoresearch.client.fitting import bpb_at
 from autoresearch.client.loop import AgentLoop, LoopOptions

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client import calibration
 from autoresearch.protocol import CalibrationRecord, canonical_json, record_id, sha256_hex
 

@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from autoresearch.client.fitting import (
     FitError,
     bpb_at,
@@ -16,8 +19,6 @@ from autoresearch.client.fitting import (
     time_to_reach,
 )
 from autoresearch.protocol import CurveFit
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 A, B, C = 2.5, 0.6, 0.95  # a plausible reference: 0.95 bits per byte floor
 

@@ -6,10 +6,11 @@ import json
 
 import httpx
 import pytest
+from fed_fakes import FakeHub, experiment_record, registration
+
 from autoresearch.client.errors import HubError, HubUnavailable, RecordRejected
 from autoresearch.client.hubclient import HubClient
 from autoresearch.protocol import KeyPair, sign
-from fed_fakes import FakeHub, experiment_record, registration
 
 
 def _client(handler: object, token: str | None = None) -> HubClient:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client.errors import ProposerError, WorkspaceError
 from autoresearch.client.loop import Adoption, AgentLoop, HubContext, LoopOptions, SoloHooks, decide
 from autoresearch.client.proposers import Proposal, ProposalContext
@@ -422,9 +423,10 @@ def test_endless_rejections_stop_the_loop(ws: Workspace) -> None:
 def test_displays_render_the_loop(ws: Workspace) -> None:
     import io
 
+    from rich.console import Console
+
     from autoresearch.client.display import LiveDisplay, PlainDisplay
     from autoresearch.trainer.result import TrainProgress
-    from rich.console import Console
 
     plain_out = io.StringIO()
     plain = PlainDisplay(Console(file=plain_out, width=200, no_color=True))

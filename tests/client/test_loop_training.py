@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client.loop import AgentLoop, LoopOptions
 from autoresearch.client.proposers.offline import OfflineProposer
 from autoresearch.client.results import read_results

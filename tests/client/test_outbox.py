@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fed_fakes import PARENT, FakeHub, experiment_record, registration
+
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.outbox import Outbox, OutboxSender
 from autoresearch.protocol import KeyPair, sha256_hex, sign
-from fed_fakes import PARENT, FakeHub, experiment_record, registration
 
 
 @pytest.fixture()

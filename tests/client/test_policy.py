@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from autoresearch.trainer import tracks
 from autoresearch.trainer.policy import check_source
 

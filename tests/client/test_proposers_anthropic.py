@@ -8,6 +8,7 @@ from collections.abc import Callable
 import anthropic
 import httpx2
 import pytest
+
 from autoresearch.client.errors import ProposerError
 from autoresearch.client.proposers import ProposalContext, RepairRequest
 from autoresearch.client.proposers.anthropic_api import TOOL_NAME, AnthropicProposer, cost_usd

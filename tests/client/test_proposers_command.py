@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client.errors import ProposerError
 from autoresearch.client.proposers import ProposalContext, RepairRequest
 from autoresearch.client.proposers.command import CommandProposer

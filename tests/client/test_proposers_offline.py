@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 import pytest
+
 from autoresearch.client.errors import ProposerError
 from autoresearch.client.proposers import ProposalContext, make_proposer
 from autoresearch.client.proposers.offline import OfflineProposer, find_constants, mutations

@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from autoresearch.client.cli import app
 from autoresearch.client.commands.workspace import program_template
 from autoresearch.client.errors import WorkspaceError
@@ -14,7 +16,6 @@ from autoresearch.client.sources import MergeConflict, only_seed_changed, three_
 from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import ExperimentRecord, RunMetrics, SoftwareVersions, utc_now
 from autoresearch.trainer import tracks
-from typer.testing import CliRunner
 
 
 def git(root: Path, *args: str) -> str:

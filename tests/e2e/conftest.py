@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from autoresearch.client.demo import HubServer
 from e2e_support import Volunteer
+
+from autoresearch.client.demo import HubServer
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import ExperimentView, KeyPair, record_id

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from e2e_support import MAIN
+
 from autoresearch.client.demo import HubServer, volunteer_command
 from autoresearch.client.demo import Volunteer as DemoVolunteer
-from e2e_support import MAIN
 
 pytestmark = pytest.mark.slow
 

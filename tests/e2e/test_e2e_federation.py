@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_support import MAIN, Volunteer, hub_experiments
+
 from autoresearch.client.demo import HubServer
 from autoresearch.client.errors import ProposerError
 from autoresearch.client.federation import HubHooks, register_key
@@ -19,7 +21,6 @@ from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import CalibrationRecord, KeyPair, record_id, sha256_hex, sign
 from autoresearch.trainer import tracks
 from autoresearch.trainer.run import run_training
-from e2e_support import MAIN, Volunteer, hub_experiments
 
 pytestmark = pytest.mark.slow
 TINY = tracks.get_track("tiny")

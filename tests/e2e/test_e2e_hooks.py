@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from e2e_support import run_cli_inprocess
+
 from autoresearch.client.demo import HubServer
 from autoresearch.client.federation import HubHooks, check_track, register_key
 from autoresearch.client.hubclient import HubClient
@@ -25,7 +27,6 @@ from autoresearch.protocol import (
     utc_now,
 )
 from autoresearch.trainer import tracks
-from e2e_support import run_cli_inprocess
 
 TINY = tracks.get_track("tiny")
 REFERENCE = tracks.reference_source(TINY)
@@ -208,6 +209,7 @@ def test_read_commands_need_a_hub(capsys: pytest.CaptureFixture[str], monkeypatc
 
 def test_pull_verifies_the_served_source_against_the_signed_record(server: HubServer, tmp_path: Path) -> None:
     import httpx
+
     from autoresearch.client.errors import HubError
     from autoresearch.client.federation import fetch_pull
 

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from autoresearch.protocol import KeyPair
 from autoresearch.trainer import tracks
 from autoresearch.trainer.policy import check_source

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
 from autoresearch.hub.app import create_app
 from autoresearch.hub.catalog import TrackCatalog
 from autoresearch.hub.db import normalise_url
@@ -21,7 +23,6 @@ from autoresearch.hub.models import Base
 from autoresearch.hub.settings import HubSettings
 from autoresearch.protocol import KeyPair, TrackSpec
 from autoresearch.protocol.records import WireModel
-from fastapi.testclient import TestClient
 
 from . import factory
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from autoresearch.protocol import (
     KeyPair,
     canonical_bytes,

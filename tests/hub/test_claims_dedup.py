@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from autoresearch.protocol import ClaimAnswer, ExperimentDetail, sha256_hex
 
 from . import factory

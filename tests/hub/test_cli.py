@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
+
 from autoresearch.client.cli import app
 from autoresearch.protocol import KeyPair
-from typer.testing import CliRunner
 
 from . import factory
 from .conftest import make_hub

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 import pytest
+
 from autoresearch.hub.combine import CombineRefused, combine_sources, merge_three_way
 from autoresearch.hub.directions import extract_directions
 from autoresearch.trainer.policy import check_source

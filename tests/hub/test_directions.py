@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from autoresearch.hub.directions import (
     changed_constants,
     extract_directions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from autoresearch.hub.errors import (
     STATUS_BY_CODE,
     AuthError,

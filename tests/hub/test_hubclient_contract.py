@@ -4,6 +4,7 @@ models the client expects, and refusals arrive as RecordRejected with the hub's 
 from __future__ import annotations
 
 import pytest
+
 from autoresearch.client.errors import RecordRejected
 from autoresearch.client.hubclient import HubClient
 from autoresearch.protocol import sha256_hex, sign

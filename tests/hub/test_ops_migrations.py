@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from autoresearch.hub.db import make_engine
 from autoresearch.hub.migrate import upgrade
 from autoresearch.hub.models import Base

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+
 from autoresearch.hub import migrate, store
 from autoresearch.hub.app import create_app
 from autoresearch.hub.catalog import TrackCatalog
 from autoresearch.hub.deps import HubState
 from autoresearch.hub.settings import HubSettings
 from autoresearch.protocol import KeyPair, TrackSpec, utc_now, verify
-from fastapi import FastAPI
-
 from tests.hub import factory as f
 
 if TYPE_CHECKING:

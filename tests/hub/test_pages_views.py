@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from autoresearch.hub import views
 from autoresearch.hub.routes.pages import STATIC_DIR, _safe_next
 from autoresearch.protocol import (
@@ -17,7 +18,6 @@ from autoresearch.protocol import (
     Replications,
     record_id,
 )
-
 from tests.hub import factory as f
 
 TRACK = f.make_track()

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy.orm import Session
+
 from autoresearch.hub import store
 from autoresearch.hub.db import make_engine, session_factory
 from autoresearch.protocol import ExperimentDetail, Leaderboard
-from sqlalchemy.orm import Session
 
 from . import factory
 from .conftest import Hub, make_hub

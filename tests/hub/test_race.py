@@ -14,6 +14,7 @@ from threading import Barrier
 
 import httpx
 import pytest
+
 from autoresearch.protocol import ClaimAnswer, KeyPair
 
 from . import factory

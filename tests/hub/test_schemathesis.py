@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from hypothesis import HealthCheck, given, settings
+
 from autoresearch.hub.app import create_app
 from autoresearch.hub.catalog import TrackCatalog
 from autoresearch.hub.migrate import upgrade
 from autoresearch.hub.settings import HubSettings
-from hypothesis import HealthCheck, given, settings
 
 from . import factory
 

@@ -6,6 +6,7 @@ import difflib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from autoresearch.hub import suggestions
 from autoresearch.hub.directions import extract_directions
 from autoresearch.hub.suggestions import posterior, suggest

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+
 from autoresearch.hub import dedup
 from autoresearch.hub.db import normalise_url
 from autoresearch.hub.errors import Rejected

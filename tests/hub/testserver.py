@@ -3,10 +3,11 @@ the hub on ``AUTORESEARCH_HUB_DB_URL`` with the test track of :mod:`tests.hub.fa
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+
 from autoresearch.hub.app import create_app
 from autoresearch.hub.catalog import TrackCatalog
 from autoresearch.hub.settings import HubSettings
-from fastapi import FastAPI
 
 from . import factory
 

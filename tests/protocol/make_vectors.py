@@ -25,6 +25,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from protocol_factories import (
+    OTHER_KEY_SEED,
+    TEST_KEY_SEED,
+    all_records,
+    experiment,
+    other_keys,
+    vector_keys,
+)
+
 from autoresearch.protocol import (
     CLAIM_SCHEMA,
     EXPERIMENT_SCHEMA,
@@ -35,14 +44,6 @@ from autoresearch.protocol import (
     payload_type,
     record_id,
     sign,
-)
-from protocol_factories import (
-    OTHER_KEY_SEED,
-    TEST_KEY_SEED,
-    all_records,
-    experiment,
-    other_keys,
-    vector_keys,
 )
 
 VECTORS_DIR = Path(__file__).resolve().parent / "vectors"

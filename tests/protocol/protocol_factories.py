@@ -11,6 +11,8 @@ import difflib
 import hashlib
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from autoresearch.protocol import (
     CalibrationPoint,
     CalibrationRecord,
@@ -24,7 +26,6 @@ from autoresearch.protocol import (
     SoftwareVersions,
     sha256_hex,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 FIXED_TIME = datetime(2026, 3, 14, 15, 9, 26, 535000, tzinfo=UTC)
 TRACK = "tiny-0123456789ab"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from protocol_factories import experiment
+
 from autoresearch.protocol import (
     SchemaError,
     canonical_bytes,
@@ -17,7 +19,6 @@ from autoresearch.protocol import (
     record_id,
     sha256_hex,
 )
-from protocol_factories import experiment
 
 # RFC 8785 Appendix B: IEEE 754 bits → canonical text.
 APPENDIX_B = [

@@ -6,6 +6,9 @@ import base64
 import json
 
 import pytest
+from make_vectors import raw_envelope
+from protocol_factories import all_records, claim, experiment
+
 from autoresearch.protocol import (
     CLAIM_SCHEMA,
     EXPERIMENT_SCHEMA,
@@ -26,8 +29,6 @@ from autoresearch.protocol import (
     verify,
 )
 from autoresearch.protocol.envelope import MAX_ENVELOPE_BYTES
-from make_vectors import raw_envelope
-from protocol_factories import all_records, claim, experiment
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from autoresearch.protocol import KeyFileError, KeyPair, key_id, load_public_key
 
 

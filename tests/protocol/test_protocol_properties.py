@@ -6,6 +6,10 @@ import json
 import random
 from datetime import UTC
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from protocol_factories import experiment
+
 from autoresearch.protocol import (
     OUTCOMES,
     ClaimRecord,
@@ -22,9 +26,6 @@ from autoresearch.protocol import (
     sign,
     verify,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from protocol_factories import experiment
 
 # Few examples, no deadline: the CI machine is shared and slow.
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,6 +6,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from protocol_factories import (
+    FIXED_TIME,
+    TRACK,
+    all_records,
+    calibration,
+    claim,
+    crashed_experiment,
+    experiment,
+    vector_keys,
+)
+from pydantic import BaseModel, ValidationError
+
 from autoresearch.protocol import (
     MAX_DIFF_BYTES,
     OUTCOMES,
@@ -42,17 +54,6 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
-from protocol_factories import (
-    FIXED_TIME,
-    TRACK,
-    all_records,
-    calibration,
-    claim,
-    crashed_experiment,
-    experiment,
-    vector_keys,
-)
-from pydantic import BaseModel, ValidationError
 
 RECORDS = all_records(vector_keys())
 

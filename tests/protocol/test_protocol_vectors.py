@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import autoresearch.protocol as protocol
 import make_vectors
 import pytest
-from autoresearch.protocol import ProtocolError, verify
 from protocol_factories import other_keys, vector_keys
+
+import autoresearch.protocol as protocol
+from autoresearch.protocol import ProtocolError, verify
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST: dict[str, dict[str, str]] = json.loads((VECTORS / "manifest.json").read_text())

@@ -13,6 +13,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from autoresearch.trainer import climbmix
 
 

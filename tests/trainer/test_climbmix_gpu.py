@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from autoresearch.trainer import climbmix, tracks
 from autoresearch.trainer.data import DataError
 from autoresearch.trainer.run import run_training

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+
 from autoresearch.trainer import data, tracks
 from autoresearch.trainer.harness import BudgetExhausted, Handle, NonFiniteLoss, ProgressWriter
 

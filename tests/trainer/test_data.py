@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from autoresearch.trainer import data, tracks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from autoresearch.trainer import data, tracks
 
 BOS = 0
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from autoresearch.trainer.evaluate import ContractError, check_causal, evaluate_bpb
 
 V = 4

@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+
 from autoresearch.trainer import hardware
 
 

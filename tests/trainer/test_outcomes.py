@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from autoresearch.trainer import tracks
 from autoresearch.trainer.result import RunResult, TrainProgress
 from autoresearch.trainer.run import run_training, safe_env

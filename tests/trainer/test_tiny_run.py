@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from autoresearch.trainer import data, tracks
 from autoresearch.trainer.run import run_training
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from autoresearch.protocol import TrackSpec
 from autoresearch.trainer import tracks
 from autoresearch.trainer.data import sha256_file
