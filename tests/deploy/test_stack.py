@@ -27,6 +27,8 @@ from threading import Barrier
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
 from autoresearch.client.outbox import Outbox
 from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import (
@@ -40,7 +42,6 @@ from autoresearch.protocol import (
     utc_now,
 )
 from autoresearch.trainer import tracks
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER = ROOT / "deploy" / "render_nginx.py"
