@@ -127,6 +127,8 @@ class Experiment(Base):
         Index(None, "hardware_class", "seq"),
         Index(None, "parent_sha256"),
         Index(None, "child_sha256"),
+        Index(None, "received_at"),  # home page: activity in the last 24 h
+        Index(None, "track", "key_id"),  # track page: distinct clients per track
     )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
