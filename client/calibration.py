@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ from autoresearch.protocol import (
 from . import config
 from .errors import ClientError
 from .fitting import bpb_at, fit_report, seed_sigma, time_to_reach
+from .results import atomic_write_text
 
 if TYPE_CHECKING:  # the trainer imports torch; keep it out of import time
     from autoresearch.trainer.result import RunResult, TrainProgress
@@ -180,17 +179,7 @@ def _load(spec: TrackSpec, hardware_class: str | None) -> Verified | None:
 def _store(envelope: Envelope, track: TrackSpec, hardware_class: str) -> Path:
     """Write the envelope atomically (temp file in the same folder, fsync, rename)."""
     path = cache_path(track, hardware_class)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(envelope.to_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, envelope.to_json() + "\n")
     return path
 
 

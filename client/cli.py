@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
@@ -65,14 +66,23 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # one line per HTTP request is noise next to the loop's own progress lines
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 for _module in (keys, records, trainer, workspace, calibrate, hubcmd, federation, demo):
     _module.register(app)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like an exception, so ``finally`` blocks run (``run_training`` then kills its
+    harness process group instead of leaving it training as an orphan)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Entry point: run the app, turning our errors into one line plus a hint and exit code 1."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code = app(standalone_mode=False)
         # Without standalone mode click *returns* the code of a `typer.Exit(n)` raised by a command

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -177,11 +178,32 @@ def start_volunteer(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        process_group=0,  # a terminal's Ctrl-C reaches only the demo, which forwards it (see run_demo)
     )
     assert v.proc.stdout is not None
     pump = threading.Thread(target=_pump, args=(v.proc.stdout, f"[{v.name}]", sink), daemon=True)
     pump.start()
     v.pumps.append(pump)
+
+
+def _signal_all(volunteers: list[Volunteer], signum: int) -> None:
+    for v in volunteers:
+        if v.proc is not None and v.proc.poll() is None:
+            v.proc.send_signal(signum)
+
+
+def _wait_for(volunteers: list[Volunteer], timeout: float | None = None) -> None:
+    """Wait for every volunteer process (killing any still alive after ``timeout`` seconds)."""
+    for v in volunteers:
+        if v.proc is None:
+            continue
+        try:
+            v.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            v.proc.kill()
+            v.proc.wait()
+        for pump in v.pumps:
+            pump.join(timeout=5)
 
 
 def summarise(hub: HubClient, track: str, volunteers: list[Volunteer]) -> list[VolunteerSummary]:
@@ -253,16 +275,20 @@ def run_demo(
     try:
         for v in volunteers:
             start_volunteer(v, url, track=spec.name, experiments=experiments, proposer=proposer, threads=threads, sink=sink)
-        for v in volunteers:
-            assert v.proc is not None
-            v.proc.wait()
-            for pump in v.pumps:
-                pump.join(timeout=5)
+        _wait_for(volunteers)
+    except KeyboardInterrupt:
+        sink("stopping: each volunteer records its current experiment first (Ctrl-C again to abort)")
+        _signal_all(volunteers, signal.SIGINT)
+        try:
+            _wait_for(volunteers)
+        except KeyboardInterrupt:
+            _signal_all(volunteers, signal.SIGINT)  # the loop's second Ctrl-C: abort, killing the run
+            _wait_for(volunteers, timeout=30)
+        server.stop()
+        raise
     except BaseException:
-        for v in volunteers:
-            if v.proc and v.proc.poll() is None:
-                v.proc.terminate()
-                v.proc.wait(timeout=30)
+        _signal_all(volunteers, signal.SIGTERM)
+        _wait_for(volunteers, timeout=30)
         server.stop()
         raise
     failed = [v.name for v in volunteers if v.proc is None or v.proc.returncode != 0]

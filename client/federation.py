@@ -343,9 +343,11 @@ def fetch_pull(
                 hint="its community best is still the track's reference train.py",
             )
         experiment_id = best.experiment.id
-    detail = client.experiment(experiment_id)
+    detail = client.experiment(experiment_id)  # a unique prefix is fine: the hub resolves it
+    if not detail.id.startswith(experiment_id):
+        raise HubError(f"the hub answered experiment {detail.id[:12]} when asked for {experiment_id[:12]}")
     source = detail.child_source if detail.child_source is not None else client.source(detail.record.child_sha256)
-    verified = verify(client.envelope(experiment_id), expected_schema=EXPERIMENT_SCHEMA)
+    verified = verify(client.envelope(detail.id), expected_schema=EXPERIMENT_SCHEMA)
     record = verified.record
     assert isinstance(record, ExperimentRecord)
     if verified.record_id != detail.id or verified.keyid != detail.key_id:

@@ -79,11 +79,18 @@ def write_results(path: Path, rows: Iterable[ResultRow]) -> None:
     atomic_write_text(path, text)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically: temp file beside it, fsync, ``os.replace``."""
+def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write a text file atomically: temp file beside it, fsync, ``os.replace``.
+
+    The file keeps the mode of the one it replaces; a new file gets ``mode`` (default 0644, not
+    the 0600 of a temp file: workspace files are ordinary files of the user's repository).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

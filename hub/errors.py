@@ -44,6 +44,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unknown_parent": 409,
     "display_name_taken": 409,
     "key_already_registered": 409,
+    "ambiguous_id": 409,
     "conflict": 409,
     # 413: too large
     "body_too_large": 413,

@@ -681,18 +681,26 @@ def get_experiment(session: Session, experiment_id: str) -> ExperimentDetail:
 
 
 def get_envelope(session: Session, experiment_id: str) -> str:
-    """The DSSE envelope JSON of an experiment, exactly as received. Raises NotFound."""
-    text = session.scalar(select(Experiment.envelope_json).where(Experiment.id == experiment_id))
-    if text is None:
-        raise NotFound(f"no experiment {experiment_id}", code="unknown_experiment")
-    return text
+    """The DSSE envelope JSON of an experiment, exactly as received. Raises NotFound, Conflict."""
+    return _experiment_row(session, experiment_id).envelope_json
 
 
 def _experiment_row(session: Session, experiment_id: str) -> Experiment:
-    row = session.scalar(select(Experiment).where(Experiment.id == experiment_id))
-    if row is None:
+    """The experiment with this id, or with this unique id prefix (the 12 hex digits tables show).
+
+    Raises:
+        NotFound: ``unknown_experiment``.
+        Conflict: ``ambiguous_id`` — the prefix matches several experiments.
+    """
+    if len(experiment_id) == 64:
+        rows = [session.scalar(select(Experiment).where(Experiment.id == experiment_id))]
+    else:  # ids are lowercase hex (checked by the route), so LIKE needs no escaping
+        rows = list(session.scalars(select(Experiment).where(Experiment.id.like(f"{experiment_id}%")).limit(2)))
+    if not rows or rows[0] is None:
         raise NotFound(f"no experiment {experiment_id}", code="unknown_experiment")
-    return row
+    if len(rows) > 1:
+        raise Conflict(f"{experiment_id} is the prefix of several experiments; give more digits", code="ambiguous_id")
+    return rows[0]
 
 
 def _lineage(session: Session, parent_sha256: str) -> list[str]:

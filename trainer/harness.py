@@ -72,8 +72,11 @@ class ProgressWriter:
         try:
             self._fh.write(event.model_dump_json() + "\n")
         except (BrokenPipeError, OSError) as exc:
-            _logger.warning("progress pipe closed (%s); continuing without live progress", exc)
-            self._fh = None
+            # The parent (run_training) holds the read end until we exit: a closed pipe means it
+            # died (kill -9, SIGTERM), nobody will read our result, and we must not train on as an
+            # orphan in our own session.
+            _logger.error("progress pipe closed (%s): the parent process is gone; stopping", exc)
+            os._exit(3)
 
 
 class Handle:

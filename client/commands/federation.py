@@ -157,7 +157,7 @@ def _recent_keeps(client: HubClient, track: str, hardware_class: str | None, lim
 
 
 def show_cmd(
-    experiment_id: Annotated[str, typer.Argument(help="Experiment id (64 hex).")],
+    experiment_id: Annotated[str, typer.Argument(help="Experiment id (64 hex), or a unique prefix of at least 8 hex digits as tables show.")],
     hub: HubOpt = None,
     token: TokenOpt = None,
     json_: JsonOpt = False,
@@ -254,7 +254,7 @@ def _print_items(items: list[OutboxItem], counts: dict[str, int]) -> None:
 
 
 def pull_cmd(
-    experiment_id: Annotated[str | None, typer.Argument(help="Experiment id to pull (default: --best).")] = None,
+    experiment_id: Annotated[str | None, typer.Argument(help="Experiment id or unique prefix (≥ 8 hex) to pull (default: --best).")] = None,
     best: Annotated[bool, typer.Option("--best", help="Pull the community best of the hardware class.")] = False,
     hardware_class: Annotated[
         str | None, typer.Option("--hardware-class", help="Hardware class for --best (default: this machine's; 'any': best by ECM).")

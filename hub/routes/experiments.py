@@ -33,7 +33,13 @@ from ..openapi import ENVELOPE_BODY, ERRORS
 _logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["experiments"])
 
-IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="record id: hex SHA-256 of its canonical bytes")]
+IdPath = Annotated[
+    str,
+    Path(
+        pattern=r"^[0-9a-f]{8,64}$",
+        description="record id (hex SHA-256 of its canonical bytes), or a unique prefix of at least 8 hex digits",
+    ),
+]
 
 
 @router.post("/experiments", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)

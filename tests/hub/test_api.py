@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from autoresearch.protocol import (
     EXPERIMENT_SCHEMA,
     ClientView,
@@ -155,3 +157,41 @@ def test_missing_things_are_404_in_the_error_shape(hub: Hub) -> None:
 
 def test_reference_source_is_served(hub: Hub) -> None:
     assert hub.client.get(f"/api/v1/sources/{hub.track.reference_sha256}").text == REF
+
+
+def test_experiment_by_unique_prefix(hub: Hub) -> None:
+    """Tables show 12 hex digits: GET /experiments/{prefix} (and its envelope) resolve a unique
+    prefix; a prefix shared by two experiments is 409 ``ambiguous_id``; under 8 digits is 422."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from autoresearch.hub import store
+    from autoresearch.hub.db import normalise_url
+    from autoresearch.hub.errors import Conflict
+
+    hub.register("alice")
+    ids: list[str] = []
+    value = 0.05
+    while len({i[0] for i in ids}) == len(ids):  # until two ids share their first hex digit
+        value += 0.01
+        record = factory.experiment(hub.track, REF, lr(round(value, 4)), val_bpb=1.5, parent_val_bpb=1.6)
+        response = hub.post("experiments", record, "alice")
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    first = ids[0]
+    detail = hub.client.get(f"/api/v1/experiments/{first[:12]}")
+    assert detail.status_code == 200
+    assert ExperimentDetail.model_validate_json(detail.content).id == first
+    envelope = hub.client.get(f"/api/v1/experiments/{first[:12]}/envelope")
+    assert verify(envelope.content).record_id == first
+    assert hub.client.get(f"/api/v1/experiments/{first[:7]}").status_code == 422
+    assert hub.client.get(f"/api/v1/experiments/{'0' * 8 if not first.startswith('0' * 8) else 'f' * 8}").json()["error"]["code"] == "unknown_experiment"
+
+    shared = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)
+    engine = create_engine(normalise_url(hub.db_url))
+    try:
+        with Session(engine) as session, pytest.raises(Conflict) as caught:
+            store.get_experiment(session, shared)  # the store takes any prefix; the route asks ≥ 8
+        assert caught.value.code == "ambiguous_id"
+    finally:
+        engine.dispose()

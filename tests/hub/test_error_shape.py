@@ -31,7 +31,7 @@ PINNED = {
     "admin_required": 403, "bad_signature": 403, "bad_public_key": 403, "unregistered_key": 403, "key_revoked": 403, "key_pending": 403,
     "not_found": 404, "unknown_experiment": 404, "unknown_client": 404, "unknown_source": 404, "unknown_track": 404,
     "method_not_allowed": 405,
-    "unknown_parent": 409, "display_name_taken": 409, "key_already_registered": 409, "conflict": 409,
+    "unknown_parent": 409, "display_name_taken": 409, "key_already_registered": 409, "ambiguous_id": 409, "conflict": 409,
     "body_too_large": 413, "diff_too_large": 413, "source_too_large": 413,
     "unsupported_media_type": 415,
     "unknown_schema": 422, "wrong_schema": 422, "schema_invalid": 422, "non_canonical": 422, "unparsable_source": 422,
