@@ -82,6 +82,7 @@ from .models import (
     Source,
     Token,
 )
+from .suggestions import counts_toward_gain
 
 _logger = logging.getLogger(__name__)
 
@@ -1021,12 +1022,16 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
 
 def _bulk_aggregates(session: Session, items: Sequence[CheckedExperiment]) -> None:
     """Add runs to the (track, direction, hardware class) running sums: one upsert per key.
-    Seed-only runs and crashes add no gain or z."""
+
+    Every run counts as a try (and a keep or crash) of each direction it touches; only a run that
+    isolates one direction adds its gain and z (``suggestions.counts_toward_gain``), so a passenger
+    change never shares in another change's gain. Seed-only runs and crashes add no gain or z."""
     sums: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for c in items:
         crashed = c.record.outcome != "ok"
-        gain = None if c.seed_only or crashed else c.gain
-        z = None if c.seed_only or crashed else c.record.normalised.z
+        isolated = counts_toward_gain(c.directions) and not c.seed_only and not crashed
+        gain = c.gain if isolated else None
+        z = c.record.normalised.z if isolated else None
         for key in c.directions:
             acc = sums[(c.record.track, key, c.record.hardware_class)]
             acc["tries"] += 1

@@ -195,3 +195,18 @@ def test_experiment_by_unique_prefix(hub: Hub) -> None:
         assert caught.value.code == "ambiguous_id"
     finally:
         engine.dispose()
+
+
+def test_only_single_direction_runs_feed_a_directions_gain(hub: Hub) -> None:
+    """A run touching two directions counts as a try of both but adds its z to neither, so a
+    passenger change never shares another change's gain (docs/suggestions.md)."""
+    from autoresearch.protocol import DirectionStats
+
+    hub.register("alice")
+    both = factory.with_constant(lr(0.05), "EMBED_LR", 0.5)
+    assert hub.post("experiments", factory.experiment(hub.track, REF, both, z=3.0), "alice").status_code == 201
+    assert hub.post("experiments", factory.experiment(hub.track, REF, lr(0.06), z=2.0), "alice").status_code == 201
+    response = hub.client.get(f"/api/v1/tracks/{hub.track.id}/directions")
+    stats = {d.direction: d for d in (DirectionStats.model_validate(x) for x in response.json())}
+    assert (stats["MATRIX_LR ↑"].tries, stats["MATRIX_LR ↑"].mean_z) == (2, 2.0)
+    assert (stats["EMBED_LR ↓"].tries, stats["EMBED_LR ↓"].mean_z) == (1, None)
