@@ -83,8 +83,8 @@ def extract_directions(parent_source: str, child_source: str) -> list[str]:
     Raises:
         SchemaError: either source does not parse as Python (``reason="unparsable_source"``).
     """
-    parent = _summarise(_parse(parent_source, "parent"))
-    child = _summarise(_parse(child_source, "child"))
+    parent = _summary(parent_source, "parent")
+    child = _summary(child_source, "child")
     directions: set[str] = set()
     for key in parent.statements.keys() | child.statements.keys():
         if parent.statements.get(key, []) == child.statements.get(key, []):
@@ -106,8 +106,8 @@ def changed_constants(
     Raises:
         SchemaError: either source does not parse as Python.
     """
-    parent = _summarise(_parse(parent_source, "parent")).constants
-    child = _summarise(_parse(child_source, "child")).constants
+    parent = _summary(parent_source, "parent").constants
+    child = _summary(child_source, "child").constants
     changed: dict[str, tuple[ConstantValue, ConstantValue]] = {}
     for name in sorted(parent.keys() | child.keys()):
         old, new = parent.get(name), child.get(name)
@@ -212,6 +212,23 @@ def _parse(source: str, what: str) -> ast.Module:
             f"{what} train.py does not parse: line {exc.lineno}: {exc.msg}",
             reason="unparsable_source",
         ) from exc
+
+
+def _summary(source: str, what: str) -> _Summary:
+    """The (shared, read-only) summary of a source: ingest asks for the same parent again and again
+    (every child of the current best), and parsing dominates the hub's cost per record."""
+    try:
+        return _cached_summary(source)
+    except SyntaxError as exc:
+        raise SchemaError(
+            f"{what} train.py does not parse: line {exc.lineno}: {exc.msg}",
+            reason="unparsable_source",
+        ) from exc
+
+
+@lru_cache(maxsize=256)
+def _cached_summary(source: str) -> _Summary:
+    return _summarise(parse_source(source))
 
 
 def _summarise(module: ast.Module) -> _Summary:
