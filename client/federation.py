@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -39,6 +39,7 @@ from autoresearch.protocol import (
     Envelope,
     ExperimentRecord,
     KeyPair,
+    Suggestion,
     SuggestionList,
     TrackSpec,
     canonical_source_sha256,
@@ -155,6 +156,7 @@ class HubHooks:
         self._hub_down = False
         self._retry_at = 0.0
         self._offered: set[str] = set()  # experiment ids already offered for adoption
+        self._replicating: set[str] = set()  # child canonical hashes the hub asked us to re-run
 
     # -- hub availability ---------------------------------------------------------------------------
 
@@ -196,7 +198,15 @@ class HubHooks:
             self._down(exc)
             return None
         self._up()
+        self.expect_replications(answer.items)
         return answer
+
+    def expect_replications(self, suggestions: Sequence[Suggestion]) -> None:
+        """Remember the ``replicate`` suggestions' children: the hub asked for another run of those,
+        so a claim answered ``done`` by another client's result must not skip them."""
+        self._replicating = {
+            canonical_source_sha256(s.train_py) for s in suggestions if s.kind == "replicate" and s.train_py
+        }
 
     def community_best(self) -> CommunityBest | None:
         """The community best of this hardware class, or None when the hub is down."""
@@ -231,6 +241,13 @@ class HubHooks:
             self._down(exc)
             return None
         self._up()
+        if (
+            answer.status == "done"
+            and record.child_canonical_sha256 in self._replicating
+            and (answer.experiment is None or answer.experiment.key_id != self.keys.key_id)
+        ):
+            _logger.info("claim %s: done by another client, replicating it as the hub asked", description)
+            return answer.model_copy(update={"status": "granted"})
         _logger.info("claim %s: %s", description, answer.status)
         return answer
 

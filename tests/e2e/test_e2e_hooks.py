@@ -109,6 +109,17 @@ def test_claims_publish_and_context(server: HubServer, tmp_path: Path) -> None:
         assert done is not None and done.status == "done"
         assert done.experiment is not None and done.experiment.id == rid
 
+        # a replicate suggestion turns "done by someone else" into a run of our own
+        from autoresearch.protocol import Suggestion
+
+        bob.expect_replications([Suggestion(kind="replicate", direction="MATRIX_LR ↑", rationale="confirm", train_py=child)])
+        again = bob.claim(REFERENCE, child, "same idea")
+        assert again is not None and again.status == "granted"
+        # …but a client never replicates its own result
+        alice.expect_replications([Suggestion(kind="replicate", direction="MATRIX_LR ↑", rationale="confirm", train_py=child)])
+        own = alice.claim(REFERENCE, child, "my own result")
+        assert own is not None and own.status == "done"
+
         ctx = bob.context()
         assert isinstance(ctx, HubContext)
         assert ctx.community_best is not None and ctx.community_best.experiment is not None
