@@ -84,7 +84,7 @@ class HubServer:
         except ImportError as exc:
             raise UsageError(f"the hub is not installed ({exc.name})", hint="pip install 'autoresearch-hub[hub]'") from exc
         upgrade(self.db_url)
-        app = create_app(HubSettings(db_url=self.db_url, json_logs=False, **self.settings))  # type: ignore[arg-type]
+        app = create_app(HubSettings(db_url=self.db_url, json_logs=False, **self.settings))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))

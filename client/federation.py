@@ -115,7 +115,8 @@ def policy_findings(source: str) -> list[str]:
     """The static policy check of a ``train.py`` from someone else (empty: allowed)."""
     from autoresearch.trainer.policy import check_source
 
-    return check_source(source)
+    findings: list[str] = check_source(source)
+    return findings
 
 
 class HubHooks:
@@ -177,7 +178,7 @@ class HubHooks:
 
     def remember_source(self, source: str) -> str:
         """Keep a ``train.py`` text by sha256 so a later publish can upload it; returns the sha256."""
-        sha = sha256_hex(source)
+        sha: str = sha256_hex(source)
         self._sources[sha] = source
         return sha
 
@@ -335,7 +336,8 @@ def local_hardware_class(track: TrackSpec) -> str:
     """This machine's hardware class for ``track`` (the CPU class on CPU tracks, even with a GPU)."""
     from autoresearch.trainer.hardware import hardware_class_for
 
-    return hardware_class_for(track.device)
+    hardware_class: str = hardware_class_for(track.device)
+    return hardware_class
 
 
 def fetch_pull(

@@ -52,6 +52,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 API = "/api/v1"
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 _HINTS = {
     "key_revoked": "this key was revoked by the hub's admin; your records stay in the local outbox",
@@ -262,9 +263,9 @@ class HubClient:
             )
         return response
 
-    def _parse(self, response: httpx.Response, model: type[M] | object) -> M:
+    def _parse(self, response: httpx.Response, model: type[T]) -> T:
         try:
-            return TypeAdapter(model).validate_json(response.content)  # type: ignore[no-any-return]
+            return TypeAdapter(model).validate_json(response.content)
         except ValidationError as exc:
             raise HubError(
                 f"hub answered {response.request.method} {response.request.url.path} with an unexpected body: "
@@ -288,6 +289,7 @@ def _error_code(response: httpx.Response) -> tuple[str, str]:
 
 def _error_text(response: httpx.Response) -> str:
     try:
-        return ErrorBody.model_validate_json(response.content).error.message
+        message: str = ErrorBody.model_validate_json(response.content).error.message
     except ValidationError:
         return response.text[:200]
+    return message

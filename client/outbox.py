@@ -159,7 +159,7 @@ class Outbox:
             ProtocolError: the envelope does not verify under its embedded key.
             UsageError: a source's text does not hash to its key.
         """
-        record_id = verify(envelope).record_id
+        record_id: str = verify(envelope).record_id
         sources = sources or {}
         for sha, text in sources.items():
             if sha256_hex(text) != sha:
@@ -301,10 +301,12 @@ class Outbox:
 
 def _submit(hub: HubClient, kind: str, env: Envelope) -> bool:
     if kind == "experiment":
-        return hub.submit_experiment(env).created
-    if kind == "calibration":
-        return hub.submit_calibration(env).created
-    return hub.register(env).created
+        created: bool = hub.submit_experiment(env).created
+    elif kind == "calibration":
+        created = hub.submit_calibration(env).created
+    else:
+        created = hub.register(env).created
+    return created
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

@@ -25,7 +25,8 @@ _SEED_NAME = re.compile(r"SEED", re.IGNORECASE)
 
 def source_sha256(source: str) -> str:
     """Hex SHA-256 of the UTF-8 source text."""
-    return sha256_hex(source)
+    digest: str = sha256_hex(source)
+    return digest
 
 
 @functools.lru_cache(maxsize=512)
@@ -36,9 +37,10 @@ def canonical_sha256_or_none(source: str) -> str | None:
     unparsing a full ``train.py`` costs tens of milliseconds.
     """
     try:
-        return canonical_source_sha256(source)
+        digest: str = canonical_source_sha256(source)
     except SchemaError:
         return None
+    return digest
 
 
 def unified_diff(parent: str, child: str) -> str:
@@ -54,7 +56,8 @@ def unified_diff(parent: str, child: str) -> str:
 
 def diff_too_large(parent: str, child: str) -> bool:
     """Whether the diff would exceed the protocol's ``MAX_DIFF_BYTES`` (256 KiB)."""
-    return len(unified_diff(parent, child).encode("utf-8")) > MAX_DIFF_BYTES
+    limit: int = MAX_DIFF_BYTES
+    return len(unified_diff(parent, child).encode("utf-8")) > limit
 
 
 def changed_lines(parent: str, child: str) -> int:

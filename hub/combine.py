@@ -131,16 +131,17 @@ def merge_three_way(base: str, left: str, right: str) -> str:
     merger = merge3.Merge3(base_lines, left_lines, right_lines)
     out: list[str] = []
     for region in merger.merge_regions():
-        kind = region[0]
-        if kind == "unchanged":
-            out.extend(base_lines[region[1] : region[2]])
-        elif kind in ("a", "same"):
-            out.extend(left_lines[region[1] : region[2]])
-        elif kind == "b":
-            out.extend(right_lines[region[1] : region[2]])
-        else:  # conflict: (kind, z1, z2, a1, a2, b1, b2)
+        if region[0] == "conflict":  # (kind, z1, z2, a1, a2, b1, b2)
             _, z1, z2, a1, a2, b1, b2 = region
             out.extend(_resolve(base_lines[z1:z2], left_lines[a1:a2], right_lines[b1:b2]))
+            continue
+        kind, start, end = region
+        if kind == "unchanged":
+            out.extend(base_lines[start:end])
+        elif kind in ("a", "same"):
+            out.extend(left_lines[start:end])
+        elif kind == "b":
+            out.extend(right_lines[start:end])
     return "".join(out)
 
 

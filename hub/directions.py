@@ -34,10 +34,11 @@ import logging
 import math
 import operator
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import TypeAlias
+from typing import TypeAlias, TypeGuard
 
 from autoresearch.protocol import parse_source
 from autoresearch.protocol.errors import SchemaError
@@ -49,7 +50,7 @@ DOWN = "↓"
 SEED = "seed"
 MODULE = "<module>"
 
-ConstantValue: TypeAlias = int | float | bool | str | bytes | tuple | None
+ConstantValue: TypeAlias = int | float | bool | str | bytes | tuple[object, ...] | None
 """A literal value of a module-level constant (``None`` also stands for "absent")."""
 
 _SEED_NAME = re.compile(r"(^|_)seed($|_)", re.IGNORECASE)
@@ -133,7 +134,7 @@ def near_duplicate_constants(
     for name, (_, new_a) in a.items():
         new_b = b[name][1]
         if _is_number(new_a) and _is_number(new_b):
-            if not math.isclose(float(new_a), float(new_b), rel_tol=rel_tol):  # type: ignore[arg-type]
+            if not math.isclose(float(new_a), float(new_b), rel_tol=rel_tol):
                 return False
         elif new_a != new_b:
             return False
@@ -206,12 +207,13 @@ class _Summary:
 
 def _parse(source: str, what: str) -> ast.Module:
     try:
-        return parse_source(source)
+        tree: ast.Module = parse_source(source)
     except SyntaxError as exc:
         raise SchemaError(
             f"{what} train.py does not parse: line {exc.lineno}: {exc.msg}",
             reason="unparsable_source",
         ) from exc
+    return tree
 
 
 def _summary(source: str, what: str) -> _Summary:
@@ -263,8 +265,9 @@ def _summarise_class(node: ast.ClassDef, summary: _Summary) -> None:
         keywords=node.keywords,
         body=rest,
         decorator_list=node.decorator_list,
-        type_params=getattr(node, "type_params", []),
     )
+    if sys.version_info >= (3, 12):  # PEP 695 type parameters (``class C[T]:``)
+        shell.type_params = node.type_params
     summary.statements[node.name].append(_dump(shell))
 
 
@@ -430,11 +433,11 @@ def _eval_number(node: ast.expr, known: Mapping[str, float]) -> float | None:
     return None
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _same_value(old: ConstantValue, new: ConstantValue) -> bool:
     if _is_number(old) and _is_number(new):
-        return float(old) == float(new)  # type: ignore[arg-type]
+        return float(old) == float(new)
     return type(old) is type(new) and old == new

@@ -650,7 +650,7 @@ def progress(session: Session, track: str, hardware_class: str, *, limit: int) -
         .limit(limit + 1)
     ).all()
     points = [
-        ProgressPoint(id=i, created_at=at, status=st, outcome=oc, val_bpb=bpb, description=d)  # type: ignore[arg-type]
+        ProgressPoint(id=i, created_at=at, status=st, outcome=oc, val_bpb=bpb, description=d)
         for i, at, st, oc, bpb, d in reversed(rows[:limit])
     ]
     return Progress(track=track, hardware_class=hardware_class, points=points, truncated=len(rows) > limit)

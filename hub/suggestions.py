@@ -417,7 +417,8 @@ def _fails_on_class(stat: DirectionStats | None, hardware_class: str | None) -> 
 
 
 def _z_of(view: ExperimentView) -> float | None:
-    return view.record.normalised.z
+    z: float | None = view.record.normalised.z
+    return z
 
 
 def _combine_suggestions(

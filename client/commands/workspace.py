@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import signal
 import zlib
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any, TypeAlias
 
 import typer
 
@@ -20,6 +21,9 @@ from ..errors import UsageError
 from ..loop import AgentLoop
 from ..proposers import DEFAULT_MODEL, PROPOSER_NAMES, default_proposer_name, make_proposer
 from ..workspace import Workspace
+
+# What ``signal.signal`` returns: the previous handler, to be restored later.
+_SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 def program_template() -> str:
@@ -47,7 +51,7 @@ def default_tag(ws: Workspace) -> str:
     return datetime.now().strftime("%b%d").lower()
 
 
-def _stop_on_sigint(loop: AgentLoop) -> object:
+def _stop_on_sigint(loop: AgentLoop) -> _SignalHandler:
     """First Ctrl-C: stop after the current experiment is recorded; second: abort now."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -118,7 +122,7 @@ def register(app: typer.Typer) -> None:
                 with display if isinstance(display, LiveDisplay) else nullcontext():
                     stats = loop.run()
             finally:
-                signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
+                signal.signal(signal.SIGINT, previous)
         summary = {
             "workspace": str(ws.root),
             "branch": f"autoresearch/{options.tag}",
