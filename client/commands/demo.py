@@ -46,6 +46,10 @@ def demo_cmd(
             console.out().print(f"findings: {result.findings_url}", highlight=False)
             console.out().print(f"files:    {result.directory}", highlight=False)
         if no_serve:
+            console.info(
+                f"the hub stops now; to browse the findings later: autoresearch hub serve "
+                f"--db sqlite:///{result.directory / 'hub.db'}"
+            )
             return
         console.info(f"serving the hub on {result.hub_url}; Ctrl-C to stop")
         while True:
