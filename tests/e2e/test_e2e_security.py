@@ -21,7 +21,7 @@ from autoresearch.trainer.run import run_training
 
 TINY = tracks.get_track("tiny")
 SECRETS = {
-    "ANTHROPIC_API_KEY": "sk-ant-test-SECRET-1",
+    "ANTHROPIC_API_KEY": "fake-anthropic-key-for-tests-1",
     "AUTORESEARCH_HUB_TOKEN": "hub-token-SECRET-2",
     "MY_SERVICE_PASSWORD": "password-SECRET-3",
 }
