@@ -310,7 +310,9 @@ def _run_point(
     if progress is not None:
         progress(CalibrationProgress(index, n_runs, run, None))
     _logger.info("reference run %d/%d: %g s, seed %d", index + 1, n_runs, run.budget_seconds, run.seed)
-    result = run_training(train_py, derived, run_dir, seed=run.seed, on_progress=on_progress)
+    # the track's own reference is our code: it may run where no sandbox can be had
+    ours = train_py.read_text(encoding="utf-8") == tracks.reference_source(spec)
+    result = run_training(train_py, derived, run_dir, seed=run.seed, on_progress=on_progress, allow_unsandboxed=ours)
     return _point(run, result)
 
 

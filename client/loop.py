@@ -173,7 +173,8 @@ class LoopOptions:
     stopped); ``min_z`` is the least improvement in units of the calibration's seed noise σ for a keep
     (ignored without a calibration); ``adopt_every`` runs between ``hooks.adopt`` calls (0: never);
     ``max_failures`` consecutive proposer failures stop the loop; ``prefetch`` prepares the next
-    proposal while training.
+    proposal while training; ``allow_unsandboxed`` lets candidates run at isolation ``process`` on a
+    machine without a sandbox (the user vouches for every candidate: docs/security.md).
     """
 
     tag: str
@@ -183,6 +184,7 @@ class LoopOptions:
     seed: int = 0
     max_failures: int = 5
     prefetch: bool = True
+    allow_unsandboxed: bool = False
 
 
 @dataclass
@@ -306,11 +308,7 @@ class AgentLoop:
         self.options = options
         self.hooks: LoopHooks = hooks or SoloHooks()
         self.events: LoopEvents = events or NullEvents()
-        if runner is None:
-            from autoresearch.trainer.run import run_training
-
-            runner = run_training
-        self.runner = runner
+        self.runner = runner or _default_runner()
         self.stats = LoopStats()
         self._stop = threading.Event()
         self._tried: set[str] = set()
@@ -414,6 +412,7 @@ class AgentLoop:
             WorkspaceError: the workspace's git state is unusable.
             ProposerError: ``max_failures`` consecutive proposals failed.
         """
+        self._check_isolation()
         best = self._restore()
         if best is not None:
             self.stats.best_val_bpb, self.stats.best_number = best.val_bpb, best.number
@@ -445,6 +444,27 @@ class AgentLoop:
             except _Interrupted:  # left pending for the next `run`
                 break
         return self.stats
+
+    def _check_isolation(self) -> None:
+        """Refuse to start where candidates could not be sandboxed, unless the user allowed it.
+
+        Raises:
+            ClientError: no sandbox here and ``allow_unsandboxed`` is off (the hint has the fix).
+        """
+        if self.runner is not _default_runner():
+            return  # a test or bench runner decides for itself
+        from autoresearch.trainer import sandbox
+
+        support = sandbox.detect()
+        if support.isolation == "sandbox":
+            return
+        if not self.options.allow_unsandboxed:
+            raise ClientError(
+                f"no sandbox on this machine ({support.reason}): candidates written by an agent or taken from a hub "
+                "would run with your account's rights",
+                hint=(support.hint or "install bubblewrap") + "; or pass --allow-unsandboxed to vouch for every candidate yourself",
+            )
+        self.events.note(f"running without a sandbox ({support.reason}); records say isolation=process")
 
     def _context(self, best: _Best | None, *, repair: RepairRequest | None = None) -> ProposalContext:
         program = self.ws.program_md.read_text(encoding="utf-8") if self.ws.program_md.exists() else ""
@@ -622,7 +642,9 @@ class AgentLoop:
             self._hub = self.hooks.context()
             self._prefetch = _Prefetch(self.proposer, self._context(best))
         self.events.experiment_started(number, cand.description, self.track.time_budget)
-        result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress)
+        result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress,
+                             allow_unsandboxed=self.options.allow_unsandboxed)  # fmt: skip
+        result = self._check_ran(result, cand.source)
         if self.stopping and result.outcome != "ok":
             self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
             raise _Interrupted
@@ -654,6 +676,11 @@ class AgentLoop:
         except ClientError as exc:  # publishing must never stop research; the federation logs details
             _logger.warning("could not publish experiment %d: %s", number, exc)
         new_best = best
+        if record.status == "keep" and (self.ws.train_py_dirty() or self.ws.source_at(commit) != cand.source):
+            raise WorkspaceError(
+                f"train.py of experiment {number} changed in the workspace while it ran; not keeping it",
+                hint="leave train.py alone while `autoresearch run` works (edit program.md instead)",
+            )
         if record.status == "keep":
             new_best = _Best(number, commit, cand.source, record.metrics.val_bpb)
             self.stats.best_val_bpb, self.stats.best_number = new_best.val_bpb, number
@@ -665,6 +692,15 @@ class AgentLoop:
         elif record.status == "crash" and self._wants_repair(cand, result):
             self._queue_repair(cand, result, number, new_best)
         return new_best
+
+    def _check_ran(self, result: RunResult, source: str) -> RunResult:
+        """The harness hashed the file it ran: anything else than the candidate is a crash."""
+        if result.train_py_sha256 is None or result.train_py_sha256 == source_sha256(source):
+            return result
+        return result.model_copy(update={
+            "outcome": "crash", "metrics": result.metrics.model_copy(update={"val_bpb": None}),
+            "error": "the train.py the harness ran is not the candidate (changed on disk during the run)",
+        })  # fmt: skip
 
     def _retry_baseline(self, result: RunResult) -> None:
         """Queue the baseline again; a baseline that keeps failing stops the loop (nothing to compare to)."""
@@ -745,6 +781,7 @@ class AgentLoop:
             software=software,
             harness_version=result.harness_version,
             calibration_id=record_id(cal) if cal is not None else None,
+            isolation=result.isolation,
             seed=self.options.seed,
             error=(result.error or "")[-4096:] or None,
             created_at=utc_now(),
@@ -765,6 +802,12 @@ class AgentLoop:
                 _logger.info("no calibration for %s on %s: results carry Δ val_bpb only", self.track.id, hardware_class)
         return self._calibration
 
+
+def _default_runner() -> Runner:
+    from autoresearch.trainer.run import run_training
+
+    runner: Runner = run_training
+    return runner
 
 
 def decide(

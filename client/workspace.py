@@ -35,6 +35,9 @@ _logger = logging.getLogger(__name__)
 
 STATE_DIR = ".autoresearch"
 FALLBACK_IDENTITY = ("-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost")
+# Every git call of the loop runs with hooks off: a hook is code in the workspace that git would run
+# with the loop's whole environment (keys, tokens), and the workspace holds files from elsewhere.
+NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 GITIGNORE_LINES = (".autoresearch/", "results.tsv", "__pycache__/", "run.log")
 
 
@@ -241,7 +244,7 @@ class Workspace:
 
     def branch_exists(self, branch: str) -> bool:
         return subprocess.run(
-            ["git", "-C", str(self.root), "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
+            ["git", *NO_HOOKS, "-C", str(self.root), "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
             capture_output=True, check=False,
         ).returncode == 0
 
@@ -374,7 +377,7 @@ def _identity_args(root: Path) -> tuple[str, ...]:
 
 
 def _git(root: Path, *args: str, strip: bool = True) -> str:
-    cmd = ["git", *_identity_args(root), "-C", str(root), *args]
+    cmd = ["git", *NO_HOOKS, *_identity_args(root), "-C", str(root), *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:

@@ -61,9 +61,13 @@ def _check_utc(value: datetime) -> datetime:
 UnifiedDiff = Annotated[str, AfterValidator(_check_diff_size)]
 UtcDatetime = Annotated[datetime, AfterValidator(_check_utc)]
 
-Outcome = Literal["ok", "crash", "nan", "oom", "timeout", "over_budget", "eval_crash"]
-"""Harness outcome of one run (DESIGN.md, "The harness contract")."""
-OUTCOMES: tuple[str, ...] = ("ok", "crash", "nan", "oom", "timeout", "over_budget", "eval_crash")
+Outcome = Literal["ok", "crash", "nan", "oom", "timeout", "over_budget", "eval_crash", "rejected"]
+"""Harness outcome of one run (DESIGN.md, "The harness contract"); ``rejected``: a failed evaluation probe."""
+OUTCOMES: tuple[str, ...] = ("ok", "crash", "nan", "oom", "timeout", "over_budget", "eval_crash", "rejected")
+Isolation = Literal["sandbox", "process", "none"]
+"""How ``train.py`` was confined: an OS ``sandbox``, a separate ``process`` only (code the user wrote
+or approved, on a machine without a sandbox), or ``none`` (imported history, e.g. upstream's
+``results.tsv``)."""
 Status = Literal["keep", "discard", "crash"]
 """The loop's decision, as in upstream's ``results.tsv``; ``crash`` for any outcome but ``ok``."""
 SuggestionKind = Literal["exploit", "explore", "combine", "replicate", "avoid"]
@@ -109,7 +113,10 @@ class RunMetrics(WireModel):
     """
 
     val_bpb: PositiveFloat | None = Field(default=None, description="bits per byte on the val split")
-    training_seconds: NonNegFloat | None = Field(default=None, description="harness-clocked training time, s")
+    training_seconds: NonNegFloat | None = Field(
+        default=None, description="training time on the track's budget clock (CPU s on cpu/tiny, wall s on GPU), s"
+    )
+    training_wall_seconds: NonNegFloat | None = Field(default=None, description="wall time of the training phase, s")
     total_seconds: NonNegFloat | None = Field(default=None, description="wall time of the whole run, s")
     startup_seconds: NonNegFloat | None = Field(default=None, description="import, data and compile time, s")
     eval_seconds: NonNegFloat | None = Field(default=None, description="evaluation time, s")
@@ -170,6 +177,7 @@ class ExperimentRecord(WireModel):
     software: SoftwareVersions
     harness_version: ShortText
     calibration_id: Sha256Hex | None = None
+    isolation: Isolation = Field(default="none", description="how train.py was confined when it ran")
     seed: SafeInt = 0
     error: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
         default=None, description="traceback tail or reason for a non-ok outcome"

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # The folders and modules type-checked (strictly, see [tool.mypy] in pyproject.toml).
-MYPY_TARGETS = ["protocol", "hub", "client", "trainer/tracks.py", "trainer/policy.py", "trainer/result.py"]
+MYPY_TARGETS = ["protocol", "hub", "client", "trainer/tracks.py", "trainer/policy.py", "trainer/result.py", "trainer/run.py",
+                "trainer/sandbox.py", "trainer/supervisor.py", "trainer/budget.py", "trainer/evaluate.py", "trainer/harness.py"]
 
 
 def _run_tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:

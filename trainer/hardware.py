@@ -97,6 +97,12 @@ def _nvml_gpu(index: int = 0) -> GpuInfo | None:
             _logger.debug("nvmlShutdown failed: %s", exc)
 
 
+def gpu_name(index: int = 0) -> str | None:
+    """NVML name of GPU ``index`` (e.g. ``NVIDIA H100 80GB HBM3``), or None on a machine without one."""
+    gpu = _nvml_gpu(index)
+    return gpu.name if gpu is not None else None
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

@@ -1,39 +1,48 @@
-"""The harness subprocess: load the track data, run ``train(h)`` from a ``train.py`` under the budget
-clock, evaluate the returned model, write ``result.json`` and print the summary block.
+"""The harness process: owns the data, the budget clock and the metric; runs ``train.py`` only in
+sandboxed workers (trusted side — this process never imports ``train.py`` nor anything it defines,
+and imports no torch).
 
-Started by :func:`autoresearch.trainer.run.run_training` as
-``python -m autoresearch.trainer.harness --train-py F --track-json J --run-dir D --seed S
---progress-fd N``; not meant to be run by hand. Every failure of ``train.py`` ends as an outcome in
-``result.json``, never as an exception of this process.
+Started by :func:`autoresearch.trainer.run.run_training` as ``python -m autoresearch.trainer.harness
+--train-py F --track-json J --run-dir D --seed S --isolation sandbox|process --progress-fd N``; not
+meant to be run by hand. One run (docs/trainer.md, docs/security.md):
 
-The contract with ``train.py`` (docs/trainer.md): it defines ``train(h) -> torch.nn.Module``; the
-returned module maps token ids ``(B, T)`` to logits ``(B, T, vocab_size)``. The harness measures
-val_bpb on it with :func:`autoresearch.trainer.evaluate.evaluate_bpb`; it never reads what
-``train.py`` prints.
+1. A **training worker** starts in its cage (:mod:`.sandbox`) while the harness loads the track's
+   data. When the worker has loaded torch it says hello; the harness checks its lockdown from
+   outside, hands it the track and starts the budget clock (:mod:`.budget`).
+2. The worker imports ``train.py`` and calls ``train(h)``; every batch comes from the harness over
+   its socket, counted on the harness's clock. Past the over-budget limit the harness refuses the
+   next batch and stops the worker; a NaN loss report ends the run as ``nan``. When ``train``
+   returns, the worker sends the model's ``torch.save`` bytes (size-capped) and the clock stops.
+3. Two **evaluation workers**, fresh sandboxed processes that can write nothing, load the model.
+   Worker A scores every evaluation row; worker B scores causality probes and replays in batches of
+   the same shape; the harness computes val_bpb from A's scores and checks B against A
+   (:mod:`.evaluate`). A failed probe is the outcome ``rejected``, naming the probe. The saved
+   model's hash is checked unchanged afterwards.
+
+Every failure of ``train.py`` ends as an outcome in ``result.json``, never as an exception here.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
-import importlib.util
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-import traceback
 from pathlib import Path
-from types import ModuleType
-from typing import Literal, TextIO
+from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
-import torch
 
-from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
+from autoresearch.protocol import Outcome, RunMetrics, TrackSpec, parse_source
 
-from . import data, hardware, tracks
-from .evaluate import ContractError, check_causal, evaluate_bpb
+from . import data, evaluate, hardware, sandbox, tracks
+from .budget import BudgetClock
 from .result import (
     ProgressEvent,
     RunResult,
@@ -42,22 +51,25 @@ from .result import (
     truncate_error,
     write_result,
 )
+from .supervisor import (
+    Audit,
+    BatchRequest,
+    Failure,
+    Hello,
+    Loaded,
+    ModelReady,
+    Report,
+    Scores,
+    Worker,
+    WorkerError,
+    check_lockdown,
+)
 
 _logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events sent to the parent
-
-
-class BudgetExhausted(BaseException):  # noqa: N818 - a control-flow signal, like StopIteration
-    """Raised by ``h.next_batch`` once training time passed the over-budget limit.
-
-    A BaseException so that a ``train.py`` catching ``Exception`` does not swallow it; the harness
-    also records the fact on the handle, so catching it anyway changes nothing.
-    """
-
-
-class NonFiniteLoss(BaseException):  # noqa: N818
-    """Raised by ``h.report`` for a NaN or infinite loss (outcome ``nan``)."""
+TICK = 0.2  # seconds between the harness's own deadline checks while a worker is quiet
+MAX_BATCH_TOKENS = 1 << 22  # largest batch the harness packs for one h.next_batch call
 
 
 class ProgressWriter:
@@ -73,200 +85,28 @@ class ProgressWriter:
             self._fh.write(event.model_dump_json() + "\n")
         except (BrokenPipeError, OSError) as exc:
             # The parent (run_training) holds the read end until we exit: a closed pipe means it
-            # died (kill -9, SIGTERM), nobody will read our result, and we must not train on as an
-            # orphan in our own session.
+            # died (kill -9, SIGTERM), nobody will read our result, and we must not go on as an
+            # orphan (our workers die with us: --die-with-parent).
             _logger.error("progress pipe closed (%s): the parent process is gone; stopping", exc)
             os._exit(3)
 
 
-class Handle:
-    """What ``train(h)`` gets: data, sizes, the budget clock and a progress channel.
-
-    Clock rule (docs/trainer.md): the training clock starts at the ``warmup_batches + 1``-th
-    :meth:`next_batch` call, or ``warmup_seconds`` after ``train`` was called, whichever is first,
-    and stops when ``train`` returns. All times are seconds on ``time.monotonic``.
-    """
-
-    def __init__(
-        self,
-        track: TrackSpec,
-        limits: tracks.HarnessLimits,
-        corpus: data.TokenizedCorpus,
-        device: torch.device,
-        seed: int,
-        progress: ProgressWriter,
-    ) -> None:
-        self.device = device
-        self.vocab_size = corpus.vocab_size
-        self.max_seq_len = track.max_seq_len
-        self.time_budget = float(track.time_budget)
-        self.bos_id = corpus.bos_id
-        self.seed = seed
-        self._limits = limits
-        self._progress = progress
-        self._corpus = corpus
-        self._packers: dict[int, data.BestFitPacker] = {}  # by row length T, one data stream each
-        self._t_train: float | None = None
-        self._clock_start: float | None = None
-        self._clock_stop: float | None = None
-        self._last_emit = 0.0
-        self._last_report: float | None = None
-        self.step_seconds = 0.0  # duration of the last step on the clock (between two reports)
-        self.batches = 0
-        self.total_tokens = 0
-        self.timed_tokens = 0  # tokens drawn after the clock started (for tokens/s and MFU)
-        self.num_steps = 0
-        self.last_loss: float | None = None
-        self.nonfinite: str | None = None  # why the loss was declared non-finite
-        self.over_budget = False
-
-    # --- clock -------------------------------------------------------------------------------------
-    def _start(self) -> None:
-        self._t_train = time.monotonic()
-        self._progress.send(ProgressEvent(kind="phase", phase="train"))
-
-    def _tick(self) -> float:
-        now = time.monotonic()
-        if self._clock_start is None and self._t_train is not None:
-            allowance_end = self._t_train + self._limits.warmup_seconds
-            if now >= allowance_end:
-                self._start_clock(allowance_end)
-        return now
-
-    def _start_clock(self, at: float) -> None:
-        self._clock_start = at
-        self._progress.send(ProgressEvent(kind="phase", phase="clock"))
-
-    def _stop(self) -> float:
-        self._tick()
-        self._clock_stop = time.monotonic()
-        return self.training_seconds()
-
-    def training_seconds(self) -> float:
-        """Seconds on the training clock so far (0 before it starts)."""
-        end = self._clock_stop if self._clock_stop is not None else self._tick()
-        return 0.0 if self._clock_start is None else max(0.0, end - self._clock_start)
-
-    def over_budget_limit(self) -> float:
-        """Training seconds past which the run is ``over_budget``."""
-        return self.time_budget * (1 + self._limits.budget_tolerance) + self._limits.budget_slack_seconds
-
-    # --- API for train.py --------------------------------------------------------------------------
-    def time_left(self) -> float:
-        """Seconds of budget left (negative once over)."""
-        return self.time_budget - self.training_seconds()
-
-    def should_stop(self) -> bool:
-        """True when the step about to start would end nearer past the budget than the last one
-        ended before it: ``training_seconds + step_seconds / 2 >= time_budget``, with
-        ``step_seconds`` the duration of the last reported step. Stopping then makes the expected
-        overshoot zero instead of half a step, which keeps slow steps (a loaded CPU) clear of
-        ``over_budget``. Return the model when this is True.
-        """
-        return self.training_seconds() + self.step_seconds / 2 >= self.time_budget
-
-    def progress(self) -> float:
-        """Fraction of the budget used, 0 at the clock start, 1 at the budget (can exceed 1)."""
-        return self.training_seconds() / self.time_budget
-
-    def next_batch(self, batch_size: int, seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next training batch: inputs and targets, each ``(batch_size, seq_len)`` long on
-        ``h.device`` (``seq_len`` defaults to ``max_seq_len``); every row starts with BOS, no padding.
-
-        Raises:
-            BudgetExhausted: training time is past the over-budget limit.
-            ValueError: ``batch_size`` is not a positive int, or ``seq_len`` not in 1..max_seq_len.
-        """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        T = self.max_seq_len if seq_len is None else seq_len
-        if not isinstance(T, int) or not 1 <= T <= self.max_seq_len:
-            raise ValueError(f"seq_len must be an int in 1..{self.max_seq_len}, got {seq_len!r}")
-        now = self._tick()
-        if self._clock_start is None and self.batches >= self._limits.warmup_batches:
-            self._start_clock(now)
-        if self.training_seconds() > self.over_budget_limit():
-            self.over_budget = True
-            raise BudgetExhausted(f"training time passed {self.over_budget_limit():.1f} s")
-        if T not in self._packers:
-            self._packers[T] = data.BestFitPacker(self._corpus.train_stream(self.seed), T + 1, self.bos_id)
-        packer = self._packers[T]
-        rows = np.stack([packer.next_row() for _ in range(batch_size)])  # type: ignore[misc]
-        batch = torch.from_numpy(rows)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        self.batches += 1
-        n = batch_size * T
-        self.total_tokens += n
-        if self._clock_start is not None:
-            self.timed_tokens += n
-        return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
-
-    def report(self, step: int, loss: float) -> None:
-        """Report one optimizer step's loss (nats per token). A NaN/inf loss ends the run as ``nan``.
-
-        Raises:
-            NonFiniteLoss: ``loss`` is not finite.
-        """
-        value = float(loss)
-        self.num_steps += 1
-        self.last_loss = value
-        now = time.monotonic()
-        if self._last_report is not None and self._clock_start is not None and self._last_report >= self._clock_start:
-            self.step_seconds = now - self._last_report
-        self._last_report = now
-        if not math.isfinite(value):
-            self.nonfinite = f"non-finite training loss {value} at step {step}"
-            self._emit(step, value)
-            raise NonFiniteLoss(self.nonfinite)
-        if now - self._last_emit >= PROGRESS_INTERVAL:
-            self._emit(step, value)
-
-    def _emit(self, step: int, loss: float) -> None:
-        self._last_emit = time.monotonic()
-        self._progress.send(
-            ProgressEvent(
-                kind="progress",
-                progress=TrainProgress(step=step, loss=loss, training_seconds=self.training_seconds(), time_budget=self.time_budget),
-            )
-        )
+class _Stop(Exception):
+    """Ends a phase early; the outcome is already recorded on the run."""
 
 
-# --------------------------------------------------------------------------------------------------
-# Run
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _tail(exc: BaseException) -> str:
-    return truncate_error("".join(traceback.format_exception(exc)))
-
-
-def _load_train_py(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train"] = module
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "train", None)):
-        raise AttributeError(f"{path.name} defines no train(h) function")
-    return module
-
-
-def _device(track: TrackSpec) -> torch.device:
-    if track.device == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if track.device == "cuda":
-        raise RuntimeError(f"track {track.name} needs a CUDA GPU and torch sees none")
-    return torch.device("cpu")
+def _depth_of(source: str) -> int | None:
+    """``DEPTH = <int>`` at module level of ``train.py`` (read, never run), for the summary block."""
+    try:
+        tree = parse_source(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DEPTH" for t in node.targets):
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, int) and not isinstance(value.value, bool):
+                return value.value if value.value >= 0 else None
+    return None
 
 
 class _Run:
@@ -276,6 +116,7 @@ class _Run:
         # the parent's spawn time (CLOCK_MONOTONIC is system-wide on Linux), so imports count
         self.t0 = args.spawned_at if args.spawned_at is not None else time.monotonic()
         self.args = args
+        self.run_dir = Path(args.run_dir)
         self.track = TrackSpec.model_validate_json(Path(args.track_json).read_text(encoding="utf-8"))
         self.limits = tracks.limits(self.track)
         self.progress = ProgressWriter(args.progress_fd)
@@ -283,117 +124,330 @@ class _Run:
         self.outcome: Outcome | None = None
         self.error: str | None = None
         self.mfu_estimated = False
-        self.device: torch.device | None = None
-        self.sha = hashlib.sha256(Path(args.train_py).read_bytes()).hexdigest() if Path(args.train_py).is_file() else None
+        self.probes = 0
+        self.train_py = Path(args.train_py)
+        source = self.train_py.read_bytes() if self.train_py.is_file() else b""
+        self.sha = hashlib.sha256(source).hexdigest() if self.train_py.is_file() else None
+        self.metrics["depth"] = _depth_of(source.decode("utf-8", errors="replace"))
+        self.isolation: sandbox.Isolation = args.isolation
+        self.support = sandbox.detect() if self.isolation == "sandbox" else sandbox.Support("process")
+        self.gpu = hardware.gpu_name() if self.track.device != "cpu" else None
+        self.device = "cuda" if self.gpu is not None else "cpu"
+        self.workers: list[Worker] = []
+        self.scratch = Path(tempfile.mkdtemp(prefix="ar-worker-"))
+        self.weights_dir = self.run_dir / "weights"
+        self.log: BinaryIO = sys.stdout.buffer
+        self.rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
 
     def fail(self, outcome: Outcome, error: str) -> None:
         if self.outcome is None:
             self.outcome, self.error = outcome, error
 
+    # --- workers -----------------------------------------------------------------------------------
+    def _spawn(self, role: Literal["train", "eval"], label: str, max_payload: dict[str, int]) -> Worker:
+        limits = self.limits
+        rlimits: dict[str, int] = {"file_size": limits.tmp_bytes, "open_files": 1024, "core": 0}
+        if limits.memory_bytes is not None and self.device == "cpu":
+            rlimits["address_space"] = limits.memory_bytes
+        home = "/scratch" if self.isolation == "sandbox" and role == "train" else "/tmp"
+        scratch = self.scratch / label
+        scratch.mkdir()
+        spec = sandbox.WorkerSpec(
+            role=role,
+            train_py=self.train_py.resolve(),
+            cuda=self.device == "cuda",
+            tmp_bytes=limits.tmp_bytes,
+            # evaluation workers start early (torch loads while training runs) at a lower priority
+            lockdown={"rlimits": rlimits, "no_fork": limits.clock == "cpu", "nice": 10 if role == "eval" else 0},
+            env=sandbox.worker_env(role, home if self.isolation == "sandbox" else str(scratch)),
+            weights_dir=self.weights_dir if role == "eval" else None,
+            hide=self._hidden(),
+        )
+        worker = Worker(spec, self.support, scratch, self.log, max_payload, label)
+        self.workers.append(worker)
+        return worker
+
+    def _hidden(self) -> tuple[Path, ...]:
+        """Host paths no worker may see, should the Python environment contain them (data, this run)."""
+        paths = [tracks.pycorpus_path().parent, self.run_dir.resolve()]
+        if self.track.name == "climbmix":
+            from . import climbmix
+
+            paths += [climbmix.cache_root(), climbmix.upstream_root()]
+        return tuple(paths)
+
+    def _greet(self, worker: Worker, setup: dict[str, object], deadline: float) -> Hello:
+        """Wait for the worker's hello, check its lockdown from outside, hand it ``setup``."""
+        msg, _ = worker.expect(Hello, deadline - time.monotonic())
+        if isinstance(msg, Failure):
+            raise WorkerError(msg.message)
+        assert isinstance(msg, Hello)
+        check_lockdown(worker.locate(), no_fork=self.limits.clock == "cpu")
+        worker.send({"op": "setup", **setup})
+        return msg
+
     def execute(self) -> None:
         try:
-            self.device = _device(self.track)
+            self._execute()
+        except _Stop:
+            pass
+        except WorkerError as exc:
+            self.fail(exc.outcome, str(exc))
+        except sandbox.SandboxUnavailable as exc:
+            self.fail("crash", f"{exc} (hint: {exc.hint})")
+        finally:
+            for worker in self.workers:
+                worker.kill()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            shutil.rmtree(self.weights_dir, ignore_errors=True)
+
+    def _execute(self) -> None:
+        if self.track.device == "cuda" and self.gpu is None:
+            self.fail("crash", f"track {self.track.name} needs a CUDA GPU and NVML sees none")
+            return
+        shutil.rmtree(self.weights_dir, ignore_errors=True)
+        self.weights_dir.mkdir(parents=True)
+        trainer = self._spawn("train", "train.py", {"model": self.limits.max_model_bytes})
+        try:
             corpus = data.load_corpus(self.track)
-            rows = torch.from_numpy(data.eval_rows(corpus, self.track.max_seq_len, self.track.eval_tokens))
-            token_bytes = torch.from_numpy(corpus.token_bytes)
-        except (data.DataError, RuntimeError, OSError) as exc:
+            rows = data.eval_rows(corpus, self.track.max_seq_len, self.track.eval_tokens)
+        except (data.DataError, OSError, ValueError) as exc:
             self.fail("crash", f"harness could not prepare track {self.track.id}: {exc}")
             return
-        if self.limits.num_threads is not None and "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(self.limits.num_threads)
-        torch.manual_seed(self.args.seed)
-        np.random.seed(self.args.seed % 2**32)
-        try:
-            module = _load_train_py(Path(self.args.train_py))
-        except (Exception, SystemExit) as exc:  # a broken train.py is an outcome, not our crash
-            self.fail("oom" if _is_oom(exc) else "crash", _tail(exc))
-            return
-        h = Handle(self.track, self.limits, corpus, self.device, self.args.seed, self.progress)
+        hello = self._greet(trainer, self._setup(corpus, train=True), self.t0 + self.limits.startup_seconds)
         self.metrics["startup_seconds"] = time.monotonic() - self.t0
-        model = self._train(module, h)
-        self._training_metrics(module, h, model)
-        if self.outcome is None and model is not None:
-            self._evaluate(model, rows, token_bytes)
-
-    def _train(self, module: ModuleType, h: Handle) -> torch.nn.Module | None:
-        h._start()
-        model = None
-        try:
-            model = module.train(h)
-        except BudgetExhausted:
-            pass
-        except NonFiniteLoss:
-            pass
-        except (Exception, SystemExit) as exc:
-            if h.nonfinite is None and not h.over_budget:
-                self.fail("oom" if _is_oom(exc) else "crash", _tail(exc))
-        training_seconds = h._stop()
-        self.metrics["training_seconds"] = training_seconds
-        if h.nonfinite is not None:
-            self.fail("nan", h.nonfinite)
-        if h.over_budget or training_seconds > h.over_budget_limit():
-            self.fail("over_budget", f"training took {training_seconds:.2f} s; budget {h.time_budget:g} s, limit {h.over_budget_limit():.2f} s")
-        if self.outcome is None and not isinstance(model, torch.nn.Module):
-            self.fail("crash", f"train(h) must return a torch.nn.Module, got {type(model).__name__}")
-        return model if isinstance(model, torch.nn.Module) else None
-
-    def _training_metrics(self, module: ModuleType, h: Handle, model: torch.nn.Module | None) -> None:
-        m = self.metrics
-        m["total_tokens"] = h.total_tokens
-        m["num_steps"] = h.num_steps
-        depth = getattr(module, "DEPTH", None)
-        m["depth"] = depth if isinstance(depth, int) and depth >= 0 else None
-        seconds = float(m["training_seconds"])  # type: ignore[arg-type]
-        m["tokens_per_second"] = h.timed_tokens / seconds if seconds > 0 else None
-        assert self.device is not None
-        m["peak_vram_mib"] = torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else 0.0
-        if model is None:
+        self.software_cuda = hello.cuda
+        clock = self._clock(trainer)
+        clock.begin()
+        self.progress.send(ProgressEvent(kind="phase", phase="train"))
+        if clock.started:
+            self.progress.send(ProgressEvent(kind="phase", phase="clock"))
+        scorers = [self._spawn("eval", name, {}) for name in ("eval", "probe")]
+        blob, peak = self._serve(trainer, clock, corpus)
+        trainer.finish()
+        self.metrics["training_seconds"] = clock.stop()
+        self.metrics["training_wall_seconds"] = clock.wall_seconds()
+        self.metrics["peak_vram_mib"] = peak
+        if blob is None or self.outcome is not None:
             return
-        m["num_params"] = sum(p.numel() for p in model.parameters())
-        estimate = getattr(model, "estimate_flops", None)
-        flops_per_token = float(estimate()) if callable(estimate) else 6.0 * float(m["num_params"])  # type: ignore[arg-type]
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
-        peak, self.mfu_estimated = hardware.peak_flops(name)
-        if seconds > 0 and math.isfinite(flops_per_token) and flops_per_token > 0:
-            m["mfu_percent"] = 100.0 * flops_per_token * h.timed_tokens / seconds / peak
+        weights = self.weights_dir / "model.pt"
+        tmp = weights.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, weights)
+        digest = hashlib.sha256(blob).hexdigest()
+        del blob
+        self._evaluate(scorers, corpus, rows)
+        if hashlib.sha256(weights.read_bytes()).hexdigest() != digest:
+            self.outcome, self.error = "rejected", "the saved model changed during evaluation"
+            self.metrics.pop("val_bpb", None)
 
-    def _evaluate(self, model: torch.nn.Module, rows: torch.Tensor, token_bytes: torch.Tensor) -> None:
-        self.progress.send(ProgressEvent(kind="phase", phase="eval"))
-        assert self.device is not None
+    def _setup(self, corpus: data.TokenizedCorpus, *, train: bool) -> dict[str, object]:
+        setup: dict[str, object] = {"device": self.device, "vocab_size": corpus.vocab_size, "seed": self.args.seed,
+                                    "num_threads": self._threads()}  # fmt: skip
+        if train:
+            setup.update(max_seq_len=self.track.max_seq_len, bos_id=corpus.bos_id, time_budget=float(self.track.time_budget),
+                         clock=self.limits.clock)  # fmt: skip
+        return setup
+
+    def _threads(self) -> int | None:
+        if self.limits.num_threads is None or "OMP_NUM_THREADS" in os.environ:
+            return None  # the user's OMP_NUM_THREADS (passed to the worker) decides
+        return self.limits.num_threads
+
+    def _clock(self, trainer: Worker) -> BudgetClock:
+        limits, budget = self.limits, float(self.track.time_budget)
+        return BudgetClock(
+            limits.clock, budget, budget * (1 + limits.budget_tolerance) + limits.budget_slack_seconds,
+            warmup_batches=limits.warmup_batches, warmup_seconds=limits.warmup_seconds, cpu_seconds=trainer.cpu_seconds,
+        )  # fmt: skip
+
+    # --- training ----------------------------------------------------------------------------------
+    def _serve(self, trainer: Worker, clock: BudgetClock, corpus: data.TokenizedCorpus) -> tuple[bytes | None, float]:
+        """Serve batches until the model arrives; returns ``(model bytes or None, peak VRAM MiB)``."""
+        limits = self.limits
+        wall_limit = limits.wall_factor * self.track.time_budget + limits.grace_seconds + limits.warmup_seconds
+        packers: dict[int, data.BestFitPacker] = {}
+        ahead: tuple[tuple[int, int], np.ndarray] | None = None
+        tokens = timed = 0
+        steps = 0
+        last_emit = 0.0
+        try:
+            while True:
+                if clock.over():
+                    self._over_budget(clock)
+                if clock.wall_seconds() > wall_limit:
+                    raise WorkerError(f"training ran longer than {wall_limit:g} s of wall time; killed", outcome="timeout")
+                got = trainer.recv(TICK)
+                if got is None:
+                    continue
+                msg, payload = got
+                if isinstance(msg, BatchRequest):
+                    clock.on_batch()
+                    if clock.over():
+                        trainer.send({"op": "stop", "reason": "training time passed the over-budget limit"})
+                        self._over_budget(clock)
+                    B, T = msg.batch_size, msg.seq_len
+                    if T > self.track.max_seq_len or B * (T + 1) > MAX_BATCH_TOKENS:
+                        raise WorkerError(f"h.next_batch({B}, {T}) is outside the track's limits "
+                                          f"(seq_len ≤ {self.track.max_seq_len}, ≤ {MAX_BATCH_TOKENS} tokens)")  # fmt: skip
+                    if ahead is not None and ahead[0] == (B, T):
+                        batch = ahead[1]
+                    else:
+                        batch = self._pack(packers, corpus, B, T)
+                    started = clock.started
+                    trainer.send({"op": "batch", "clock": clock.seconds(), "clock_started": started}, batch.tobytes())
+                    tokens += B * T
+                    if started:
+                        timed += B * T
+                    ahead = ((B, T), self._pack(packers, corpus, B, T))  # prepared while the worker computes
+                elif isinstance(msg, Report):
+                    steps += 1
+                    if msg.loss is None:
+                        self.fail("nan", f"non-finite training loss at step {msg.step}")
+                        raise _Stop
+                    now = time.monotonic()
+                    if now - last_emit >= PROGRESS_INTERVAL:
+                        last_emit = now
+                        progress = TrainProgress(step=msg.step, loss=msg.loss, training_seconds=clock.seconds(),
+                                                 time_budget=self.track.time_budget)  # fmt: skip
+                        self.progress.send(ProgressEvent(kind="progress", progress=progress))
+                elif isinstance(msg, ModelReady):
+                    clock.stop()
+                    if clock.over():
+                        self._over_budget(clock)
+                    return payload, msg.peak_vram_mib
+                elif isinstance(msg, Failure):
+                    self.fail("oom" if msg.oom else "crash", msg.message)
+                    raise _Stop
+                else:
+                    raise WorkerError(f"the training worker sent {type(msg).__name__} during training")
+        except (_Stop, WorkerError) as exc:
+            if isinstance(exc, WorkerError):
+                self.fail(exc.outcome, str(exc))
+            trainer.kill()
+            return None, 0.0
+        finally:
+            self.metrics.update(total_tokens=tokens, num_steps=steps)
+            seconds = clock.seconds()
+            self.metrics["tokens_per_second"] = timed / seconds if seconds > 0 else None
+            self.progress.send(ProgressEvent(kind="phase", phase="eval"))
+
+    def _over_budget(self, clock: BudgetClock) -> None:
+        seconds = clock.stop()
+        self.fail("over_budget", f"training took {seconds:.2f} s on the {clock.kind} clock; budget "
+                                 f"{clock.time_budget:g} s, limit {clock.limit:.2f} s")  # fmt: skip
+        raise _Stop
+
+    def _pack(self, packers: dict[int, data.BestFitPacker], corpus: data.TokenizedCorpus, B: int, T: int) -> np.ndarray:
+        if T not in packers:
+            packers[T] = data.BestFitPacker(corpus.train_stream(self.args.seed), T + 1, corpus.bos_id)
+        packer = packers[T]
+        return np.stack([packer.next_row() for _ in range(B)]).astype(np.int32)  # type: ignore[misc]  # (B, T+1)
+
+    # --- evaluation --------------------------------------------------------------------------------
+    def _evaluate(self, scorers: list[Worker], corpus: data.TokenizedCorpus, rows: np.ndarray) -> None:
         t = time.monotonic()
-        try:
-            check_causal(model, rows, device=self.device)
-        except ContractError as exc:
-            self.fail("crash", str(exc))
-            return
-        except Exception as exc:
-            self.fail("eval_crash", _tail(exc))
-            return
-        batch_size = self.limits.eval_batch_size
-        last: BaseException | None = None
-        while batch_size >= 1:
-            try:
-                val_bpb = evaluate_bpb(model, rows, token_bytes, batch_size=batch_size, device=self.device)
-                break
-            except ContractError as exc:
-                self.fail("crash", str(exc))
+        deadline = t + self.limits.eval_seconds
+        for worker in scorers:
+            self._greet(worker, self._setup(corpus, train=False), deadline)
+            worker.send({"op": "load"})
+        loaded: list[Loaded] = []
+        for worker in scorers:
+            msg, _ = worker.expect(Loaded, deadline - time.monotonic())
+            if isinstance(msg, Failure):
+                self.fail("eval_crash", msg.message)
                 return
-            except Exception as exc:  # retry smaller so a long run is not lost to an eval OOM
-                last = exc
-                _logger.warning("evaluation failed at batch size %d (%s); retrying smaller", batch_size, exc)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                batch_size //= 2
-        else:
-            assert last is not None
-            self.fail("eval_crash", _tail(last))
+            assert isinstance(msg, Loaded)
+            loaded.append(msg)
+        self._model_metrics(loaded[0])
+        main, probe = scorers
+        vocab = corpus.vocab_size
+        n_probe = min(self.limits.probe_batches * self.limits.eval_batch_size, 4 * len(rows))
+        plan = evaluate.plan_probes(rows, n_probe, self.rng)
+        scored = self._score_all(main, rows, plan.audits_a(), vocab, deadline)
+        if scored is None:
             return
+        (a_lse, a_tgt), a_rows, batch = scored
+        targets = rows[:, 1:]
+        if not (np.isfinite(a_lse).all() and np.isfinite(a_tgt).all()):
+            self.fail("nan", "val_bpb is nan: the returned model gives non-finite logits")
+            return
+        checked = self._score_all(probe, plan.rows, plan.audits_b(), vocab, deadline, batch=batch)
+        if checked is None:
+            return
+        b_scores, b_rows, _ = checked
+        try:
+            self.probes = evaluate.check_probes(plan, rows, (a_lse, a_tgt), b_scores, a_rows, b_rows, self.device)
+        except evaluate.ProbeFailed as exc:
+            self.fail("rejected", str(exc))
+            return
+        for worker in scorers:
+            worker.send({"op": "done"})
+            worker.finish()
+        val_bpb = evaluate.bits_per_byte(a_lse, a_tgt, targets, corpus.token_bytes)
         self.metrics["eval_seconds"] = time.monotonic() - t
-        if not math.isfinite(val_bpb):
-            self.fail("nan", f"val_bpb is {val_bpb}: the returned model gives non-finite logits")
+        if not math.isfinite(val_bpb) or val_bpb <= 0:
+            self.fail("nan", f"val_bpb is {val_bpb}: the returned model's scores are not a distribution")
             return
         self.metrics["val_bpb"] = val_bpb
         self.outcome = "ok"
+
+    def _score_all(
+        self, worker: Worker, rows: np.ndarray, audits: dict[int, list[int]], vocab: int, deadline: float, batch: int | None = None
+    ) -> tuple[tuple[np.ndarray, np.ndarray], dict[tuple[int, int], np.ndarray], int] | None:
+        """Score ``rows`` ``(N, T+1)`` with ``worker`` in batches (halved after a failure), asking for the
+        logit rows in ``audits`` after each batch. None when the outcome is already decided."""
+        n, width = rows.shape
+        T = width - 1
+        lse = np.empty((n, T), dtype=np.float32)
+        tgt = np.empty((n, T), dtype=np.float32)
+        shown: dict[tuple[int, int], np.ndarray] = {}
+        batch = batch or self.limits.eval_batch_size
+        start = 0
+        while start < n:
+            stop = min(n, start + batch)
+            chunk = np.ascontiguousarray(rows[start:stop], dtype=np.int32)
+            size = 2 * (stop - start) * T * 4
+            worker.payload_limits.update(scores=size, audit=0)
+            worker.send({"op": "score", "rows": stop - start, "cols": width}, chunk.tobytes())
+            msg, payload = worker.expect(Scores, deadline - time.monotonic())
+            if isinstance(msg, Failure):
+                if msg.kind == "contract":
+                    self.fail("crash", msg.message)
+                    return None
+                if batch == 1:
+                    self.fail("eval_crash", msg.message)
+                    return None
+                _logger.warning("evaluation failed at batch size %d; retrying smaller", batch)
+                batch //= 2
+                continue
+            if len(payload) != size:
+                raise WorkerError(f"the evaluation worker returned {len(payload)} bytes of scores, expected {size}")
+            flat = np.frombuffer(payload, dtype=np.float32).reshape(2, stop - start, T)
+            lse[start:stop], tgt[start:stop] = flat[0], flat[1]
+            positions = [[i - start, p] for i in range(start, stop) for p in audits.get(i, [])]
+            worker.payload_limits["audit"] = len(positions) * vocab * 4
+            worker.send({"op": "audit", "positions": positions})
+            msg, payload = worker.expect(Audit, deadline - time.monotonic())
+            if isinstance(msg, Failure) or len(payload) != worker.payload_limits["audit"]:
+                raise WorkerError("the evaluation worker did not show the logit rows it was asked for")
+            full = np.frombuffer(payload, dtype=np.float32).reshape(len(positions), vocab) if positions else None
+            for k, (i, p) in enumerate(positions):
+                assert full is not None
+                shown[(start + i, p)] = full[k]
+            start = stop
+        return (lse, tgt), shown, batch
+
+    def _model_metrics(self, loaded: Loaded) -> None:
+        """Parameter count and MFU from the model's own report (display figures, not the metric)."""
+        m = self.metrics
+        m["num_params"] = loaded.num_params
+        flops = loaded.flops_per_token if loaded.flops_per_token else 6.0 * loaded.num_params
+        seconds = float(m.get("training_seconds") or 0.0)  # type: ignore[arg-type]
+        tokens_per_second = m.get("tokens_per_second")
+        peak, self.mfu_estimated = hardware.peak_flops(self.gpu)
+        if seconds > 0 and isinstance(tokens_per_second, float) and math.isfinite(flops) and flops > 0:
+            m["mfu_percent"] = min(100.0 * flops * tokens_per_second / peak, 1e6)
 
     def result(self) -> RunResult:
         self.metrics["total_seconds"] = time.monotonic() - self.t0
@@ -405,18 +459,23 @@ class _Run:
         if outcome != "ok":
             values.pop("val_bpb", None)
         dev: Literal["cpu", "auto"] = "cpu" if self.track.device == "cpu" else "auto"
+        software = hardware.software_versions(dev)
+        if dev != "cpu" and getattr(self, "software_cuda", None):
+            software = software.model_copy(update={"cuda": self.software_cuda})
         return RunResult(
             outcome=outcome,
             metrics=RunMetrics.model_validate(values, strict=False),
-            error=self.error,
-            log_path=Path(self.args.log_path) if self.args.log_path else Path(self.args.run_dir) / "run.log",
+            error=truncate_error(self.error) if self.error else None,
+            log_path=Path(self.args.log_path) if self.args.log_path else self.run_dir / "run.log",
             seed=self.args.seed,
             track=self.track.id,
             harness_version=tracks.HARNESS_VERSION,
             train_py_sha256=self.sha,
             hardware_class=hardware.hardware_class_for(self.track.device),
-            software=hardware.software_versions(dev),
+            software=software,
             mfu_estimated=self.mfu_estimated,
+            isolation=self.isolation,
+            probes=self.probes,
         )
 
 
@@ -427,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track-json", required=True)
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--isolation", choices=("sandbox", "process"), default="sandbox")
     parser.add_argument("--progress-fd", type=int, default=None)
     parser.add_argument("--log-path", default=None)
     parser.add_argument("--spawned-at", type=float, default=None, help="parent's time.monotonic() at spawn")

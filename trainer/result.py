@@ -51,7 +51,8 @@ class RunResult(_Model):
     ``metrics.val_bpb`` is set only for ``ok`` (it is None for every failure, never 0.0);
     ``error`` holds the traceback tail or the reason for any other outcome; ``log_path`` is the
     run's combined stdout/stderr; ``track`` the track id; ``mfu_estimated`` is true when the device's
-    peak FLOPS came from an estimate rather than the table.
+    peak FLOPS came from an estimate rather than the table; ``isolation`` how ``train.py`` was
+    confined (:mod:`autoresearch.trainer.sandbox`); ``probes`` how many evaluation probes passed.
     """
 
     outcome: Outcome
@@ -65,6 +66,8 @@ class RunResult(_Model):
     hardware_class: str | None = None
     software: SoftwareVersions | None = None
     mfu_estimated: bool = False
+    isolation: Literal["sandbox", "process"] = "process"
+    probes: int = 0
 
     @property
     def ok(self) -> bool:

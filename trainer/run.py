@@ -1,19 +1,23 @@
-"""Parent side of a run: start the harness subprocess, enforce the kill deadlines, return a
-:class:`~autoresearch.trainer.result.RunResult`. Imports no torch.
+"""Parent side of a run: start the harness subprocess, enforce backstop deadlines, return a
+:class:`~autoresearch.trainer.result.RunResult` with its error scrubbed. Imports no torch.
 
-The child runs ``python -m autoresearch.trainer.harness`` with a scrubbed environment
-(:func:`safe_env`), in its own process group, with stdout and stderr going to ``run_dir/run.log``
-and progress events on a dedicated pipe. Deadlines (``tracks.HarnessLimits``), measured here on the
-parent's clock from the child's phase events:
+The harness (trusted; it never imports ``train.py``) runs as ``python -m
+autoresearch.trainer.harness`` with a scrubbed environment (:func:`safe_env`), in its own process
+group, with stdout and stderr going to ``run_dir/run.log`` and progress events on a dedicated pipe;
+``train.py`` itself runs in sandboxed workers the harness starts (docs/security.md). The harness
+enforces the track's deadlines itself; the ones here, measured on the parent's clock from the
+harness's phase events, are a backstop for a harness that hangs:
 
-- start-up (spawn → ``train(h)`` called) longer than ``startup_seconds``;
-- training (clock start, or ``train(h)`` called plus the warm-up allowance, → ``train`` returned)
-  longer than ``2 × time_budget + grace_seconds``;
-- evaluation (``train`` returned → exit) longer than ``eval_seconds``.
+- start-up (spawn → the training worker is handed the track) longer than ``startup_seconds``;
+- training longer than ``wall_factor × time_budget + grace_seconds + warmup_seconds`` + a margin;
+- evaluation longer than ``eval_seconds`` + a margin.
 
-Past a deadline the whole process group gets SIGKILL and the outcome is ``timeout``. A child that
+Past a deadline the whole process group gets SIGKILL and the outcome is ``timeout``. A harness that
 dies without writing ``result.json`` is ``oom`` when SIGKILLed by someone else (the kernel's OOM
 killer) and ``crash`` otherwise, with the log's tail as the error.
+
+Where no sandbox can be had (:func:`autoresearch.trainer.sandbox.detect`), :func:`run_training`
+refuses unless the caller says the code is the user's own or approved (``allow_unsandboxed``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pydantic import ValidationError
 
 from autoresearch.protocol import Outcome, RunMetrics, TrackSpec
 
-from . import tracks
+from . import sandbox, tracks
 from .result import ProgressEvent, RunResult, TrainProgress, truncate_error, write_result
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +46,10 @@ _logger = logging.getLogger(__name__)
 SECRET_PATTERNS = ("*KEY*", "*TOKEN*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*CREDENTIAL*", "ANTHROPIC_*", "AUTORESEARCH_*")
 KEEP_VARIABLES = ("AUTORESEARCH_CACHE",)  # the data cache path is all the child needs of ours
 POLL_SECONDS = 0.05
+BACKSTOP_SECONDS = 30.0  # added to the harness's own deadlines before the parent steps in
+# environment values that are not secrets (everything else of 8+ characters is redacted from errors)
+PUBLIC_VARIABLES = frozenset({"PATH", "PWD", "OLDPWD", "SHELL", "TERM", "LANG", "LANGUAGE", "HOME", "USER", "LOGNAME",
+                              "HOSTNAME", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "OMP_WAIT_POLICY", "PYTHONUNBUFFERED"})  # fmt: skip
 
 
 def safe_env(extra_env: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -63,6 +71,24 @@ def safe_env(extra_env: Mapping[str, str] | None = None, base: Mapping[str, str]
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(extra_env or {})
     return env
+
+
+def scrub(text: str, env: Mapping[str, str] | None = None, home: str | None = None) -> str:
+    """``text`` made fit to leave the machine: environment values redacted, home paths as ``~``.
+
+    Every value of 8 or more characters of a variable outside :data:`PUBLIC_VARIABLES` becomes
+    ``[redacted NAME]`` (longest first), then the home directory's path becomes ``~`` (a traceback
+    names files under it).
+    """
+    env = os.environ if env is None else env
+    secrets = sorted(((v, k) for k, v in env.items() if k.upper() not in PUBLIC_VARIABLES and not k.startswith("LC_")
+                      and len(v) >= 8), key=lambda item: -len(item[0]))  # fmt: skip
+    for value, name in secrets:
+        text = text.replace(value, f"[redacted {name}]")
+    home = home if home is not None else os.path.expanduser("~")
+    if home and home != "/":
+        text = text.replace(home.rstrip("/") + "/", "~/").replace(home.rstrip("/"), "~")
+    return text
 
 
 class _Watch:
@@ -102,19 +128,18 @@ class _Watch:
         self._thread.join(timeout=5)
 
     def overdue(self, track: TrackSpec, limits: tracks.HarnessLimits, now: float) -> str | None:
-        """Why the child is past a deadline, or None."""
+        """Why the harness is past a backstop deadline, or None."""
         if self.eval_started is not None:
-            if now - self.eval_started > limits.eval_seconds:
+            if now - self.eval_started > limits.eval_seconds + BACKSTOP_SECONDS:
                 return f"evaluation ran longer than {limits.eval_seconds:g} s"
             return None
         if self.train_started is None:
-            if now - self.spawned > limits.startup_seconds:
+            if now - self.spawned > limits.startup_seconds + BACKSTOP_SECONDS:
                 return f"start-up ran longer than {limits.startup_seconds:g} s"
             return None
-        start = self.clock_started if self.clock_started is not None else self.train_started + limits.warmup_seconds
-        allowed = 2 * track.time_budget + limits.grace_seconds
-        if now - start > allowed:
-            return f"training ran longer than 2 × {track.time_budget:g} s budget + {limits.grace_seconds:g} s grace; killed"
+        allowed = limits.wall_factor * track.time_budget + limits.grace_seconds + limits.warmup_seconds + BACKSTOP_SECONDS
+        if now - self.train_started > allowed:
+            return f"training ran longer than {allowed:g} s of wall time; killed"
         return None
 
 
@@ -145,20 +170,31 @@ def run_training(
     on_progress: Callable[[TrainProgress], None] | None = None,
     extra_env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    allow_unsandboxed: bool = False,
 ) -> RunResult:
-    """Run ``train_py`` once under ``track`` in a harness subprocess and return its result.
+    """Run ``train_py`` once under ``track`` through the harness and return its result.
 
     Writes ``run_dir/result.json`` (the returned model as JSON), ``run_dir/run.log`` (stdout and
-    stderr of the child, ending with the summary block) and ``run_dir/track.json``. Never raises for
-    a bad ``train.py``: every failure is an outcome. ``on_progress`` is called from a background
-    thread with each :class:`TrainProgress` (about 4 per second).
+    stderr of the harness and, prefixed ``train.py| ``, of the workers, ending with the summary
+    block) and ``run_dir/track.json``. Never raises for a bad ``train.py``: every failure is an
+    outcome, and the error is :func:`scrub`-bed. ``on_progress`` is called from a background thread
+    with each :class:`TrainProgress` (about 4 per second). ``allow_unsandboxed``: the caller vouches
+    that ``train_py`` is the user's own or approved code, so it may run at isolation ``process``
+    where no sandbox can be had (the result says which level it ran at).
 
     Raises:
+        SandboxUnavailable: no sandbox here and ``allow_unsandboxed`` is false (``.hint`` has the fix).
         UnknownTrack: the track's name has no harness limits.
         OSError: ``run_dir`` cannot be created or written.
     """
     limits = tracks.limits(track)
-    run_dir = Path(run_dir)
+    support = sandbox.detect()
+    if support.isolation != "sandbox" and not allow_unsandboxed:
+        raise sandbox.SandboxUnavailable(
+            f"refusing to run {Path(train_py).name} without a sandbox: {support.reason}",
+            (support.hint or "") + "; or pass --allow-unsandboxed for code you wrote or approved",
+        )
+    run_dir = Path(run_dir).resolve()  # the harness runs with cwd=run_dir: relative paths would break
     run_dir.mkdir(parents=True, exist_ok=True)
     train_py = Path(train_py).resolve()
     track_json = run_dir / "track.json"
@@ -171,7 +207,7 @@ def run_training(
     cmd = [
         python, "-m", "autoresearch.trainer.harness",
         "--train-py", str(train_py), "--track-json", str(track_json), "--run-dir", str(run_dir),
-        "--seed", str(seed), "--progress-fd", str(write_fd), "--log-path", str(log_path),
+        "--seed", str(seed), "--progress-fd", str(write_fd), "--log-path", str(log_path), "--isolation", support.isolation,
         "--spawned-at", repr(time.monotonic()),
     ]  # fmt: skip
     _logger.info("run %s on track %s (budget %g s) in %s", train_py.name, track.id, track.time_budget, run_dir)
@@ -204,9 +240,14 @@ def run_training(
 
     if killed_for is None and result_path.is_file():
         try:
-            return RunResult.model_validate_json(result_path.read_text(encoding="utf-8"))
+            result = RunResult.model_validate_json(result_path.read_text(encoding="utf-8"))
         except ValidationError as exc:
             _logger.error("harness wrote an unreadable result.json: %s", exc)
+        else:
+            if result.error is not None:
+                result = result.model_copy(update={"error": truncate_error(scrub(result.error))})
+                write_result(result, result_path)
+            return result
     outcome: Outcome
     if killed_for is not None:
         outcome, error = "timeout", killed_for
@@ -217,12 +258,13 @@ def run_training(
     result = RunResult(
         outcome=outcome,
         metrics=RunMetrics(total_seconds=total_seconds),
-        error=truncate_error(error),
+        error=truncate_error(scrub(error)),
         log_path=log_path,
         seed=seed,
         track=track.id,
         harness_version=tracks.HARNESS_VERSION,
         train_py_sha256=hashlib.sha256(train_py.read_bytes()).hexdigest() if train_py.is_file() else None,
+        isolation=support.isolation,
     )
     write_result(result, result_path)
     return result

@@ -29,10 +29,11 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from autoresearch.protocol import TrackSpec
 
-HARNESS_VERSION = "1.0"
+HARNESS_VERSION = "2.0"
 """Version of the fixed harness (data, tokenizer, dataloader, evaluate_bpb, budget rules)."""
 
 PYCORPUS_FILE = "pycorpus-v1.jsonl.xz"
@@ -59,15 +60,20 @@ class UnknownTrack(KeyError):
 
 @dataclass(frozen=True)
 class HarnessLimits:
-    """Budget and safety limits the harness applies to a track (all times in seconds).
+    """Budget, evaluation and confinement limits the harness applies to a track (times in seconds).
 
-    The training clock starts at the ``warmup_batches + 1``-th ``h.next_batch`` call, or
-    ``warmup_seconds`` after ``train(h)`` was called if that comes first (so compilation and the
-    first steps are free, but only up to a fixed allowance), and stops when ``train`` returns. A run
-    whose training time exceeds ``budget × (1 + budget_tolerance) + budget_slack_seconds`` is
-    ``over_budget``. The parent kills the run (``timeout``) when start-up exceeds
-    ``startup_seconds``, training exceeds ``2 × budget + grace_seconds``, or evaluation exceeds
-    ``eval_seconds``.
+    ``clock`` names the budget clock (:mod:`autoresearch.trainer.budget`): ``cpu`` counts the
+    training worker's CPU time, ``wall`` wall time minus a warm-up allowance of the first
+    ``warmup_batches`` batches, capped at ``warmup_seconds``. A run whose training time exceeds
+    ``budget × (1 + budget_tolerance) + budget_slack_seconds`` is ``over_budget`` (the harness stops
+    it there). Killed as ``timeout``: start-up (until the worker has loaded torch) longer than
+    ``startup_seconds``; training longer than ``wall_factor × budget + grace_seconds`` of wall time
+    (a worker that sleeps spends no CPU); evaluation longer than ``eval_seconds``.
+
+    Confinement: ``memory_bytes`` is the workers' address-space limit (None on CUDA, whose driver
+    reserves huge address ranges), ``tmp_bytes`` the size of each of their tmpfs, ``max_model_bytes``
+    the largest model ``train(h)`` may hand back. ``probe_batches`` evaluation batches of causality
+    probes and replays are scored by a second, fresh evaluation worker (:mod:`.evaluate`).
     """
 
     warmup_batches: int
@@ -79,16 +85,26 @@ class HarnessLimits:
     eval_seconds: float
     eval_batch_size: int  # rows per evaluation forward pass; halved on retry after a failure
     num_threads: int | None = None  # torch CPU threads (None: torch's default, or OMP_NUM_THREADS)
+    clock: Literal["cpu", "wall"] = "wall"
+    wall_factor: float = 2.0
+    memory_bytes: int | None = None
+    tmp_bytes: int = 256 << 20
+    max_model_bytes: int = 512 << 20
+    probe_batches: int = 1
 
 
 _LIMITS = {
-    "climbmix": HarnessLimits(20, 240.0, 0.02, 1.0, 900.0, 60.0, 900.0, 128),
+    "climbmix": HarnessLimits(20, 60.0, 0.02, 1.0, 900.0, 60.0, 900.0, 128, clock="wall", wall_factor=2.0,
+                              tmp_bytes=8 << 30, max_model_bytes=8 << 30, probe_batches=1),
     # CPU tracks train on one thread: the other core stays free for the agent preparing the next
     # proposal (and the demo's second volunteer); measured under load, 1 thread gave 1.8× the
-    # tokens/s of 2 (docs/trainer.md); a single thread also sums in a fixed order
-    "cpu": HarnessLimits(2, 15.0, 0.05, 1.0, 300.0, 30.0, 300.0, 64, num_threads=1),
-    "tiny": HarnessLimits(2, 10.0, 0.05, 1.0, 300.0, 10.0, 120.0, 32, num_threads=1),
-}
+    # tokens/s of 2 (docs/trainer.md); a single thread also sums in a fixed order. Their clock is
+    # CPU time, so machine load cannot move a result; wall_factor leaves room for a loaded machine.
+    "cpu": HarnessLimits(0, 0.0, 0.05, 1.0, 300.0, 30.0, 300.0, 64, num_threads=1, clock="cpu", wall_factor=5.0,
+                         memory_bytes=8 << 30, probe_batches=2),
+    "tiny": HarnessLimits(0, 0.0, 0.05, 1.0, 300.0, 10.0, 120.0, 32, num_threads=1, clock="cpu", wall_factor=5.0,
+                          memory_bytes=6 << 30, probe_batches=2),
+}  # fmt: skip
 
 # Per-track hyperparameters written into the reference template (Python literals as source text).
 _REFERENCE_OVERRIDES: dict[str, dict[str, str]] = {

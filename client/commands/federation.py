@@ -35,6 +35,7 @@ from ..federation import (
 from ..hubclient import HubClient
 from ..outbox import Outbox, OutboxItem
 from ..workspace import Workspace
+from . import AllowUnsandboxedOpt
 
 if TYPE_CHECKING:  # the loop imports the trainer; keep it out of `autoresearch --help`
     from autoresearch.protocol import TrackSpec
@@ -316,6 +317,7 @@ def join_cmd(
         bool, typer.Option("--no-calibrate", help="Skip calibration: records carry Δ val_bpb only (no z, no ECM).")
     ] = False,
     directory: DirOpt = Path("."),
+    allow_unsandboxed: AllowUnsandboxedOpt = False,
 ) -> None:
     """Join a hub and run the agent loop connected to it."""
     from ..demo import quiet_libraries
@@ -335,7 +337,7 @@ def join_cmd(
         calibrate=not no_calibrate,
         directory=directory,
     )
-    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts))
+    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts, allow_unsandboxed))
     best = "-" if stats.best_val_bpb is None else f"{stats.best_val_bpb:.6f}"
     console.out().print(
         f"{stats.runs} runs: {stats.keeps} keep, {stats.discards} discard, {stats.crashes} crash, "
@@ -344,7 +346,7 @@ def join_cmd(
     )
 
 
-def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions) -> LoopStats:
+def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions, allow_unsandboxed: bool = False) -> LoopStats:
     """The agent loop with the hub's hooks, the CLI's display and Ctrl-C handling of ``run``."""
     import signal
     import zlib
@@ -357,7 +359,8 @@ def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions
 
     name = default_proposer_name() if opts.proposer == "auto" else opts.proposer
     proposer = make_proposer(name, seed=zlib.crc32(str(ws.root).encode()), scratch_dir=ws.state_dir / "agent")
-    options = LoopOptions(tag=opts.tag or default_tag(ws), max_experiments=opts.max_experiments, adopt_every=opts.adopt_every)
+    options = LoopOptions(tag=opts.tag or default_tag(ws), max_experiments=opts.max_experiments, adopt_every=opts.adopt_every,
+                          allow_unsandboxed=allow_unsandboxed)  # fmt: skip
     err = console.err()
     display = LiveDisplay(err) if err.is_terminal else PlainDisplay(err)
     loop = AgentLoop(ws, spec, proposer, options, hooks=hooks, events=display)

@@ -82,6 +82,29 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
 
+    @app.command("doctor")
+    def doctor(
+        json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    ) -> None:
+        """How this machine confines train.py: the isolation level, bubblewrap, what a worker sees."""
+        import json
+
+        from autoresearch.trainer import sandbox
+
+        support = sandbox.detect()
+        roots = [str(p) for p in sandbox.python_roots()]
+        if json_out:
+            body = {"isolation": support.isolation, "bwrap": support.bwrap, "bwrap_version": support.version,
+                    "reason": support.reason, "hint": support.hint, "python_roots": roots}  # fmt: skip
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
+            return
+        out = console.out()
+        out.print(support.line(), highlight=False, markup=False)
+        out.print("read-only in the sandbox: /usr, the loader cache, " + ", ".join(roots), highlight=False, markup=False)
+        out.print("not in the sandbox: your home, workspaces, keys, track data, the network, other processes", highlight=False, markup=False)
+        if support.isolation != "sandbox":
+            console.error("train.py from agents or hubs will not run here without --allow-unsandboxed", hint=support.hint or "install bubblewrap")
+
     @app.command("train")
     def train(
         file: Annotated[Path | None, typer.Argument(help="train.py to run (default: ./train.py, else the track's reference).")] = None,
@@ -99,7 +122,9 @@ def register(app: typer.Typer) -> None:
         directory = run_dir or Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
         directory.mkdir(parents=True, exist_ok=True)
         train_py = _resolve_train_py(file, spec, directory)
-        console.info(f"track {spec.id}: {spec.time_budget:g} s budget; run dir {directory}")
+        from autoresearch.trainer import sandbox
+
+        console.info(f"track {spec.id}: {spec.time_budget:g} s budget; run dir {directory}; {sandbox.detect().line()}")
         result = _run_with_progress(run_training, train_py, spec, directory, seed)
         if json_out is not None and str(json_out) == "-":
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -126,7 +151,8 @@ def _run_with_progress(run_training: Callable[..., RunResult], train_py: Path, s
         def on_progress(p: TrainProgress) -> None:
             bar.update(task, completed=min(p.training_seconds, p.time_budget), status=f"step {p.step} loss {p.loss:.3f}")
 
-        return run_training(train_py, spec, directory, seed=seed, on_progress=on_progress)
+        # `train FILE` runs a file the user chose: allowed at isolation "process" where no sandbox exists
+        return run_training(train_py, spec, directory, seed=seed, on_progress=on_progress, allow_unsandboxed=True)
 
 
 def _prepare_climbmix(climbmix: ModuleType, num_shards: int) -> object:

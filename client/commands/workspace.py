@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..loop import AgentLoop
 from ..proposers import DEFAULT_MODEL, PROPOSER_NAMES, default_proposer_name, make_proposer
 from ..workspace import Workspace
+from . import AllowUnsandboxedOpt
 
 # What ``signal.signal`` returns: the previous handler, to be restored later.
 _SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -94,6 +95,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Harness run seed.")] = 0,
         no_prefetch: Annotated[bool, typer.Option("--no-prefetch", help="Propose only after each run (no background proposal).")] = False,
         json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+        allow_unsandboxed: AllowUnsandboxedOpt = False,
     ) -> None:
         """Run the agent loop in a workspace: propose, train, keep or discard, repeat."""
         from ..display import LiveDisplay, PlainDisplay
@@ -111,7 +113,8 @@ def register(app: typer.Typer) -> None:
             scratch_dir=ws.state_dir / "agent",
         )
         options = LoopOptions(
-            tag=tag or default_tag(ws), max_experiments=max_experiments, min_z=min_z, seed=seed, prefetch=not no_prefetch
+            tag=tag or default_tag(ws), max_experiments=max_experiments, min_z=min_z, seed=seed, prefetch=not no_prefetch,
+            allow_unsandboxed=allow_unsandboxed,
         )
         err = console.err()
         display = LiveDisplay(err) if err.is_terminal else PlainDisplay(err)

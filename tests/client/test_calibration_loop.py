@@ -58,7 +58,7 @@ def _mult(source: str) -> float:
 class CurveRunner:
     """Stand-in for run_training: val_bpb = the reference curve at MULT × TIME_BUDGET."""
 
-    def __call__(self, train_py: Path, track, run_dir: Path, *, seed: int = 0, on_progress=None) -> RunResult:  # type: ignore[no-untyped-def]
+    def __call__(self, train_py: Path, track, run_dir: Path, *, seed: int = 0, on_progress=None, allow_unsandboxed: bool = False) -> RunResult:  # type: ignore[no-untyped-def]
         val = bpb_at(FIT, _mult(train_py.read_text()) * track.time_budget)
         log = run_dir / "run.log"
         log.write_text(f"val_bpb: {val}\n")

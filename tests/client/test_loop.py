@@ -66,7 +66,7 @@ class FormulaRunner:
         self.sources: list[str] = []
         self.on_run = on_run
 
-    def __call__(self, train_py: Path, track, run_dir: Path, *, seed: int = 0, on_progress=None) -> RunResult:  # type: ignore[no-untyped-def]
+    def __call__(self, train_py: Path, track, run_dir: Path, *, seed: int = 0, on_progress=None, allow_unsandboxed: bool = False) -> RunResult:  # type: ignore[no-untyped-def]
         source = train_py.read_text()
         self.sources.append(source)
         if self.on_run:

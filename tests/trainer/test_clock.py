@@ -1,82 +1,82 @@
-"""The harness's budget clock and batch API, in-process (no subprocess)."""
+"""The harness's budget clock (in-process, fake clocks) and the worker handle's checks."""
 
 from __future__ import annotations
 
-import time
+import socket
 
 import pytest
-import torch
 
-from autoresearch.trainer import data, tracks
-from autoresearch.trainer.harness import BudgetExhausted, Handle, NonFiniteLoss, ProgressWriter
-
-TRACK = tracks.get_track("tiny", time_budget=0.3)
-CORPUS = data.load_corpus(TRACK)
+from autoresearch.trainer.budget import BudgetClock
+from autoresearch.trainer.worker.handle import Handle
+from autoresearch.trainer.worker.wire import Connection
 
 
-def _handle(warmup_batches: int = 2, warmup_seconds: float = 30.0) -> Handle:
-    limits = tracks.HarnessLimits(warmup_batches, warmup_seconds, 0.0, 0.2, 60, 10, 60, 8)
-    h = Handle(TRACK, limits, CORPUS, torch.device("cpu"), seed=0, progress=ProgressWriter(None))
-    h._start()
-    return h
+class Fake:
+    """A settable clock (seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
 
 
-def test_clock_starts_after_the_warmup_batches() -> None:
-    h = _handle(warmup_batches=2)
-    h.next_batch(1)
-    h.next_batch(1)
-    time.sleep(0.05)
-    assert h.training_seconds() == 0.0 and not h.should_stop()
-    h.next_batch(1)  # third call: the clock starts now
-    time.sleep(0.35)
-    assert h.training_seconds() >= 0.35 and h.should_stop() and h.progress() > 1
-    assert h.total_tokens == 3 * 128 and h.timed_tokens == 128
+def test_cpu_clock_counts_cpu_time_from_begin_not_wall_time() -> None:
+    wall, cpu = Fake(), Fake()
+    clock = BudgetClock("cpu", 1.0, 1.5, cpu_seconds=cpu, now=wall)
+    cpu.t = 7.0  # the interpreter and torch loaded before begin: not counted
+    clock.begin()
+    assert clock.started and clock.seconds() == 0.0
+    wall.t += 10.0  # a loaded machine: ten wall seconds …
+    cpu.t += 0.4  # … but the worker only got 0.4 s of CPU
+    assert clock.seconds() == pytest.approx(0.4) and clock.wall_seconds() == pytest.approx(10.0) and not clock.over()
+    cpu.t += 1.2
+    assert clock.over()
+    assert clock.stop() == pytest.approx(1.6)
+    cpu.t += 5
+    assert clock.seconds() == pytest.approx(1.6)  # frozen once the model arrived
 
 
-def test_clock_starts_anyway_when_the_warmup_allowance_runs_out() -> None:
-    h = _handle(warmup_batches=1000, warmup_seconds=0.1)
-    time.sleep(0.25)
-    assert 0.1 <= h.training_seconds() < 1.0  # counted from the end of the allowance
+def test_wall_clock_starts_after_the_warmup_batches() -> None:
+    wall = Fake()
+    clock = BudgetClock("wall", 1.0, 1.5, warmup_batches=2, warmup_seconds=30.0, now=wall)
+    clock.begin()
+    clock.on_batch()
+    clock.on_batch()
+    wall.t += 5.0  # compiling: free
+    assert not clock.started and clock.seconds() == 0.0
+    clock.on_batch()  # the third batch starts the clock
+    wall.t += 0.5
+    assert clock.started and clock.seconds() == pytest.approx(0.5)
 
 
-def test_next_batch_refuses_to_continue_past_the_over_budget_limit() -> None:
-    h = _handle(warmup_batches=0)
-    h.next_batch(1)
-    time.sleep(0.6)  # limit: 0.3 × 1.0 + 0.2 s
-    with pytest.raises(BudgetExhausted):
-        h.next_batch(1)
-    assert h.over_budget
+def test_wall_clock_warmup_is_capped_in_seconds() -> None:
+    """Attack: take the warm-up batches, then train on them for minutes before asking for more."""
+    wall = Fake()
+    clock = BudgetClock("wall", 1.0, 1.5, warmup_batches=20, warmup_seconds=3.0, now=wall)
+    clock.begin()
+    clock.on_batch()
+    wall.t += 10.0
+    assert clock.started and clock.seconds() == pytest.approx(7.0) and clock.over()
 
 
-def test_batches_are_shifted_bos_aligned_and_sized() -> None:
+def test_a_cpu_clock_needs_a_reader() -> None:
+    with pytest.raises(ValueError, match="cpu_seconds"):
+        BudgetClock("cpu", 1.0, 1.5)
+
+
+def _handle() -> Handle:
+    a, _b = socket.socketpair()
+    setup = {"device": "cpu", "vocab_size": 257, "max_seq_len": 16, "bos_id": 256, "seed": 0, "time_budget": 1.0, "clock": "cpu"}
+    return Handle(Connection(a, lambda h: 0), setup)
+
+
+@pytest.mark.parametrize("args", [(0,), (True,), (1.5,), (2, 17), (2, 0), (2, "8")])
+def test_next_batch_refuses_bad_sizes_before_asking(args: tuple[object, ...]) -> None:
+    with pytest.raises(ValueError, match="batch_size|seq_len"):
+        _handle().next_batch(*args)  # type: ignore[arg-type]
+
+
+def test_should_stop_is_false_before_the_first_batch() -> None:
     h = _handle()
-    x, y = h.next_batch(3)
-    assert x.shape == y.shape == (3, TRACK.max_seq_len) and x.dtype == torch.int64
-    assert (x[:, 0] == CORPUS.bos_id).all() and torch.equal(x[:, 1:], y[:, :-1])
-    xs, _ = h.next_batch(2, 16)
-    assert xs.shape == (2, 16)
-    with pytest.raises(ValueError, match="seq_len"):
-        h.next_batch(1, TRACK.max_seq_len + 1)
-    with pytest.raises(ValueError, match="batch_size"):
-        h.next_batch(0)
-
-
-def test_should_stop_anticipates_half_a_step() -> None:
-    h = _handle(warmup_batches=0)
-    h.next_batch(1)
-    h.report(0, 1.0)
-    time.sleep(0.1)
-    h.report(1, 1.0)  # steps take ~0.1 s
-    assert 0.09 <= h.step_seconds < 0.3
-    while not h.should_stop():
-        time.sleep(0.005)
-    assert h.training_seconds() >= TRACK.time_budget - h.step_seconds / 2 - 0.01
-    assert h.training_seconds() < TRACK.time_budget
-
-
-def test_report_flags_non_finite_loss() -> None:
-    h = _handle()
-    h.report(0, 2.5)
-    with pytest.raises(NonFiniteLoss):
-        h.report(1, float("inf"))
-    assert h.num_steps == 2 and h.nonfinite and "step 1" in h.nonfinite
+    assert not h.should_stop() and h.progress() == 0.0 and h.time_left() == 1.0
