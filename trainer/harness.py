@@ -222,14 +222,16 @@ class _Run:
         self.progress.send(ProgressEvent(kind="phase", phase="train"))
         if clock.started:
             self.progress.send(ProgressEvent(kind="phase", phase="clock"))
-        scorers = [self._spawn("eval", name, {}) for name in ("eval", "probe")]
-        blob, peak = self._serve(trainer, clock, corpus)
+        scorers: list[Worker] = []
+        blob, peak = self._serve(trainer, clock, corpus, scorers)
         trainer.finish()
         self.metrics["training_seconds"] = clock.stop()
         self.metrics["training_wall_seconds"] = clock.wall_seconds()
         self.metrics["peak_vram_mib"] = peak
         if blob is None or self.outcome is not None:
             return
+        if not scorers:  # train(h) returned without asking for a single batch
+            scorers += [self._spawn("eval", name, {}) for name in ("eval", "probe")]
         weights = self.weights_dir / "model.pt"
         tmp = weights.with_suffix(".tmp")
         tmp.write_bytes(blob)
@@ -262,8 +264,14 @@ class _Run:
         )  # fmt: skip
 
     # --- training ----------------------------------------------------------------------------------
-    def _serve(self, trainer: Worker, clock: BudgetClock, corpus: data.TokenizedCorpus) -> tuple[bytes | None, float]:
-        """Serve batches until the model arrives; returns ``(model bytes or None, peak VRAM MiB)``."""
+    def _serve(
+        self, trainer: Worker, clock: BudgetClock, corpus: data.TokenizedCorpus, scorers: list[Worker]
+    ) -> tuple[bytes | None, float]:
+        """Serve batches until the model arrives; returns ``(model bytes or None, peak VRAM MiB)``.
+
+        The two evaluation workers are started at the first batch request (``scorers`` is filled
+        then), so they load torch while training runs.
+        """
         limits = self.limits
         wall_limit = limits.wall_factor * self.track.time_budget + limits.grace_seconds + limits.warmup_seconds
         packers: dict[int, data.BestFitPacker] = {}
@@ -282,6 +290,8 @@ class _Run:
                     continue
                 msg, payload = got
                 if isinstance(msg, BatchRequest):
+                    if not scorers:
+                        scorers += [self._spawn("eval", name, {}) for name in ("eval", "probe")]
                     clock.on_batch()
                     if clock.over():
                         trainer.send({"op": "stop", "reason": "training time passed the over-budget limit"})
