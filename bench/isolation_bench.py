@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         runs["process"].append(_harness(args.track, budget, "process"))
     table = {name: {key: statistics.median(float(r[key] or 0) for r in rows) for key in rows[0]} for name, rows in runs.items()}
     base = table["in-process"]["tokens_per_second"]
-    for name, row in table.items():
+    for row in table.values():
         row["tokens_per_second_vs_in_process"] = row["tokens_per_second"] / base if base else float("nan")
     if args.json:
         print(json.dumps({"track": args.track, "time_budget": budget, "rounds": args.rounds, "variants": table}, indent=2))
