@@ -24,7 +24,6 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
-
 from pydantic_core import PydanticCustomError
 
 from .canonical import canonical_json, sha256_hex
