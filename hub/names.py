@@ -5,7 +5,8 @@ one that passes for another volunteer's. The rules (docs/hub.md, "Display names"
 
 - it is NFC-normalised text (the client normalises before signing; the hub cannot change signed
   bytes, so it refuses instead), 1–64 characters, without leading, trailing or doubled spaces;
-- it holds letters, marks, digits, punctuation, symbols and the ASCII space only: no control,
+- it holds letters, marks, digits, punctuation, symbols and the ASCII space only (at least one
+  letter or digit, and no combining mark first): no control,
   format (zero-width, bidi), private-use, unassigned or surrogate code points, no other spaces,
   and none of the invisible "letters" (Hangul fillers, the braille blank);
 - it is written in one script (plus the script-neutral digits and punctuation), so ``аlice`` with a
@@ -60,6 +61,8 @@ def check_display_name(name: str) -> None:
         if not unicodedata.category(ch).startswith(_ALLOWED_CATEGORIES) or ch in _INVISIBLE:
             raise refuse(f"holds U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) at {i}: letters, digits, "
                          "punctuation, symbols and single spaces only")
+    if unicodedata.category(name[0]).startswith("M") or not any(unicodedata.category(ch)[0] in "LN" for ch in name):
+        raise refuse("needs a letter or digit, and cannot start with a combining mark")
     if confusables.is_mixed_script(name, allowed_aliases=["COMMON", "INHERITED"]):
         raise refuse("mixes scripts (e.g. a Cyrillic letter among Latin ones)")
 
