@@ -751,6 +751,8 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
     }
     records = {r.id: _stored_record(r) for r in rows}
     rows = [r for r in rows if records[r.id] is not None]
+    if not rows:
+        return []
     groups = {(r.track, r.parent_canonical_sha256, r.child_canonical_sha256) for r in rows}
     reps = _replications(session, groups)
     return [

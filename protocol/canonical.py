@@ -64,14 +64,13 @@ MemoryError, so :func:`parse_source` refuses them up front."""
 
 
 def ast_shape(tree: ast.AST) -> tuple[int, int]:
-    """``(depth, nodes)`` of a syntax tree, walked iteratively (never recursion-limited)."""
+    """``(depth, nodes)`` of a syntax tree, walked level by level (never recursion-limited)."""
     depth, nodes = 0, 0
-    stack = [(tree, 1)]
-    while stack:
-        node, level = stack.pop()
-        nodes += 1
-        depth = max(depth, level)
-        stack.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    level = [tree]
+    while level:
+        depth += 1
+        nodes += len(level)
+        level = [child for node in level for child in ast.iter_child_nodes(node)]
     return depth, nodes
 
 

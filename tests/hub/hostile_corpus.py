@@ -413,16 +413,12 @@ for _n, _text in BAD_TEXT:
 
 
 def _experiment_to(child: str, parent: str = factory.REFERENCE) -> Callable[[Ctx], Req]:
-    """An experiment parent → child signed by alice; the child may not even parse (its canonical
-    hash is then a placeholder: the hub must refuse before it gets to compare it)."""
+    """An experiment parent → child signed by alice; the child may not even parse, and its canonical
+    hash is a placeholder: the hub must refuse the child before it compares canonical hashes."""
 
     def build(ctx: Ctx) -> Req:
         record = experiment_dict(ctx, parent=parent)
-        try:
-            canonical = canonical_source_sha256(child)
-        except Exception:
-            canonical = "0" * 64
-        record |= {"child_sha256": sha256_hex(child), "child_canonical_sha256": canonical,
+        record |= {"child_sha256": sha256_hex(child), "child_canonical_sha256": "0" * 64,
                    "diff": factory.unified_diff(parent, child)}
         return post("/api/v1/experiments", ctx.signed(payload(record)))
 
