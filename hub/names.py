@@ -70,7 +70,8 @@ def check_display_name(name: str) -> None:
 def name_key(name: str) -> str:
     """The uniqueness key of a display name: hex SHA-256 of its confusable skeleton (see the module
     docstring); two names with one key look alike."""
-    return sha256_hex(skeleton(name))
+    key: str = sha256_hex(skeleton(name))
+    return key
 
 
 def skeleton(name: str) -> str:

@@ -1016,7 +1016,8 @@ def _spread(mean_square: float, mean: float | None) -> float | None:
     """Population std from E[x²] and E[x]; None when either is not finite (a sum that overflowed)."""
     if mean is None or not math.isfinite(mean_square):
         return None
-    return finite_or_none(math.sqrt(max(0.0, mean_square - mean * mean)))
+    std: float | None = finite_or_none(math.sqrt(max(0.0, mean_square - mean * mean)))
+    return std
 
 
 def ping(session: Session) -> None:
