@@ -48,8 +48,7 @@ from autoresearch.protocol import (
     ExperimentRecord,
     SignedRecord,
     TrackSpec,
-    ast_shape,
-    parse_source,
+    parse_source_shape,
 )
 
 from .errors import BadRequest, Rejected
@@ -300,7 +299,7 @@ class SourceShape:
     statements: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def source_shape(text: str) -> SourceShape:
     """Parse ``text`` once (parents recur, so the answer is memoised) and measure it.
 
@@ -312,11 +311,10 @@ def source_shape(text: str) -> SourceShape:
     if problem is not None and "bidi" in problem:
         raise Rejected(f"train.py holds {problem}", code="bad_text")
     try:
-        tree = parse_source(text)
+        tree, depth, nodes = parse_source_shape(text)
     except SyntaxError as exc:
         where = f"line {exc.lineno}: " if exc.lineno else ""
         raise Rejected(f"train.py does not parse: {where}{exc.msg}", code="unparsable_source") from exc
-    depth, nodes = ast_shape(tree)
     lines = text.splitlines(keepends=True)
     return SourceShape(depth=depth, nodes=nodes, statements=tuple(_segment(lines, stmt) for stmt in tree.body))
 

@@ -75,7 +75,17 @@ def ast_shape(tree: ast.AST) -> tuple[int, int]:
 
 
 def parse_source(source: str, filename: str = "train.py") -> ast.Module:
-    """``ast.parse`` behind a process-wide lock, refusing trees deeper than :data:`MAX_AST_DEPTH`.
+    """``ast.parse`` behind a process-wide lock, refusing trees deeper than :data:`MAX_AST_DEPTH`
+    (see :func:`parse_source_shape`).
+
+    Raises:
+        SyntaxError: as :func:`parse_source_shape`.
+    """
+    return parse_source_shape(source, filename)[0]
+
+
+def parse_source_shape(source: str, filename: str = "train.py") -> tuple[ast.Module, int, int]:
+    """``(tree, depth, nodes)``: :func:`parse_source` and the :func:`ast_shape` it measured anyway.
 
     CPython 3.11's C AST converter is not safe for concurrent use from several threads: two threads
     parsing at once can fail with ``SystemError: AST constructor recursion depth mismatch`` (seen on
@@ -92,10 +102,10 @@ def parse_source(source: str, filename: str = "train.py") -> ast.Module:
             raise SyntaxError(f"{filename} nests too deeply to parse ({type(exc).__name__})") from None
         except ValueError as exc:  # older 3.11 releases: NUL bytes
             raise SyntaxError(f"{filename}: {exc}") from None
-    depth, _ = ast_shape(tree)
+    depth, nodes = ast_shape(tree)
     if depth > MAX_AST_DEPTH:
         raise SyntaxError(f"{filename} nests {depth} levels deep; at most {MAX_AST_DEPTH} are allowed")
-    return tree
+    return tree, depth, nodes
 
 
 def canonical_source(source: str) -> str:
