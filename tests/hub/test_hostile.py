@@ -309,7 +309,28 @@ def test_values_at_their_bounds_are_accepted_and_read(armed: tuple[Hub, Ctx, Cou
         assert response.status_code == 200, (route, response.text[:300])
         numbers = _numbers(response.json())
         assert all(math.isfinite(x) for x in numbers)
-    assert hub.client.get("/api/v1/experiments", params={"limit": 500}).status_code == 200
+    listing = hub.client.get("/api/v1/experiments", params={"limit": 500})
+    assert listing.status_code == 200 and len(listing.json()["items"]) == len(cases)
+    pages_answer(hub, [item["id"] for item in listing.json()["items"][:5]])
+
+
+def pages_answer(hub: Hub, ids: list[str]) -> None:
+    """The web pages of the track, its directions, the home page and the given experiments answer 200
+    (an app with pages on the same database)."""
+    from fastapi.testclient import TestClient
+
+    from autoresearch.hub.app import create_app
+    from autoresearch.hub.catalog import TrackCatalog
+
+    app = create_app(hub.settings, catalog=TrackCatalog.of([(hub.track, lambda: factory.REFERENCE)]))
+    try:
+        with TestClient(app) as client:
+            for path in ["/", f"/tracks/{hub.track.id}", f"/tracks/{hub.track.id}/directions",
+                         *(f"/experiments/{i}" for i in ids)]:
+                response = client.get(path)
+                assert response.status_code == 200, (path, response.text[:300])
+    finally:
+        app.state.hub.engine.dispose()
 
 
 def _numbers(value: Any) -> Iterator[float]:
@@ -353,3 +374,4 @@ def test_rows_stored_before_the_ranges_never_break_a_read(armed: tuple[Hub, Ctx,
     gone = hub.client.get(f"/api/v1/experiments/{bad.json()['id']}")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_experiment"
     assert hub.client.get(f"/api/v1/experiments/{good.json()['id']}").status_code == 200
+    pages_answer(hub, [good.json()["id"]])
