@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING
 
 from autoresearch.protocol import (
     CALIBRATION_SCHEMA,
+    MAX_ABS_Z,
+    MAX_ECM,
+    MIN_ECM,
     CalibrationPoint,
     CalibrationRecord,
     Envelope,
@@ -413,7 +416,7 @@ def ecm(cal: CalibrationRecord, val_bpb: float) -> tuple[float | None, bool]:
     if t_star is None:
         return None, True
     value = cal.reference_ecm * t_star / cal.time_budget_seconds
-    if not (math.isfinite(value) and value > 0):
+    if not (math.isfinite(value) and MIN_ECM <= value <= MAX_ECM):  # outside the protocol's range
         return None, True
     return value, not (cal.min_budget_seconds <= t_star <= cal.max_budget_seconds)
 
@@ -438,6 +441,8 @@ def normalise(
     if cal is None:
         return Normalised(delta_val_bpb=delta)
     z = -delta / cal.sigma if delta is not None and cal.sigma > 0 else None
+    if z is not None and abs(z) > MAX_ABS_Z:  # a σ far below the measurement's resolution
+        z = None
     child_ecm, extrapolated = ecm(cal, child_val_bpb) if child_val_bpb is not None else (None, False)
     if parent_ecm is None and parent_val_bpb is not None:
         parent_ecm, parent_extrapolated = ecm(cal, parent_val_bpb)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from autoresearch.protocol import CurveFit
+from autoresearch.protocol import MAX_CURVE_A, CurveFit
 
 from .errors import ClientError
 
@@ -139,7 +140,8 @@ def fit_report(
     except RuntimeError as exc:  # the optimiser did not converge
         _logger.warning("curve_fit did not converge (%s); using the profile-likelihood fit", exc)
         a, b, c, method = a0, b0, c0, "profile"
-    if not all(math.isfinite(p) for p in (a, b, c)) or a <= 0 or b <= 0:
+    c = 0.0 if abs(c) < sys.float_info.min else c  # a floor at its bound 0 may land subnormal
+    if not all(math.isfinite(p) for p in (a, b, c)) or not (sys.float_info.min <= a <= MAX_CURVE_A) or b <= 0:
         raise FitError(
             f"fit gave unusable parameters a={a!r}, b={b!r}, c={c!r}",
             hint="the points do not follow a falling power law; check the runs' logs",
@@ -152,6 +154,7 @@ def fit_report(
         )
     residuals = means - curve(budgets, a, b, c)
     rmse = float(np.sqrt(np.mean(residuals**2)))
+    rmse = 0.0 if rmse < sys.float_info.min else rmse
     return FitReport(
         fit=CurveFit(a=a, b=b, c=c, rmse=rmse),
         budgets=tuple(float(x) for x in budgets),

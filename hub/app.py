@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import limits
 from .catalog import TrackCatalog
 from .db import make_engine, session_factory
 from .deps import HubState
-from .errors import STATUS_BY_CODE, HubError, error_body
+from .errors import STATUS_BY_CODE, HubError, TooManyRequests, error_body
 from .metrics import HubMetrics
 from .settings import HubSettings
 
@@ -74,16 +75,43 @@ def _include_pages(app: FastAPI) -> None:
     app.include_router(pages.router)
 
 
+def _respond(state: HubState, request: Request, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one JSON error shape, counted as a verification failure when a submission is refused."""
+    status = STATUS_BY_CODE[code]
+    if request.method in ("POST", "PUT") and 400 <= status < 500:
+        state.metrics.verification_failures.labels(code).inc()
+    return JSONResponse(error_body(code, message).model_dump(), status_code=status, headers=headers)
+
+
+def _hub_error_response(state: HubState, request: Request, exc: HubError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return _respond(state, request, exc.code, exc.message, headers)
+
+
 def _install_error_handlers(app: FastAPI, state: HubState) -> None:
     def respond(request: Request, code: str, message: str) -> JSONResponse:
-        status = STATUS_BY_CODE[code]
-        if request.method in ("POST", "PUT") and 400 <= status < 500:
-            state.metrics.verification_failures.labels(code).inc()
-        return JSONResponse(error_body(code, message).model_dump(), status_code=status)
+        return _respond(state, request, code, message)
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
-        return respond(request, exc.code, exc.message)
+        return _hub_error_response(state, request, exc)
+
+    @app.exception_handler(MemoryError)
+    async def _memory(request: Request, exc: MemoryError) -> JSONResponse:
+        # what a request asks for decides this (a huge or pathological body): refuse it, keep serving
+        _logger.warning("request needed more memory than available", extra={"path": request.url.path})
+        return respond(request, "body_too_large", "the request needs more memory than this hub gives one request")
+
+    @app.exception_handler(RecursionError)
+    async def _recursion(request: Request, exc: RecursionError) -> JSONResponse:
+        _logger.warning("request nested too deeply", extra={"path": request.url.path})
+        return respond(request, "json_too_deep", "the request nests too deeply to process")
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # a value the database cannot hold (the edge checks should have refused it first)
+        _logger.warning("database refused a value: %s", exc.orig)
+        return respond(request, "bad_parameter", "a value of the request cannot be stored or searched for")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,7 +135,10 @@ def _install_request_log(app: FastAPI, state: HubState) -> None:
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
         try:
+            limits.check_parameters(request)  # before any route: no NUL or control character reaches SQL
             response = await call_next(request)
+        except HubError as exc:
+            response = _hub_error_response(state, request, exc)
         except Exception:
             _logger.exception("unhandled error", extra={"method": request.method, "path": request.url.path})
             response = JSONResponse(error_body("internal_error", "internal error").model_dump(), status_code=500)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from autoresearch.protocol import Verified
 
-from . import ingest, store
+from . import ingest, limits, store
 from .catalog import TrackCatalog
 from .db import begin_write
 from .errors import AuthError, BadRequest
@@ -175,15 +175,16 @@ def admin_access(kind: TokenKindDep) -> None:
 AdminDep = Annotated[None, Depends(admin_access)]
 
 
-async def envelope_body(request: Request, settings: SettingsDep) -> bytes:
-    """The raw request body (a DSSE envelope), as received, at most ``max_body_bytes``.
+async def raw_body(request: Request, settings: SettingsDep) -> bytes:
+    """The raw request body, as received, at most ``max_body_bytes`` (read in chunks: a body that
+    grows past the limit is refused without being held whole).
 
     Raises:
         BadRequest: ``body_too_large``.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise BadRequest(f"body is {declared} bytes; this hub takes at most {settings.max_body_bytes}", code="body_too_large")
+    if declared is not None and declared.isdigit() and (len(declared) > 18 or int(declared) > settings.max_body_bytes):
+        raise BadRequest(f"body is {declared[:20]} bytes; this hub takes at most {settings.max_body_bytes}", code="body_too_large")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -194,7 +195,58 @@ async def envelope_body(request: Request, settings: SettingsDep) -> bytes:
     return b"".join(chunks)
 
 
+RawBodyDep = Annotated[bytes, Depends(raw_body)]
+
+
+async def envelope_body(body: RawBodyDep) -> bytes:
+    """The raw body of a submission (a DSSE envelope), checked to be plain, shallow JSON
+    (:func:`autoresearch.hub.limits.check_json_body`) before anything parses it.
+
+    Raises:
+        BadRequest: ``body_too_large``, ``not_utf8``, ``malformed_json``, ``json_too_deep``,
+            ``number_too_large``.
+    """
+    limits.check_json_body(body)
+    return body
+
+
 BodyDep = Annotated[bytes, Depends(envelope_body)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent an unsigned request: what its bearer token grants and the stored token's id (None
+    for none or the admin token), and the client address (for anonymous quotas)."""
+
+    kind: TokenKind | None
+    token_id: int | None
+    address: str | None
+
+
+def caller(request: Request, session: SessionDep, kind: TokenKindDep) -> Caller:
+    token = bearer_token(request) if kind in ("enroll", "read") else None
+    token_id = store.token_id(session, token) if token is not None else None
+    return Caller(kind=kind, token_id=token_id, address=request.client.host if request.client else None)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def upload_access(settings: SettingsDep, who: CallerDep) -> Caller:
+    """Who may store a ``train.py``: anyone on a public hub; an enroll or admin token on a private one
+    (a read token only reads).
+
+    Raises:
+        AuthError: ``token_required``, ``read_only_token``.
+    """
+    if settings.private and who.kind is None:
+        raise AuthError("this hub is private: uploads need an enroll token", code="token_required")
+    if settings.private and who.kind == "read":
+        raise AuthError("a read token cannot upload; use an enroll token", code="read_only_token")
+    return who
+
+
+UploadDep = Annotated[Caller, Depends(upload_access)]
 
 
 def signed_by_active_key(session: Session, body: bytes, schema: str) -> Verified:

@@ -9,7 +9,11 @@ Every error the API returns is an :class:`~autoresearch.protocol.ErrorBody`
     ├── AuthError             token missing or wrong (401), or not allowed (403)
     ├── Rejected              a well-formed record the hub refuses (403/409/413/422)
     ├── NotFound              no such thing (404)
-    └── Conflict              a uniqueness or state conflict (409), never a 500
+    ├── Conflict              a uniqueness or state conflict (409), never a 500
+    └── TooManyRequests       a quota is spent (429), with ``retry_after`` seconds (``Retry-After``)
+
+The edge checks that raise most of the 400/413/422 codes live in :mod:`.limits` and :mod:`.names`;
+the quotas (429) in :mod:`.quotas`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "bad_base64": 400,
     "bad_cursor": 400,
     "bad_request": 400,
+    "not_utf8": 400,
+    "json_too_deep": 400,
+    "number_too_large": 400,
+    "bad_parameter": 400,
     # 401/403: who is asking
     "token_required": 401,
     "bad_token": 401,
@@ -32,6 +40,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unregistered_key": 403,
     "key_revoked": 403,
     "key_pending": 403,
+    "read_only_token": 403,
     # 404
     "not_found": 404,
     "unknown_experiment": 404,
@@ -50,6 +59,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "body_too_large": 413,
     "diff_too_large": 413,
     "source_too_large": 413,
+    "source_too_complex": 413,
+    "too_many_changes": 413,
     # 415
     "unsupported_media_type": 415,
     # 422: a well-formed request whose content is wrong
@@ -62,6 +73,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "hash_mismatch": 422,
     "future_timestamp": 422,
     "invalid_request": 422,
+    "out_of_range": 422,
+    "bad_text": 422,
+    "bad_display_name": 422,
+    "lease_too_long": 422,
+    # 429: a quota is spent; Retry-After says when to try again
+    "rate_limited": 429,
+    "quota_exceeded": 429,
     # 5xx
     "internal_error": 500,
     "database_unavailable": 503,
@@ -77,6 +95,7 @@ _PROTOCOL_CODES: dict[str, str] = {
     "unknown_schema": "unknown_schema",
     "wrong_schema": "wrong_schema",
     "schema_invalid": "schema_invalid",
+    "out_of_range": "out_of_range",
     "non_canonical": "non_canonical",
     "bad_signature": "bad_signature",
     "bad_public_key": "bad_public_key",
@@ -123,6 +142,16 @@ class NotFound(HubError):
 
 class Conflict(HubError):
     default_code = "conflict"
+
+
+class TooManyRequests(HubError):
+    """A quota is spent; ``retry_after`` is the whole number of seconds (≥ 1) until it refills."""
+
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after))
 
 
 def error_body(code: str, message: str) -> ErrorBody:

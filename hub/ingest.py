@@ -25,7 +25,7 @@ from autoresearch.protocol import (
     verify,
 )
 
-from . import dedup, directions
+from . import dedup, directions, limits
 from .errors import Rejected, from_protocol
 from .patch import apply_to
 
@@ -110,12 +110,17 @@ def check_experiment(
     max_diff_bytes: int,
     max_source_bytes: int,
     max_future_seconds: float,
+    max_source_ast_nodes: int = 20_000,
+    max_changed_symbols: int = 64,
 ) -> CheckedExperiment:
-    """Every content check of an experiment record (the signature is already verified).
+    """Every content check of an experiment record (the signature is already verified; the record's
+    own bounds are :func:`autoresearch.hub.limits.check_record`'s). The cost bounds
+    (:func:`autoresearch.hub.limits.check_changes`) run before any AST work.
 
     Raises:
         HubError: ``diff_too_large``, ``future_timestamp``, ``hash_mismatch``, ``diff_does_not_apply``,
-            ``unparsable_source``, ``source_too_large``.
+            ``unparsable_source``, ``source_too_large``, ``source_too_complex``, ``too_many_changes``,
+            ``bad_text``.
     """
     record = verified.record
     if not isinstance(record, ExperimentRecord):
@@ -129,6 +134,7 @@ def check_experiment(
     child = apply_to(parent_source, record.diff, record.child_sha256)
     if len(child.encode("utf-8")) > max_source_bytes:
         raise Rejected(f"child train.py is larger than {max_source_bytes} bytes", code="source_too_large")
+    limits.check_changes(parent_source, child, max_nodes=max_source_ast_nodes, max_changed=max_changed_symbols)
     with AST_LOCK:
         _check_canonical(parent_source, record.parent_canonical_sha256, "parent")
         _check_canonical(child, record.child_canonical_sha256, "child")
@@ -177,17 +183,20 @@ def _directions(parent: str, child: str) -> list[str]:
         raise Rejected(str(exc), code="unparsable_source") from exc
 
 
-def source_checks(text: str, sha256: str, max_source_bytes: int) -> str:
-    """Check an uploaded ``train.py``: size, hash, that it parses. Returns its canonical hash.
+def source_checks(text: str, sha256: str, max_source_bytes: int, max_source_ast_nodes: int = 20_000) -> str:
+    """Check an uploaded ``train.py``: size, hash, that it parses within the tree bounds
+    (:func:`autoresearch.hub.limits.check_source`). Returns its canonical hash.
 
     Raises:
-        HubError: ``source_too_large``, ``hash_mismatch``, ``unparsable_source``.
+        HubError: ``source_too_large``, ``hash_mismatch``, ``unparsable_source``, ``source_too_complex``,
+            ``bad_text``.
     """
     size = len(text.encode("utf-8"))
     if size > max_source_bytes:
         raise Rejected(f"train.py is {size} bytes; this hub takes at most {max_source_bytes}", code="source_too_large")
     if sha256_hex(text) != sha256:
         raise Rejected(f"body hashes to {sha256_hex(text)[:12]}…, not {sha256[:12]}…", code="hash_mismatch")
+    limits.check_source(text, max_nodes=max_source_ast_nodes)
     try:
         with AST_LOCK:
             canonical: str = sha256_hex(dedup.canonical_text(text))

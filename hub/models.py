@@ -75,13 +75,16 @@ class Client(Base):
     key_id: Mapped[str] = mapped_column(Hash, primary_key=True)
     public_key: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(64))
-    name_key: Mapped[str] = mapped_column(String(64), comment="casefolded display name, unique")
+    name_key: Mapped[str] = mapped_column(String(64), comment="SHA-256 of the display name's confusable skeleton, unique")
     status: Mapped[str] = mapped_column(String(16))
     hardware_class: Mapped[str | None] = mapped_column(String(200))
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     record_id: Mapped[str] = mapped_column(Hash)
     envelope_json: Mapped[str] = mapped_column(Text)
+    enrolled_by: Mapped[int | None] = mapped_column(
+        ForeignKey("tokens.id"), comment="the enrollment token that registered the key (its quotas count it)"
+    )
 
 
 class Token(Base):
@@ -260,3 +263,14 @@ class ReplicationClass(Base):
     child_canonical_sha256: Mapped[str] = mapped_column(Hash, primary_key=True)
     hardware_class: Mapped[str] = mapped_column(String(200), primary_key=True)
     runs: Mapped[int] = mapped_column(Integer)
+
+
+class QuotaUsage(Base):
+    """What one subject (``key:…``, ``token:…``, ``addr:…``) used of one quota in one fixed window."""
+
+    __tablename__ = "quota_usage"
+
+    subject: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True, comment="records, source_bytes, registrations")
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)

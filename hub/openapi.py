@@ -51,5 +51,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "conflict"),
         (413, "too large"),
         (422, "invalid content"),
+        (429, "a quota is spent; Retry-After says when to try again"),
     ]
 }

@@ -43,4 +43,31 @@ class HubSettings(BaseSettings):
     near_duplicate_jaccard: float = Field(default=0.9, gt=0, le=1, description="MinHash similarity threshold")
     replication_z: float = Field(default=6.0, gt=0, description="z above which a new best needs replication")
     page_limit_max: int = Field(default=500, gt=0, description="largest ?limit= of a listing")
+    # cost bounds of one record (docs/hub.md, "Bounds at the edge")
+    max_source_ast_nodes: int = Field(default=20_000, gt=0, description="most syntax-tree nodes of a train.py")
+    max_changed_symbols: int = Field(
+        default=64, gt=0, description="most top-level statements one experiment may change"
+    )
+    lease_margin_seconds: float = Field(
+        default=600.0, ge=0, description="a claim's lease may be at most 2 × the track's budget + this, s"
+    )
+    # quotas (docs/private-hub.md, "Quotas"): per key, and per enrollment token over all the keys it
+    # enrolled; anonymous uploads and registrations count per client address. 429 + Retry-After.
+    quota_records_per_minute: int = Field(default=120, gt=0, description="signed records per key per minute")
+    quota_token_records_per_minute: int = Field(
+        default=1200, gt=0, description="signed records per enrollment token (all its keys) per minute"
+    )
+    quota_source_bytes_per_day: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="train.py bytes per key (or anonymous address) per UTC day"
+    )
+    quota_token_source_bytes_per_day: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="train.py bytes per enrollment token per UTC day"
+    )
+    quota_live_claims: int = Field(default=16, gt=0, description="unexpired claims one key holds at once")
+    quota_token_live_claims: int = Field(
+        default=128, gt=0, description="unexpired claims the keys of one enrollment token hold at once"
+    )
+    quota_registrations_per_hour: int = Field(
+        default=30, gt=0, description="key registrations per enrollment token (or client address) per hour"
+    )
     json_logs: bool = Field(default=True, description="one JSON object per log line on stderr")

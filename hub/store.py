@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -64,8 +65,9 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
+from autoresearch.protocol.records import finite_or_none
 
-from . import dedup, directions
+from . import dedup, directions, names
 from .db import begin_write
 from .errors import BadRequest, Conflict, NotFound
 from .ingest import CheckedExperiment
@@ -77,6 +79,7 @@ from .models import (
     DirectionAggregate,
     Experiment,
     ExperimentDirection,
+    QuotaUsage,
     ReplicationClass,
     ReplicationGroup,
     Source,
@@ -142,13 +145,16 @@ def list_clients(session: Session) -> list[ClientView]:
     return [_client_view(r, counts.get(r.key_id, 0)) for r in rows]
 
 
-def register_client(session: Session, verified: Verified, *, status: str, envelope_json: str) -> tuple[ClientView, bool]:
+def register_client(
+    session: Session, verified: Verified, *, status: str, envelope_json: str, enrolled_by: int | None = None
+) -> tuple[ClientView, bool]:
     """Register the key of a verified :class:`ClientRegistration`; returns (client, created).
 
     Rules: the key is the identity. The same registration again is idempotent; the same key with a
     different display name is ``key_already_registered`` (display names are fixed; an admin can
-    revoke and the volunteer re-registers under a new key); a display name is unique across keys,
-    compared case-insensitively (``display_name_taken``).
+    revoke and the volunteer re-registers under a new key); a display name is unique across keys by
+    look — case and confusable characters folded (:func:`autoresearch.hub.names.name_key`) —
+    (``display_name_taken``). ``enrolled_by`` is the id of the enrollment token that registered it.
 
     Raises:
         Conflict: ``key_already_registered`` or ``display_name_taken``.
@@ -164,10 +170,14 @@ def register_client(session: Session, verified: Verified, *, status: str, envelo
             f"key {verified.keyid[:12]}… is already registered as {existing.display_name!r}",
             code="key_already_registered",
         )
-    name_key = record.display_name.casefold()
-    taken = session.scalar(select(Client.key_id).where(Client.name_key == name_key))
+    name_key = names.name_key(record.display_name)
+    taken = session.scalar(select(Client.display_name).where(Client.name_key == name_key))
     if taken is not None:
-        raise Conflict(f"display name {record.display_name!r} is taken by another key", code="display_name_taken")
+        raise Conflict(
+            f"display name {ascii(record.display_name)} is taken by another key"
+            + ("" if taken == record.display_name else f" (it looks like {ascii(taken)})"),
+            code="display_name_taken",
+        )
     row = Client(
         key_id=verified.keyid,
         public_key=record.public_key,
@@ -178,6 +188,7 @@ def register_client(session: Session, verified: Verified, *, status: str, envelo
         registered_at=utc_now(),
         record_id=verified.record_id,
         envelope_json=envelope_json,
+        enrolled_by=enrolled_by,
     )
     session.add(row)
     try:
@@ -357,7 +368,7 @@ def add_experiment(
     if eligible:
         _offer_best(session, row)
     session.flush()
-    return _views(session, [row])[0], True
+    return _view(session, row), True
 
 
 def _find_near_duplicate(
@@ -549,7 +560,7 @@ def _done_answer(session: Session, record: ClaimRecord, rules: DedupSettings) ->
         .limit(1)
     )
     if exact is not None:
-        return _views(session, [exact])[0], None
+        return _view(session, exact), None
     parent = _source_by_canonical(session, record.parent_canonical_sha256)
     child = _source_by_canonical(session, record.child_canonical_sha256)
     if parent is None or child is None:
@@ -590,9 +601,12 @@ def decode_cursor(cursor: str) -> int:
     """Inverse of :func:`encode_cursor`. Raises BadRequest ``bad_cursor``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not raw.startswith("s"):
-            raise ValueError("no prefix")
-        return int(raw[1:])
+        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20:
+            raise ValueError("not s<digits>")
+        seq = int(raw[1:])
+        if seq >= 2**63:  # beyond every engine's BIGINT
+            raise ValueError("beyond 64 bits")
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest(f"cursor {cursor[:40]!r} is not one this hub issued", code="bad_cursor") from exc
 
@@ -658,7 +672,7 @@ def progress(session: Session, track: str, hardware_class: str, *, limit: int) -
 
 def get_experiment_view(session: Session, experiment_id: str) -> ExperimentView:
     """One experiment as listed. Raises NotFound ``unknown_experiment``."""
-    return _views(session, [_experiment_row(session, experiment_id)])[0]
+    return _view(session, _experiment_row(session, experiment_id))
 
 
 def get_experiment(session: Session, experiment_id: str) -> ExperimentDetail:
@@ -668,7 +682,7 @@ def get_experiment(session: Session, experiment_id: str) -> ExperimentDetail:
         NotFound: ``unknown_experiment``.
     """
     row = _experiment_row(session, experiment_id)
-    view = _views(session, [row])[0]
+    view = _view(session, row)
     children = session.scalars(
         select(Experiment.id).where(Experiment.parent_sha256 == row.child_sha256).order_by(Experiment.seq).limit(100)
     ).all()
@@ -735,6 +749,10 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
             select(Client.key_id, Client.display_name, Client.status).where(Client.key_id.in_(key_ids))
         )
     }
+    records = {r.id: _stored_record(r) for r in rows}
+    rows = [r for r in rows if records[r.id] is not None]
+    if not rows:
+        return []
     groups = {(r.track, r.parent_canonical_sha256, r.child_canonical_sha256) for r in rows}
     reps = _replications(session, groups)
     return [
@@ -743,7 +761,7 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
             key_id=r.key_id,
             client_name=clients[r.key_id][0],
             received_at=r.received_at,
-            record=ExperimentRecord.model_validate_json(r.record_json),
+            record=records[r.id],
             directions=json.loads(r.directions),
             replications=reps[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)],
             needs_replication=r.needs_replication,
@@ -752,6 +770,24 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
         )
         for r in rows
     ]
+
+
+def _stored_record(row: Experiment) -> ExperimentRecord | None:
+    """The stored record, or None (with a warning) when it no longer meets the protocol's valid ranges
+    (stored before they existed): it is not served, so one old record cannot break a page."""
+    try:
+        return ExperimentRecord.model_validate_json(row.record_json)
+    except ValidationError as exc:
+        _logger.warning("experiment %s breaks the valid ranges; not served: %s", row.id, exc.errors()[0].get("msg"))
+        return None
+
+
+def _view(session: Session, row: Experiment) -> ExperimentView:
+    """One row as a view. Raises NotFound ``unknown_experiment`` when its record is no longer served."""
+    views = _views(session, [row])
+    if not views:
+        raise NotFound(f"experiment {row.id} breaks the valid ranges and is not served", code="unknown_experiment")
+    return views[0]
 
 
 def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Replications]:
@@ -785,8 +821,8 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
             .limit(REPLICATION_IDS)
         ).all()
         row = sums.get(group)
-        mean = row.bpb_sum / row.ok_runs if row is not None and row.ok_runs else None
-        std = math.sqrt(max(0.0, row.bpb_sumsq / row.ok_runs - mean * mean)) if row is not None and mean is not None else None
+        mean = _positive(row.bpb_sum / row.ok_runs) if row is not None and row.ok_runs else None
+        std = _spread(row.bpb_sumsq / row.ok_runs, mean) if row is not None and mean is not None else None
         out[group] = Replications(
             n=row.runs if row is not None else 0, val_bpb_mean=mean, val_bpb_std=std,
             hardware_classes=sorted(classes[group]), experiment_ids=list(ids),
@@ -855,6 +891,7 @@ def _entries(session: Session, rows: list[Experiment]) -> list[LeaderboardEntry]
     names = dict(
         session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_({r.key_id for r in rows}))).all()
     )
+    rows = [r for r in rows if _positive(r.val_bpb) is not None]
     return [
         LeaderboardEntry(
             rank=i + 1,
@@ -863,8 +900,8 @@ def _entries(session: Session, rows: list[Experiment]) -> list[LeaderboardEntry]
             client_name=names[r.key_id],
             hardware_class=r.hardware_class,
             val_bpb=r.val_bpb,
-            ecm=r.ecm,
-            gain=r.gain,
+            ecm=_positive(r.ecm),
+            gain=_positive(r.gain),
             description=r.description,
             created_at=r.created_at,
             needs_replication=r.needs_replication,
@@ -883,18 +920,19 @@ def community_best(session: Session, spec: TrackSpec, reference_source: str, har
         best = session.get(Best, (spec.id, ECM_SCOPE)) or session.scalar(
             select(Best).where(Best.track == spec.id).order_by(Best.val_bpb).limit(1)
         )
-    if best is None:
+    row = _experiment_row(session, best.experiment_id) if best is not None else None
+    views = _views(session, [row]) if row is not None else []
+    if row is None or not views:
         return CommunityBest(track=spec.id, hardware_class=hardware_class, train_py=reference_source,
                              sha256=sha256_hex(reference_source), ecm=1.0)
-    row = _experiment_row(session, best.experiment_id)
     return CommunityBest(
         track=spec.id,
         hardware_class=hardware_class,
-        experiment=_views(session, [row])[0],
+        experiment=views[0],
         train_py=get_source(session, row.child_sha256) or "",
         sha256=row.child_sha256,
-        val_bpb=row.val_bpb,
-        ecm=row.ecm,
+        val_bpb=finite_or_none(row.val_bpb),
+        ecm=finite_or_none(row.ecm),
         lineage=[row.id, *_lineage(session, row.parent_sha256)],
     )
 
@@ -906,7 +944,8 @@ def track_view(session: Session, spec: TrackSpec) -> TrackView:
     ).one()
     best_bpb = session.scalar(select(func.min(Best.val_bpb)).where(Best.track == spec.id, Best.scope != ECM_SCOPE))
     best_ecm = session.scalar(select(Best.ecm).where(Best.track == spec.id, Best.scope == ECM_SCOPE))
-    return TrackView(spec=spec, experiments=experiments, clients=clients, best_val_bpb=best_bpb, best_ecm=best_ecm)
+    return TrackView(spec=spec, experiments=experiments, clients=clients, best_val_bpb=_positive(best_bpb),
+                     best_ecm=_positive(best_ecm))
 
 
 def direction_stats(session: Session, track: str) -> list[DirectionStats]:
@@ -925,17 +964,15 @@ def direction_stats(session: Session, track: str) -> list[DirectionStats]:
     for key, aggs in per.items():
         gain_n = sum(a.gain_n for a in aggs)
         z_n = sum(a.z_n for a in aggs)
-        mean_gain = sum(a.gain_sum for a in aggs) / gain_n if gain_n else None
-        std_gain = (
-            math.sqrt(max(0.0, sum(a.gain_sumsq for a in aggs) / gain_n - mean_gain**2)) if mean_gain is not None else None
-        )
+        mean_gain = finite_or_none(math.fsum(a.gain_sum for a in aggs) / gain_n) if gain_n else None
+        std_gain = _spread(math.fsum(a.gain_sumsq for a in aggs) / gain_n, mean_gain) if mean_gain is not None else None
         by_class = {
             a.hardware_class: DirectionByClass(
-                tries=a.tries, keeps=a.keeps, mean_gain=a.gain_sum / a.gain_n if a.gain_n else None
+                tries=a.tries, keeps=a.keeps, mean_gain=finite_or_none(a.gain_sum / a.gain_n) if a.gain_n else None
             )
             for a in aggs
         }
-        means = [a.gain_sum / a.gain_n for a in aggs if a.gain_n >= 2]
+        means = [m for a in aggs if a.gain_n >= 2 and (m := finite_or_none(a.gain_sum / a.gain_n)) is not None]
         out.append(
             DirectionStats(
                 direction=key,
@@ -944,7 +981,7 @@ def direction_stats(session: Session, track: str) -> list[DirectionStats]:
                 crashes=sum(a.crashes for a in aggs),
                 mean_gain=mean_gain,
                 std_gain=std_gain,
-                mean_z=sum(a.z_sum for a in aggs) / z_n if z_n else None,
+                mean_z=finite_or_none(math.fsum(a.z_sum for a in aggs) / z_n) if z_n else None,
                 by_hardware_class=by_class,
                 hardware_dependent=bool(means) and max(means) > 1.0 > min(means),
                 evidence=evidence.get(key, []),
@@ -967,6 +1004,20 @@ def _evidence(session: Session, track: str) -> dict[str, list[str]]:
             out[key].append(eid)
     return out
 
+
+
+def _positive(value: float | None) -> float | None:
+    """``value`` when it is a finite number > 0 (what the served models accept), else None."""
+    value = finite_or_none(value)
+    return value if value is not None and value > 0 else None
+
+
+def _spread(mean_square: float, mean: float | None) -> float | None:
+    """Population std from E[x²] and E[x]; None when either is not finite (a sum that overflowed)."""
+    if mean is None or not math.isfinite(mean_square):
+        return None
+    std: float | None = finite_or_none(math.sqrt(max(0.0, mean_square - mean * mean)))
+    return std
 
 
 def ping(session: Session) -> None:
@@ -1056,3 +1107,73 @@ def _bulk_aggregates(session: Session, items: Sequence[CheckedExperiment]) -> No
             set_={n: table.c[n] + stmt.excluded[n] for n in names},
         )
         session.execute(stmt)
+
+
+# --------------------------------------------------------------------------------------------------
+# Quotas (the policy is hub/quotas.py; these are its reads and writes)
+
+
+def token_id(session: Session, token: str) -> int | None:
+    """The id of a live stored token, None for an unknown or revoked one."""
+    row = session.scalar(select(Token).where(Token.token_sha256 == sha256_hex(token)))
+    return None if row is None or row.revoked_at is not None else row.id
+
+
+def enrolled_by(session: Session, key_id: str) -> int | None:
+    """The id of the enrollment token that registered a key (None: none did)."""
+    return session.scalar(select(Client.enrolled_by).where(Client.key_id == key_id))
+
+
+def quota_used(session: Session, subject: str, kind: str, window_start: datetime) -> int:
+    """What ``subject`` used of quota ``kind`` in the window starting at ``window_start``."""
+    used = session.scalar(
+        select(QuotaUsage.amount).where(
+            QuotaUsage.subject == subject, QuotaUsage.kind == kind, QuotaUsage.window_start == window_start
+        )
+    )
+    return int(used or 0)
+
+
+def quota_charge(session: Session, subject: str, kind: str, window_start: datetime, amount: int) -> None:
+    """Add ``amount`` to a subject's usage in a window (an upsert that adds, so racing replicas never
+    lose a charge), and drop that subject's windows of this kind that ended before this one began."""
+    begin_write(session)
+    insert = _insert(session)
+    stmt = insert(QuotaUsage).values(subject=subject, kind=kind, window_start=window_start, amount=amount)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=["subject", "kind", "window_start"],
+        set_={"amount": QuotaUsage.__table__.c.amount + stmt.excluded.amount},
+    ))
+    session.execute(delete(QuotaUsage).where(
+        QuotaUsage.subject == subject, QuotaUsage.kind == kind, QuotaUsage.window_start < window_start
+    ))
+
+
+def live_claims(
+    session: Session, *, now: datetime, key_id: str | None = None, token: int | None = None,
+    besides: tuple[str, str, str] | None = None,
+) -> tuple[int, datetime | None]:
+    """Unexpired claims of one key (or of every key enrolled by ``token``) whose experiment that key
+    has not stored yet, leaving out the claim on ``besides`` (track, parent, child canonical); with
+    the earliest lease end among them."""
+    query = select(func.count(), func.min(Claim.lease_expires_at)).where(Claim.lease_expires_at > now)
+    if key_id is not None:
+        query = query.where(Claim.key_id == key_id)
+    if token is not None:
+        query = query.where(Claim.key_id.in_(select(Client.key_id).where(Client.enrolled_by == token)))
+    if besides is not None:
+        query = query.where(~and_(
+            Claim.track == besides[0], Claim.parent_canonical_sha256 == besides[1], Claim.child_canonical_sha256 == besides[2]
+        ))
+    done = (
+        select(Experiment.seq)
+        .where(
+            Experiment.track == Claim.track,
+            Experiment.parent_canonical_sha256 == Claim.parent_canonical_sha256,
+            Experiment.child_canonical_sha256 == Claim.child_canonical_sha256,
+            Experiment.key_id == Claim.key_id,
+        )
+        .exists()
+    )
+    count, earliest = session.execute(query.where(~done)).one()
+    return int(count or 0), earliest

@@ -57,18 +57,55 @@ AST_LOCK = threading.RLock()
 larger blocks of AST work); see :func:`parse_source`."""
 
 
+MAX_AST_DEPTH = 100
+"""Deepest syntax tree a ``train.py`` may have (the reference's is 15). Deeper trees make the
+recursive parts of ``ast`` (``unparse``, ``compile``, visitors) fail with RecursionError or
+MemoryError, so :func:`parse_source` refuses them up front."""
+
+
+def ast_shape(tree: ast.AST) -> tuple[int, int]:
+    """``(depth, nodes)`` of a syntax tree, walked level by level (never recursion-limited)."""
+    depth, nodes = 0, 0
+    level = [tree]
+    while level:
+        depth += 1
+        nodes += len(level)
+        level = [child for node in level for child in ast.iter_child_nodes(node)]
+    return depth, nodes
+
+
 def parse_source(source: str, filename: str = "train.py") -> ast.Module:
-    """``ast.parse`` behind a process-wide lock.
+    """``ast.parse`` behind a process-wide lock, refusing trees deeper than :data:`MAX_AST_DEPTH`
+    (see :func:`parse_source_shape`).
+
+    Raises:
+        SyntaxError: as :func:`parse_source_shape`.
+    """
+    return parse_source_shape(source, filename)[0]
+
+
+def parse_source_shape(source: str, filename: str = "train.py") -> tuple[ast.Module, int, int]:
+    """``(tree, depth, nodes)``: :func:`parse_source` and the :func:`ast_shape` it measured anyway.
 
     CPython 3.11's C AST converter is not safe for concurrent use from several threads: two threads
     parsing at once can fail with ``SystemError: AST constructor recursion depth mismatch`` (seen on
     3.11.7 in the hub's thread pool). Every parse in this project goes through here.
 
     Raises:
-        SyntaxError: the source does not parse.
+        SyntaxError: the source does not parse, holds a NUL, or nests too deeply (the parser's own
+            MemoryError/RecursionError on pathological nesting become a SyntaxError here too).
     """
     with AST_LOCK:
-        return ast.parse(source, filename=filename)
+        try:
+            tree = ast.parse(source, filename=filename)
+        except (MemoryError, RecursionError) as exc:  # ``-`` * 10**5 + "1", "1+" * 10**5 + "1"
+            raise SyntaxError(f"{filename} nests too deeply to parse ({type(exc).__name__})") from None
+        except ValueError as exc:  # older 3.11 releases: NUL bytes
+            raise SyntaxError(f"{filename}: {exc}") from None
+    depth, nodes = ast_shape(tree)
+    if depth > MAX_AST_DEPTH:
+        raise SyntaxError(f"{filename} nests {depth} levels deep; at most {MAX_AST_DEPTH} are allowed")
+    return tree, depth, nodes
 
 
 def canonical_source(source: str) -> str:
@@ -83,9 +120,13 @@ def canonical_source(source: str) -> str:
     try:
         tree = parse_source(source)
     except SyntaxError as exc:
-        raise SchemaError(f"train.py does not parse: line {exc.lineno}: {exc.msg}", reason="unparsable_source") from exc
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        raise SchemaError(f"train.py does not parse: {where}{exc.msg}", reason="unparsable_source") from exc
     with AST_LOCK:
-        return ast.unparse(tree)
+        try:
+            return ast.unparse(tree)
+        except (MemoryError, RecursionError) as exc:  # bounded by MAX_AST_DEPTH; kept as a typed guard
+            raise SchemaError("train.py nests too deeply to unparse", reason="unparsable_source") from exc
 
 
 def canonical_source_sha256(source: str) -> str:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from .canonical import canonical_bytes, sha256_hex
 from .errors import CanonicalError, EnvelopeError, SchemaError, SignatureError
 from .keys import KeyPair, key_id, load_public_key, verify_raw
-from .records import RECORD_TYPES, SignedRecord, WireModel
+from .records import RANGE_ERRORS, RECORD_TYPES, SignedRecord, WireModel
 
 MAX_ENVELOPE_BYTES = 1024 * 1024  # envelope JSON, bytes (a 256 KiB diff fits with room to spare)
 
@@ -133,10 +133,10 @@ def parse_envelope(data: bytes | str | dict[str, object] | Envelope) -> Envelope
                 raise EnvelopeError(f"envelope is larger than {MAX_ENVELOPE_BYTES} bytes", reason="too_large")
             data = json.loads(data)
         return Envelope.model_validate(data)
-    except json.JSONDecodeError as exc:
-        raise EnvelopeError(f"envelope is not JSON: {exc}", reason="malformed_json") from exc
     except ValidationError as exc:
         raise EnvelopeError(f"not a DSSE envelope: {_first_error(exc)}") from exc
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, a huge integer
+        raise EnvelopeError(f"envelope is not JSON: {str(exc)[:200]}", reason="malformed_json") from exc
 
 
 def verify(
@@ -202,7 +202,8 @@ def _parse_record(schema: str, body: bytes) -> SignedRecord:
     try:
         record = model.model_validate_json(body)
     except ValidationError as exc:
-        raise SchemaError(f"invalid {schema} record: {_first_error(exc)}") from exc
+        reason = "out_of_range" if exc.errors()[0]["type"] in RANGE_ERRORS else "schema_invalid"
+        raise SchemaError(f"invalid {schema} record: {_first_error(exc)}", reason=reason) from exc
     return record  # type: ignore[return-value]
 
 

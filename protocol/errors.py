@@ -4,7 +4,8 @@ Every failure to read, verify or load a record raises one of these; nothing retu
 caller could forget to check::
 
     ProtocolError                 base: catch this to handle any protocol failure
-    ├── SchemaError               payload is not a valid record (unknown schema, bad field, NaN, …)
+    ├── SchemaError               payload is not a valid record (unknown schema, bad field, NaN, …;
+    │                             reason ``out_of_range`` for a number outside its valid range)
     ├── CanonicalError            payload bytes are not the RFC 8785 canonical form of the record
     ├── EnvelopeError             the DSSE envelope itself is malformed (JSON, base64, payloadType)
     ├── SignatureError            no signature verifies under the expected key

@@ -12,6 +12,7 @@ Signed records carry a literal ``schema`` tag (``autoresearch/experiment/v1``, �
 from __future__ import annotations
 
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -23,6 +24,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .canonical import canonical_json, sha256_hex
 
@@ -42,6 +44,66 @@ TrackId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.@-]{0,63}
 NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+# --------------------------------------------------------------------------------------------------
+# Valid ranges of the numbers in signed records (docs/protocol.md, "Valid ranges"). Every number a
+# record carries is finite, never subnormal, and within these plausible magnitudes, so sums and
+# squares over any number of records stay finite. The hub adds per-track bounds on top
+# (hub/limits.py: val_bpb against the vocabulary, seconds against the track's TIME_BUDGET, tokens).
+
+MIN_VAL_BPB = 1e-3  # bits per byte; no model of real text gets near it (an eval leak would)
+MAX_VAL_BPB = 1e3  # bits per byte; a uniform guess over 2**16 tokens of 1 byte is 16
+MAX_RUN_SECONDS = 7 * 86_400.0  # any duration a record reports, s (a run is minutes)
+MAX_VRAM_MIB = float(2**24)  # 16 TiB, far above any device
+MAX_MFU_PERCENT = 1000.0  # % of an *estimated* peak: above 100 only when the peak guess is low
+MAX_TOKENS = 10**15  # tokens one run trains on
+MAX_TOKENS_PER_SECOND = 1e10
+MAX_STEPS = 10**12
+MAX_PARAMS = 10**13
+MAX_DEPTH = 10**4  # transformer layers
+MAX_ABS_Z = 1e6  # improvement in units of seed noise; beyond it the noise estimate is broken
+MIN_ECM, MAX_ECM = 1e-6, 1e6  # effective compute multiplier t*/TIME_BUDGET
+MIN_GAIN, MAX_GAIN = MIN_ECM / MAX_ECM, MAX_ECM / MIN_ECM  # gain = ecm / ecm_parent
+MAX_CURVE_A, MAX_CURVE_B = 1e12, 100.0  # bpb(t) = c + a·t^(−b)
+MAX_TFLOPS = 1e6  # measured dense matmul throughput, TFLOP/s
+MAX_LEASE_SECONDS = 86_400
+
+
+RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "float_subnormal"})
+"""pydantic error types that mean "a number outside its valid range" (reason ``out_of_range``)."""
+
+
+def _not_subnormal(value: float) -> float:
+    if value != 0.0 and abs(value) < sys.float_info.min:
+        raise PydanticCustomError(
+            "float_subnormal", "{value} is subnormal (0 < |x| < {min}); send 0 or a normal number",
+            {"value": repr(value), "min": repr(sys.float_info.min)},
+        )
+    return value
+
+
+_NORMAL = AfterValidator(_not_subnormal)
+
+Bpb = Annotated[float, Field(ge=MIN_VAL_BPB, le=MAX_VAL_BPB, allow_inf_nan=False), _NORMAL]
+"""val_bpb, bits per byte."""
+DeltaBpb = Annotated[float, Field(ge=-MAX_VAL_BPB, le=MAX_VAL_BPB, allow_inf_nan=False), _NORMAL]
+NoiseBpb = Annotated[float, Field(ge=0.0, le=MAX_VAL_BPB, allow_inf_nan=False), _NORMAL]
+"""A spread of val_bpb (σ, rmse), bits per byte."""
+Seconds = Annotated[float, Field(ge=0.0, le=MAX_RUN_SECONDS, allow_inf_nan=False), _NORMAL]
+Budget = Annotated[float, Field(gt=0.0, le=MAX_RUN_SECONDS, allow_inf_nan=False), _NORMAL]
+Mib = Annotated[float, Field(ge=0.0, le=MAX_VRAM_MIB, allow_inf_nan=False), _NORMAL]
+Percent = Annotated[float, Field(ge=0.0, le=MAX_MFU_PERCENT, allow_inf_nan=False), _NORMAL]
+TokenRate = Annotated[float, Field(ge=0.0, le=MAX_TOKENS_PER_SECOND, allow_inf_nan=False), _NORMAL]
+ZScore = Annotated[float, Field(ge=-MAX_ABS_Z, le=MAX_ABS_Z, allow_inf_nan=False), _NORMAL]
+Ecm = Annotated[float, Field(ge=MIN_ECM, le=MAX_ECM, allow_inf_nan=False), _NORMAL]
+Gain = Annotated[float, Field(ge=MIN_GAIN, le=MAX_GAIN, allow_inf_nan=False), _NORMAL]
+CurveA = Annotated[float, Field(gt=0.0, le=MAX_CURVE_A, allow_inf_nan=False), _NORMAL]
+CurveB = Annotated[float, Field(gt=0.0, le=MAX_CURVE_B, allow_inf_nan=False), _NORMAL]
+Tflops = Annotated[float, Field(ge=0.0, le=MAX_TFLOPS, allow_inf_nan=False), _NORMAL]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Steps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
+Params = Annotated[int, Field(ge=0, le=MAX_PARAMS)]
+Layers = Annotated[int, Field(ge=0, le=MAX_DEPTH)]
 
 
 def _check_diff_size(diff: str) -> str:
@@ -112,21 +174,21 @@ class RunMetrics(WireModel):
     from what ``train.py`` printed.
     """
 
-    val_bpb: PositiveFloat | None = Field(default=None, description="bits per byte on the val split")
-    training_seconds: NonNegFloat | None = Field(
+    val_bpb: Bpb | None = Field(default=None, description="bits per byte on the val split")
+    training_seconds: Seconds | None = Field(
         default=None, description="training time on the track's budget clock (CPU s on cpu/tiny, wall s on GPU), s"
     )
-    training_wall_seconds: NonNegFloat | None = Field(default=None, description="wall time of the training phase, s")
-    total_seconds: NonNegFloat | None = Field(default=None, description="wall time of the whole run, s")
-    startup_seconds: NonNegFloat | None = Field(default=None, description="import, data and compile time, s")
-    eval_seconds: NonNegFloat | None = Field(default=None, description="evaluation time, s")
-    peak_vram_mib: NonNegFloat | None = Field(default=None, description="peak CUDA memory, MiB (0 on CPU)")
-    mfu_percent: NonNegFloat | None = Field(default=None, description="model FLOPs utilisation, % of peak bf16")
-    total_tokens: Count | None = Field(default=None, description="training tokens processed")
-    tokens_per_second: NonNegFloat | None = Field(default=None, description="training tokens per second")
-    num_steps: Count | None = None
-    num_params: Count | None = None
-    depth: Count | None = None
+    training_wall_seconds: Seconds | None = Field(default=None, description="wall time of the training phase, s")
+    total_seconds: Seconds | None = Field(default=None, description="wall time of the whole run, s")
+    startup_seconds: Seconds | None = Field(default=None, description="import, data and compile time, s")
+    eval_seconds: Seconds | None = Field(default=None, description="evaluation time, s")
+    peak_vram_mib: Mib | None = Field(default=None, description="peak CUDA memory, MiB (0 on CPU)")
+    mfu_percent: Percent | None = Field(default=None, description="model FLOPs utilisation, % of peak bf16")
+    total_tokens: Tokens | None = Field(default=None, description="training tokens processed")
+    tokens_per_second: TokenRate | None = Field(default=None, description="training tokens per second")
+    num_steps: Steps | None = None
+    num_params: Params | None = None
+    depth: Layers | None = None
 
 
 class Normalised(WireModel):
@@ -138,12 +200,12 @@ class Normalised(WireModel):
     ``gain`` = ecm / ecm_parent. ``ecm_extrapolated`` is true when t* lies outside the fitted budgets.
     """
 
-    delta_val_bpb: FiniteFloat | None = None
-    sigma: NonNegFloat | None = None
-    z: FiniteFloat | None = None
-    ecm: PositiveFloat | None = None
-    ecm_parent: PositiveFloat | None = None
-    gain: PositiveFloat | None = None
+    delta_val_bpb: DeltaBpb | None = None
+    sigma: NoiseBpb | None = None
+    z: ZScore | None = None
+    ecm: Ecm | None = None
+    ecm_parent: Ecm | None = None
+    gain: Gain | None = None
     ecm_extrapolated: bool = False
 
 
@@ -171,7 +233,7 @@ class ExperimentRecord(WireModel):
     outcome: Outcome
     status: Status
     metrics: RunMetrics
-    parent_val_bpb: PositiveFloat | None = Field(default=None, description="parent measured on this machine")
+    parent_val_bpb: Bpb | None = Field(default=None, description="parent measured on this machine")
     normalised: Normalised = Field(default_factory=Normalised)
     hardware_class: ShortText
     software: SoftwareVersions
@@ -200,21 +262,21 @@ class ExperimentRecord(WireModel):
 class CalibrationPoint(WireModel):
     """One reference run of a calibration: budget (s), seed and what it reached."""
 
-    budget_seconds: PositiveFloat
+    budget_seconds: Budget
     seed: SafeInt
-    val_bpb: PositiveFloat
-    training_seconds: NonNegFloat
-    num_steps: Count
-    tokens_per_second: NonNegFloat
+    val_bpb: Bpb
+    training_seconds: Seconds
+    num_steps: Steps
+    tokens_per_second: TokenRate
 
 
 class CurveFit(WireModel):
     """Fitted reference curve ``bpb(t) = c + a·t^(−b)``, t in seconds, bpb in bits per byte."""
 
-    a: PositiveFloat
-    b: PositiveFloat
-    c: FiniteFloat
-    rmse: NonNegFloat = Field(description="root mean square residual of the fit, bits per byte")
+    a: CurveA
+    b: CurveB
+    c: DeltaBpb
+    rmse: NoiseBpb = Field(description="root mean square residual of the fit, bits per byte")
 
 
 class CalibrationRecord(WireModel):
@@ -231,15 +293,15 @@ class CalibrationRecord(WireModel):
     harness_version: ShortText
     software: SoftwareVersions
     reference_sha256: Sha256Hex
-    reference_ecm: PositiveFloat = 1.0
-    time_budget_seconds: PositiveFloat
+    reference_ecm: Ecm = 1.0
+    time_budget_seconds: Budget
     points: Annotated[list[CalibrationPoint], Field(min_length=3, max_length=256)]
     fit: CurveFit
-    sigma: NonNegFloat = Field(description="seed noise: std of val_bpb across seeds at the full budget")
-    min_budget_seconds: PositiveFloat
-    max_budget_seconds: PositiveFloat
-    tokens_per_second: NonNegFloat = Field(description="reference training throughput at full budget")
-    matmul_tflops: NonNegFloat = Field(description="measured dense matmul throughput, TFLOP/s")
+    sigma: NoiseBpb = Field(description="seed noise: std of val_bpb across seeds at the full budget")
+    min_budget_seconds: Budget
+    max_budget_seconds: Budget
+    tokens_per_second: TokenRate = Field(description="reference training throughput at full budget")
+    matmul_tflops: Tflops = Field(description="measured dense matmul throughput, TFLOP/s")
     created_at: UtcDatetime
 
 
@@ -250,7 +312,7 @@ class ClaimRecord(WireModel):
     track: TrackId
     parent_canonical_sha256: Sha256Hex
     child_canonical_sha256: Sha256Hex
-    lease_seconds: Annotated[int, Field(ge=1, le=86_400)]
+    lease_seconds: Annotated[int, Field(ge=1, le=MAX_LEASE_SECONDS)]
     description: Description = ""
     created_at: UtcDatetime
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, TextIO
 
 import numpy as np
+from pydantic import ValidationError
 
 from autoresearch.protocol import Outcome, RunMetrics, TrackSpec, parse_source
 
@@ -468,13 +469,16 @@ class _Run:
                 del values[key]
         if outcome != "ok":
             values.pop("val_bpb", None)
+        metrics, dropped = _valid_metrics(values)
+        if "val_bpb" in dropped and outcome == "ok":
+            outcome, self.error = "rejected", f"val_bpb {values['val_bpb']!r} is outside the range a record may carry"
         dev: Literal["cpu", "auto"] = "cpu" if self.track.device == "cpu" else "auto"
         software = hardware.software_versions(dev)
         if dev != "cpu" and getattr(self, "software_cuda", None):
             software = software.model_copy(update={"cuda": self.software_cuda})
         return RunResult(
             outcome=outcome,
-            metrics=RunMetrics.model_validate(values, strict=False),
+            metrics=metrics,
             error=truncate_error(self.error) if self.error else None,
             log_path=Path(self.args.log_path) if self.args.log_path else self.run_dir / "run.log",
             seed=self.args.seed,
@@ -487,6 +491,20 @@ class _Run:
             isolation=self.isolation,
             probes=self.probes,
         )
+
+
+def _valid_metrics(values: dict[str, object]) -> tuple[RunMetrics, set[str]]:
+    """``RunMetrics`` of ``values`` without the fields outside the protocol's ranges (a model can
+    report a silly FLOPs figure; no record may carry it). Returns the model and the fields dropped."""
+    dropped: set[str] = set()
+    while True:
+        try:
+            return RunMetrics.model_validate({k: v for k, v in values.items() if k not in dropped}, strict=False), dropped
+        except ValidationError as exc:
+            bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            if not bad - dropped:
+                raise
+            dropped |= bad
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,16 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from autoresearch.protocol import CLIENT_SCHEMA, Accepted, CalibrationRecord, ClientView
+from autoresearch.protocol import CLIENT_SCHEMA, Accepted, CalibrationRecord, ClientView, utc_now
 
-from .. import ingest, store
+from .. import ingest, limits, quotas, store
 from ..deps import (
     BodyDep,
+    CallerDep,
     ReadAccessDep,
     SessionDep,
     SettingsDep,
     StateDep,
-    TokenKindDep,
     WriteSessionDep,
 )
 from ..errors import AuthError, NotFound
@@ -29,14 +29,19 @@ KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="hex SHA-
 
 
 @router.post("/clients", status_code=201, response_model=Accepted, responses=ERRORS, openapi_extra=ENVELOPE_BODY)
-def register(body: BodyDep, session: WriteSessionDep, settings: SettingsDep, kind: TokenKindDep, state: StateDep, response: Response) -> Accepted:
+def register(body: BodyDep, session: WriteSessionDep, settings: SettingsDep, who: CallerDep, state: StateDep, response: Response) -> Accepted:
     """Register the Ed25519 key that signed a ``autoresearch/client/v1`` record (proof of possession).
 
     Public hub: anyone registers (``pending`` when the hub requires approval). Private hub: an enroll
     or admin token makes the key ``active``; without one the key is ``pending`` if the hub requires
     approval, else refused (``token_required``). 201 new, 200 already registered the same way.
+    The display name must be plain, single-script NFC text that looks like no other key's
+    (``bad_display_name``, ``display_name_taken``); registrations per enrollment token (else per
+    client address) are limited per hour (429 ``rate_limited``).
     """
     verified = ingest.verify_registration(body, CLIENT_SCHEMA)
+    limits.check_record(verified.record, None)  # display name and text rules
+    kind = who.kind
     if kind in ("enroll", "admin"):
         status = "active"
     elif settings.require_approval:
@@ -45,7 +50,16 @@ def register(body: BodyDep, session: WriteSessionDep, settings: SettingsDep, kin
         raise AuthError("this hub is private: register with an enroll token", code="token_required")
     else:
         status = "active"
-    client, created = store.register_client(session, verified, status=status, envelope_json=body.decode("utf-8"))
+    now = utc_now()
+    subjects = [] if kind == "admin" else quotas.of_caller(who.token_id, who.address)
+    if store.get_client(session, verified.keyid) is None:  # re-registering the same way is free
+        quotas.check(session, settings, subjects, "registrations", 1, now=now)
+    enrolled_by = who.token_id if kind == "enroll" else None
+    client, created = store.register_client(
+        session, verified, status=status, envelope_json=body.decode("utf-8"), enrolled_by=enrolled_by
+    )
+    if created:
+        quotas.charge(session, subjects, "registrations", 1, now=now)
     session.commit()
     state.metrics.records.labels("client", "created" if created else "duplicate").inc()
     if created:

@@ -19,7 +19,7 @@ from autoresearch.protocol import (
     utc_now,
 )
 
-from .. import ingest, store
+from .. import ingest, limits, quotas, store
 from ..deps import (
     BodyDep,
     ReadAccessDep,
@@ -48,7 +48,9 @@ def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, respo
     ``unknown_parent`` when the hub lacks the parent ``train.py`` (PUT it to /sources, then retry).
 
     The checks run on a read transaction; only storing takes the write transaction (on SQLite
-    the database-wide write lock), so slow checks never hold other writers up."""
+    the database-wide write lock), so slow checks never hold other writers up. Bounds
+    (:mod:`..limits`) and quotas (:mod:`..quotas`: records a minute, source bytes a day; 429 with
+    ``Retry-After``) are checked before any of the slow work."""
     verified = signed_by_active_key(session, body, EXPERIMENT_SCHEMA)
     if store.experiment_exists(session, verified.record_id):
         response.status_code = 200
@@ -57,6 +59,12 @@ def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, respo
     record = verified.record
     assert isinstance(record, ExperimentRecord)
     spec = state.catalog.get_by_id(record.track)
+    s = state.settings
+    limits.check_record(record, spec)
+    now = utc_now()
+    subjects = quotas.of_key(session, verified.keyid)
+    quotas.check(session, s, subjects, "records", 1, now=now)
+    quotas.check(session, s, subjects, "source_bytes", len(record.diff.encode("utf-8")), now=now)
     parent = store.get_source(session, record.parent_sha256)
     if parent is None and record.parent_sha256 == spec.reference_sha256:
         parent = state.catalog.reference_source(spec)
@@ -67,13 +75,16 @@ def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, respo
             code="unknown_parent",
         )
     session.rollback()  # end the read transaction before the slow, database-free checks
-    s = state.settings
     checked = ingest.check_experiment(
-        verified, spec, parent, now=utc_now(), max_diff_bytes=s.max_diff_bytes,
+        verified, spec, parent, now=now, max_diff_bytes=s.max_diff_bytes,
         max_source_bytes=s.max_source_bytes, max_future_seconds=s.max_future_seconds,
+        max_source_ast_nodes=s.max_source_ast_nodes, max_changed_symbols=s.max_changed_symbols,
     )
     with state.write_session() as writer:
         view, created = store.add_experiment(writer, checked, envelope_json=body.decode("utf-8"), rules=state.rules)
+        if created:
+            quotas.charge(writer, subjects, "records", 1, now=now)
+            quotas.charge(writer, subjects, "source_bytes", len(checked.child_source.encode("utf-8")), now=now)
         writer.commit()
     state.metrics.records.labels("experiment", record.outcome if created else "duplicate").inc()
     if not created:

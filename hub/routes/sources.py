@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import PlainTextResponse
 
-from .. import ingest, store
-from ..deps import BodyDep, ReadAccessDep, SessionDep, StateDep, WriteSessionDep
+from autoresearch.protocol import utc_now
+
+from .. import ingest, quotas, store
+from ..deps import RawBodyDep, ReadAccessDep, SessionDep, StateDep, UploadDep, WriteSessionDep
 from ..errors import BadRequest, NotFound
 from ..openapi import ERRORS, SOURCE_BODY
 
@@ -18,14 +20,25 @@ ShaPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="hex SHA-25
 
 
 @router.put("/sources/{sha256}", status_code=201, responses={**ERRORS, 200: {"description": "already stored"}}, openapi_extra=SOURCE_BODY)
-def put_source(sha256: ShaPath, body: BodyDep, session: WriteSessionDep, state: StateDep, _: ReadAccessDep) -> Response:
-    """Store a ``train.py`` after checking size, hash and that it parses. 201 new, 200 known."""
+def put_source(sha256: ShaPath, body: RawBodyDep, session: WriteSessionDep, state: StateDep, who: UploadDep) -> Response:
+    """Store a ``train.py`` after checking size, hash and that it parses within the tree bounds.
+    201 new, 200 known. A private hub takes uploads with an enroll or admin token only (a read token
+    is ``read_only_token``); bytes stored count against the uploader's daily quota (its token, else
+    its address; 429 ``quota_exceeded``)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest("body is not UTF-8 text", code="bad_request") from exc
-    canonical = ingest.source_checks(text, sha256, state.settings.max_source_bytes)
+        raise BadRequest(f"body is not UTF-8 text (byte {exc.start})", code="not_utf8") from exc
+    s = state.settings
+    now = utc_now()
+    subjects = [] if who.kind == "admin" else quotas.of_caller(who.token_id, who.address)
+    known = store.get_source(session, sha256) is not None
+    if not known:
+        quotas.check(session, s, subjects, "source_bytes", len(body), now=now)
+    canonical = ingest.source_checks(text, sha256, s.max_source_bytes, s.max_source_ast_nodes)
     created = store.put_source(session, text, canonical)
+    if created:
+        quotas.charge(session, subjects, "source_bytes", len(body), now=now)
     session.commit()
     return Response(status_code=201 if created else 200)
 

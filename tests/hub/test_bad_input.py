@@ -178,7 +178,7 @@ CASES: list[tuple[Callable[[Hub], httpx.Response], int, str]] = [
     (child_hash_mismatch, 422, "hash_mismatch"),
     (canonical_hash_mismatch, 422, "hash_mismatch"),
     (nan_metric, 422, "schema_invalid"),
-    (negative_metric, 422, "schema_invalid"),
+    (negative_metric, 422, "out_of_range"),
     (non_canonical_payload, 422, "non_canonical"),
     (future_timestamp, 422, "future_timestamp"),
     (future_claim, 422, "future_timestamp"),

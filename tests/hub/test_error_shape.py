@@ -27,15 +27,19 @@ from .conftest import Hub
 
 PINNED = {
     "malformed_json": 400, "envelope_malformed": 400, "bad_base64": 400, "bad_cursor": 400, "bad_request": 400,
+    "not_utf8": 400, "json_too_deep": 400, "number_too_large": 400, "bad_parameter": 400,
     "token_required": 401, "bad_token": 401,
     "admin_required": 403, "bad_signature": 403, "bad_public_key": 403, "unregistered_key": 403, "key_revoked": 403, "key_pending": 403,
+    "read_only_token": 403,
     "not_found": 404, "unknown_experiment": 404, "unknown_client": 404, "unknown_source": 404, "unknown_track": 404,
     "method_not_allowed": 405,
     "unknown_parent": 409, "display_name_taken": 409, "key_already_registered": 409, "ambiguous_id": 409, "conflict": 409,
-    "body_too_large": 413, "diff_too_large": 413, "source_too_large": 413,
+    "body_too_large": 413, "diff_too_large": 413, "source_too_large": 413, "source_too_complex": 413, "too_many_changes": 413,
     "unsupported_media_type": 415,
     "unknown_schema": 422, "wrong_schema": 422, "schema_invalid": 422, "non_canonical": 422, "unparsable_source": 422,
     "diff_does_not_apply": 422, "hash_mismatch": 422, "future_timestamp": 422, "invalid_request": 422,
+    "out_of_range": 422, "bad_text": 422, "bad_display_name": 422, "lease_too_long": 422,
+    "rate_limited": 429, "quota_exceeded": 429,
     "internal_error": 500, "database_unavailable": 503,
 }
 

@@ -32,7 +32,8 @@ def free_port() -> int:
 @pytest.fixture
 def two_servers(db_url: str, tmp_path: Path) -> Iterator[list[str]]:
     """Two uvicorn processes serving the same database; yields their base URLs."""
-    env = {**os.environ, "AUTORESEARCH_HUB_DB_URL": db_url, "AUTORESEARCH_HUB_JSON_LOGS": "1"}
+    env = {**os.environ, "AUTORESEARCH_HUB_DB_URL": db_url, "AUTORESEARCH_HUB_JSON_LOGS": "1",
+           "AUTORESEARCH_HUB_QUOTA_REGISTRATIONS_PER_HOUR": "1000"}  # 50 keys from one address
     procs, urls = [], []
     for i in range(2):
         port = free_port()

@@ -92,7 +92,8 @@ def good_vectors(keys: KeyPair) -> dict[str, tuple[str, object]]:
     edge = experiment(
         description='unicode → ✓ 😀 "quoted" back\\slash\ttab\ncontrol\u0001 é (NFC) e\u0301 (NFD)',
         metrics=experiment().metrics.model_copy(
-            update={"tokens_per_second": 1e21, "training_seconds": 1e-7, "mfu_percent": 5e-324, "total_tokens": 2**53 - 1}
+            update={"tokens_per_second": 1e10, "training_seconds": 1e-7, "mfu_percent": 2.2250738585072014e-308,
+                    "total_tokens": 10**15}
         ),
         seed=-(2**53 - 1),
     )
@@ -104,7 +105,7 @@ def good_vectors(keys: KeyPair) -> dict[str, tuple[str, object]]:
         "client": ("a client registration signed by the key it announces", records["client"]),
         "experiment_edge_values": (
             "RFC 8785 edge cases: raw UTF-8 incl. astral plane, escapes, NFC vs NFD kept apart, "
-            "1e21 → 1e+21, 1e-7, 5e-324, ±(2**53 − 1)",
+            "1e-7, the smallest normal double, the range maxima 1e10 and 10**15, −(2**53 − 1)",
             edge,
         ),
     }
@@ -165,6 +166,10 @@ def bad_vectors(keys: KeyPair, other: KeyPair) -> list[BadVector]:
          signed(_replace_once(body, b'"z":5.875', b'"z":1e400'))),
         ("integer_beyond_2_53", "an integer outside ±(2**53 − 1) (RFC 8785 / I-JSON)", "SchemaError", "test_key",
          signed(_replace_once(body, b'"seed":0', b'"seed":9007199254740993'))),
+        ("float_subnormal", "a subnormal metric (5e-324 MFU): no number in a record is subnormal", "SchemaError",
+         "test_key", signed(canonical_json(_record_dict(mfu_percent=5e-324)))),
+        ("out_of_range", "a metric beyond its valid range (1e21 tokens/s)", "SchemaError", "test_key",
+         signed(canonical_json(_record_dict(tokens_per_second=1e21)))),
         ("val_bpb_zero_ok", "val_bpb 0.0 on an ok run (val_bpb must be > 0)", "SchemaError", "test_key",
          signed(canonical_json(_record_dict(val_bpb=0.0)))),
         ("crash_with_val_bpb_zero", "upstream's results.tsv 0.0 on a crash (must be null)", "SchemaError", "test_key",
@@ -212,7 +217,11 @@ _DEFAULT_REASONS = {
     "SignatureError": "bad_signature",
     "EnvelopeError": "envelope_malformed",
 }
-_REASONS = {"unknown_payload_type": "unknown_payload_type", "bad_base64": "bad_base64", "malformed_json": "malformed_json"}
+_REASONS = {
+    "unknown_payload_type": "unknown_payload_type", "bad_base64": "bad_base64", "malformed_json": "malformed_json",
+    "float_subnormal": "out_of_range", "out_of_range": "out_of_range", "val_bpb_zero_ok": "out_of_range",
+    "integer_beyond_2_53": "out_of_range", "crash_with_val_bpb_zero": "out_of_range",
+}
 
 
 def _write(path: Path, content: object) -> None:

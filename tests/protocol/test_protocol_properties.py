@@ -6,11 +6,21 @@ import json
 import random
 from datetime import UTC
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_factories import experiment
 
 from autoresearch.protocol import (
+    MAX_ABS_Z,
+    MAX_ECM,
+    MAX_RUN_SECONDS,
+    MAX_TOKENS,
+    MAX_TOKENS_PER_SECOND,
+    MAX_VAL_BPB,
+    MAX_VRAM_MIB,
+    MIN_ECM,
+    MIN_VAL_BPB,
     OUTCOMES,
     ClaimRecord,
     ClientRegistration,
@@ -18,6 +28,7 @@ from autoresearch.protocol import (
     KeyPair,
     Normalised,
     RunMetrics,
+    SchemaError,
     SoftwareVersions,
     canonical_bytes,
     canonical_json,
@@ -33,9 +44,16 @@ KEYS = KeyPair.generate()
 SAFE = 2**53 - 1
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
-positive = st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False)
-non_negative = st.floats(min_value=0.0, allow_nan=False, allow_infinity=False)
 count = st.integers(min_value=0, max_value=SAFE)
+
+
+def within(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """Any float a record may carry in [lo, hi] (docs/protocol.md, "Valid ranges"): no subnormals."""
+    return st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+
+bpb = within(MIN_VAL_BPB, MAX_VAL_BPB)
+seconds = within(0.0, MAX_RUN_SECONDS)
 sha = st.binary(min_size=32, max_size=32).map(bytes.hex)
 text = st.text(max_size=60)  # any Unicode but lone surrogates (hypothesis' default)
 utc_datetimes = st.datetimes(timezones=st.just(UTC))
@@ -69,8 +87,10 @@ def test_integral_double_beyond_2_53_reparses_as_a_double() -> None:
     body = canonical_json(1.2539465286458166e16)
     assert body == b"12539465286458166"
     assert canonical_json(ijson_loads(body)) == body
+    # no record field may hold it any more: tokens_per_second is at most MAX_TOKENS_PER_SECOND (1e10)
     record = experiment(metrics=experiment().metrics.model_copy(update={"tokens_per_second": 1.2539465286458166e16}))
-    assert verify(sign(record, KEYS).to_json()).record == record
+    with pytest.raises(SchemaError, match="tokens_per_second"):
+        verify(sign(record, KEYS).to_json())
 
 
 @PROPS
@@ -85,15 +105,15 @@ def test_canonical_json_ignores_key_order(value: dict[str, object], rnd: random.
 def metrics(draw: st.DrawFn, ok: bool) -> RunMetrics:
     opt = lambda s: draw(st.none() | s)  # noqa: E731
     return RunMetrics(
-        val_bpb=draw(positive) if ok else None,
-        training_seconds=opt(non_negative),
-        total_seconds=opt(non_negative),
-        peak_vram_mib=opt(non_negative),
-        mfu_percent=opt(non_negative),
-        total_tokens=opt(count),
-        tokens_per_second=opt(non_negative),
-        num_steps=opt(count),
-        num_params=opt(count),
+        val_bpb=draw(bpb) if ok else None,
+        training_seconds=opt(seconds),
+        total_seconds=opt(seconds),
+        peak_vram_mib=opt(within(0.0, MAX_VRAM_MIB)),
+        mfu_percent=opt(within(0.0, 100.0)),
+        total_tokens=opt(st.integers(min_value=0, max_value=MAX_TOKENS)),
+        tokens_per_second=opt(within(0.0, MAX_TOKENS_PER_SECOND)),
+        num_steps=opt(st.integers(min_value=0, max_value=10**9)),
+        num_params=opt(st.integers(min_value=0, max_value=10**12)),
     )
 
 
@@ -112,9 +132,11 @@ def experiments(draw: st.DrawFn) -> ExperimentRecord:
         outcome=outcome,
         status=draw(st.sampled_from(["keep", "discard"])) if ok else "crash",
         metrics=draw(metrics(ok)),
-        parent_val_bpb=draw(st.none() | positive),
+        parent_val_bpb=draw(st.none() | bpb),
         normalised=Normalised(
-            delta_val_bpb=draw(st.none() | finite), z=draw(st.none() | finite), ecm=draw(st.none() | positive)
+            delta_val_bpb=draw(st.none() | within(-MAX_VAL_BPB, MAX_VAL_BPB)),
+            z=draw(st.none() | within(-MAX_ABS_Z, MAX_ABS_Z)),
+            ecm=draw(st.none() | within(MIN_ECM, MAX_ECM)),
         ),
         hardware_class=draw(text),
         software=SoftwareVersions(python=draw(text), torch=draw(st.none() | text)),

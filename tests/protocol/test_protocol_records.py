@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from autoresearch.protocol import (
     MAX_DIFF_BYTES,
+    MAX_TOKENS,
     OUTCOMES,
     RECORD_TYPES,
     Accepted,
@@ -88,12 +89,12 @@ def test_failed_outcomes_refuse_a_val_bpb(outcome: str) -> None:
         experiment(outcome=outcome, status="crash")
 
 
-@pytest.mark.parametrize("value", [0.0, -0.0, -1.5])
+@pytest.mark.parametrize("value", [0.0, -0.0, -1.5, 5e-324, 1e-4])
 def test_val_bpb_must_be_positive(value: float) -> None:
-    """Never the 0.0 upstream's results.tsv writes for a crash."""
-    with pytest.raises(ValidationError, match="greater than 0"):
+    """Never the 0.0 upstream's results.tsv writes for a crash, nor a subnormal or a leak-sized one."""
+    with pytest.raises(ValidationError, match="greater than or equal to 0.001"):
         RunMetrics(val_bpb=value)
-    with pytest.raises(ValidationError, match="greater than 0"):
+    with pytest.raises(ValidationError, match="greater than or equal to 0.001"):
         experiment(parent_val_bpb=value)
 
 
@@ -151,7 +152,9 @@ def test_integers_beyond_2_53_are_rejected(value: int) -> None:
 
 def test_largest_safe_integer_is_accepted() -> None:
     assert experiment(seed=2**53 - 1).seed == 2**53 - 1
-    assert RunMetrics(total_tokens=2**53 - 1).total_tokens == 2**53 - 1
+    assert RunMetrics(total_tokens=MAX_TOKENS).total_tokens == MAX_TOKENS
+    with pytest.raises(ValidationError, match="less than or equal to"):
+        RunMetrics(total_tokens=MAX_TOKENS + 1)  # the documented range, not only RFC 8785's
 
 
 def test_counts_are_non_negative() -> None:
