@@ -307,7 +307,7 @@ class Outbox:
         if hub.clock_skew_seconds is None:
             return 0.0
         try:
-            created = verify(self.envelope(item.record_id)).record.created_at
+            created: datetime = verify(self.envelope(item.record_id)).record.created_at
         except (ProtocolError, KeyError):
             return 0.0
         hub_now = time.time() - hub.clock_skew_seconds
