@@ -464,7 +464,7 @@ def pull_message(pulled: Pulled) -> str:
     """Commit message of a pull: names the source record and its signer."""
     val = "—" if pulled.val_bpb is None else f"{pulled.val_bpb:.6f}"
     return (
-        f"pull {pulled.record_id[:12]}: {pulled.description} (val_bpb={val} from {pulled.key_id[:16]})\n\n"
+        f"pull {pulled.record_id[:12]}: {safe_text(pulled.description, one_line=True)} (val_bpb={val} from {pulled.key_id[:16]})\n\n"
         f"source record: {pulled.record_id}\nsigner key id: {pulled.key_id}\n"
     )
 
@@ -639,7 +639,7 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
     outbox = Outbox.for_workspace(ws.root)
     # the loop waits for this client's answers (context, claims): a short total deadline; the sender
     # works in the background and gets the default one
-    hub = HubClient(opts.hub_url, token=opts.token, deadline_seconds=HOOKS_DEADLINE_SECONDS)
+    hub = HubClient(opts.hub_url, token=opts.token, deadline_seconds=config.hub_deadline_seconds(HOOKS_DEADLINE_SECONDS))
     sender_hub = HubClient(opts.hub_url, token=opts.token)
     try:
         down: HubError | None = None

@@ -68,6 +68,7 @@ from autoresearch.protocol import (
 )
 from autoresearch.protocol import ProtocolError as _ProtocolError
 
+from .config import hub_deadline_seconds
 from .errors import BadHubResponse, HubUnavailable, RecordRejected
 from .safetext import safe_text
 
@@ -196,7 +197,8 @@ class HubClient:
         http: an ``httpx.Client`` to use (tests: MockTransport or ASGI); its base URL is ignored.
         timeout: httpx timeout used when the client creates its own ``httpx.Client`` (per connect,
             read and write, seconds).
-        deadline_seconds: the most one request may take in all, seconds (then :class:`HubUnavailable`).
+        deadline_seconds: the most one request may take in all, seconds (then :class:`HubUnavailable`);
+            default: ``$AUTORESEARCH_HUB_DEADLINE`` or :data:`DEFAULT_DEADLINE_SECONDS`.
         max_response_bytes: the largest answer body accepted, bytes (then :class:`BadHubResponse`).
     """
 
@@ -207,11 +209,11 @@ class HubClient:
         token: str | None = None,
         http: httpx.Client | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        deadline_seconds: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.deadline_seconds = deadline_seconds
+        self.deadline_seconds = deadline_seconds if deadline_seconds is not None else hub_deadline_seconds(DEFAULT_DEADLINE_SECONDS)
         self.max_response_bytes = max_response_bytes
         self.clock_skew_seconds: float | None = None
         """This machine's clock minus the hub's (seconds, from the last ``Date`` header; None: unknown)."""
