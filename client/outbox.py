@@ -114,6 +114,11 @@ class SendReport(BaseModel):
     pending: int = 0
     unavailable: str | None = Field(default=None, description="why the pass stopped early (hub down)")
     reachable: bool = Field(default=True, description="False when the hub could not be connected to at all")
+    retry_helps: bool = Field(
+        default=True,
+        description="False when retrying within seconds cannot help: the hub could not be connected to, answered "
+        "what this client refuses, or refused the head record as dated in its future",
+    )
     future: int = Field(default=0, description="pending items the hub refused as dated in its future")
     future_until: datetime | None = Field(
         default=None, description="when (this machine's clock) the newest of those becomes acceptable"
@@ -274,11 +279,13 @@ class Outbox:
                 self._backoff(head, str(exc))
                 report.unavailable = str(exc)
                 report.reachable = not isinstance(exc.__cause__, httpx.TransportError)
+                report.retry_helps = report.reachable
                 break
             except RecordRejected as exc:
                 if exc.reason == FUTURE:
                     self._backoff(head, str(exc), reason=FUTURE, at_least=self._seconds_ahead(head, hub))
                     report.unavailable = str(exc)
+                    report.retry_helps = False
                     break
                 if exc.reason in BACKOFF_REASONS:
                     self._backoff(head, str(exc))
@@ -289,6 +296,7 @@ class Outbox:
             except HubError as exc:  # a 2xx this client refuses: not confirmed, so not delivered
                 self._backoff(head, str(exc))
                 report.unavailable = str(exc)
+                report.retry_helps = False
                 break
             self._mark_sent(head)
             if created:
@@ -425,7 +433,8 @@ class OutboxSender:
         """Stop the thread; with ``flush``, try to deliver what is pending first. Returns the last report.
 
         The flush retries for up to ``flush_seconds`` while the hub answers but fails (5xx, 429: a
-        busy or restarting hub); a hub that cannot be reached at all gets one attempt.
+        busy or restarting hub); a hub that cannot be reached at all, or answers what this client
+        refuses, gets one attempt (``SendReport.retry_helps``).
         """
         self._stop.set()
         self._wake.set()
@@ -436,7 +445,7 @@ class OutboxSender:
         while True:
             self.last_report = self.outbox.send_pending(self.hub, force=True)
             report = self.last_report
-            if not report.pending or not report.unavailable or not report.reachable or time.monotonic() > deadline:
+            if not report.pending or not report.unavailable or not report.retry_helps or time.monotonic() > deadline:
                 return report
             time.sleep(1.0)
 
