@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cli_run import run_cli
-from hostile_hub import HOSTILE_TEXT, HostileHub
+from hostile_hub import HostileHub
 
 from autoresearch.client.errors import BadHubResponse, HubUnavailable
 from autoresearch.client.federation import HubHooks, JoinOptions, join, register_key
