@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -104,28 +105,61 @@ _skew_warned: set[str] = set()  # hubs whose clock skew was already logged in th
 # --------------------------------------------------------------------------------------------------
 # the total deadline, enforced in the network stream (httpx has per-read timeouts only: encode/httpx#1450)
 
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("hub_request_deadline", default=None)
+class _Limit:
+    """The bounds of the request in progress on this thread: its deadline (monotonic seconds) and the
+    client's interrupt event (:meth:`HubClient.interrupt`)."""
+
+    __slots__ = ("deadline", "interrupted")
+
+    def __init__(self, deadline: float, interrupted: threading.Event) -> None:
+        self.deadline, self.interrupted = deadline, interrupted
+
+    def remaining(self, timeout: float | None, exc: type[Exception]) -> float | None:
+        """``timeout`` clamped to what is left before the deadline; raises ``exc`` when none is left
+        or the client was interrupted."""
+        if self.interrupted.is_set():
+            raise exc("request interrupted")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise exc("total deadline of the request passed")
+        return left if timeout is None else min(timeout, left)
+
+
+_LIMIT: contextvars.ContextVar[_Limit | None] = contextvars.ContextVar("hub_request_limit", default=None)
+_SLICE_SECONDS = 0.5  # a blocked read wakes this often to notice an interrupt
 
 
 def _remaining(timeout: float | None, exc: type[Exception]) -> float | None:
-    """``timeout`` clamped to what is left of the current request's deadline (monotonic seconds)."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise exc("total deadline of the request passed")
-    return left if timeout is None else min(timeout, left)
+    limit = _LIMIT.get()
+    return timeout if limit is None else limit.remaining(timeout, exc)
 
 
 class _DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose every read and write waits at most until the request's deadline."""
+    """A network stream whose every read and write waits at most until the request's deadline.
+
+    A read waits in slices of ``_SLICE_SECONDS`` (still honouring the per-read ``timeout``), so an
+    interrupt ends it promptly.
+    """
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _remaining(timeout, httpcore.ReadTimeout))
+        limit = _LIMIT.get()
+        if limit is None:
+            return self._inner.read(max_bytes, timeout)
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = limit.remaining(None, httpcore.ReadTimeout)
+            assert wait is not None
+            if give_up is not None:
+                if time.monotonic() >= give_up:
+                    raise httpcore.ReadTimeout("timed out")
+                wait = min(wait, give_up - time.monotonic())
+            try:
+                return self._inner.read(max_bytes, max(0.001, min(wait, _SLICE_SECONDS)))
+            except httpcore.ReadTimeout:
+                continue
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
@@ -223,8 +257,19 @@ class HubClient:
             _install_deadline(http)
         self._http = http
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._interrupted = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """End the requests in progress on this client (from any thread) within about half a second,
+        with :class:`HubUnavailable`; new requests fail the same way until :meth:`resume`. Only the
+        network streams of a client this class created can be interrupted mid-read."""
+        self._interrupted.set()
+
+    def resume(self) -> None:
+        """Allow requests again after :meth:`interrupt`."""
+        self._interrupted.clear()
 
     def close(self) -> None:
         """Close the underlying ``httpx.Client`` if this object created it."""
@@ -401,7 +446,7 @@ class HubClient:
         """
         url = f"{self.base_url}{API if api else ''}{path}"
         deadline = time.monotonic() + self.deadline_seconds
-        token = _DEADLINE.set(deadline)
+        token = _LIMIT.set(_Limit(deadline, self._interrupted))
         try:
             with self._http.stream(
                 method, url, params=params, content=content, headers={**self._headers, **(headers or {})}
@@ -409,8 +454,12 @@ class HubClient:
                 self._note_clock(response)
                 reply = _Reply(method, path, response.status_code, self._read_body(response, deadline, method, path))
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
-            late = time.monotonic() >= deadline
-            why = f"no complete answer within the {self.deadline_seconds:g} s deadline" if late else f"{type(exc).__name__}: {exc}"
+            if self._interrupted.is_set():
+                why = "request interrupted"
+            elif time.monotonic() >= deadline:
+                why = f"no complete answer within the {self.deadline_seconds:g} s deadline"
+            else:
+                why = f"{type(exc).__name__}: {exc}"
             raise HubUnavailable(
                 safe_text(f"hub {self.base_url} unreachable ({why})", one_line=True),
                 hint="is the hub running? records wait in the outbox and are resent later",
@@ -418,7 +467,7 @@ class HubClient:
         except httpx.RequestError as exc:  # a body httpx cannot decode (bad gzip, …)
             raise BadHubResponse(safe_text(f"hub {self.base_url} answered {method} {path} with a broken body: {exc}", one_line=True)) from exc
         finally:
-            _DEADLINE.reset(token)
+            _LIMIT.reset(token)
         _logger.debug("%s %s → %d", method, url, reply.status)
         if reply.status >= 500 or reply.status == 429:
             raise HubUnavailable(
@@ -454,7 +503,7 @@ class HubClient:
                     break
                 raise BadHubResponse(f"hub {self.base_url} answered {method} {path} with more than {cap} bytes; aborted")
             chunks.append(chunk)
-            if time.monotonic() > deadline:  # an injected transport: no deadline inside the stream
+            if time.monotonic() > deadline or self._interrupted.is_set():  # an injected transport: not checked inside the stream
                 raise httpx.ReadTimeout("total deadline of the request passed", request=response.request)
         return b"".join(chunks)
 

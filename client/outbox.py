@@ -432,22 +432,33 @@ class OutboxSender:
     def stop(self, *, flush: bool = True, flush_seconds: float = 20.0) -> SendReport | None:
         """Stop the thread; with ``flush``, try to deliver what is pending first. Returns the last report.
 
-        The flush retries for up to ``flush_seconds`` while the hub answers but fails (5xx, 429: a
+        A request the thread has in flight is interrupted (:meth:`HubClient.interrupt`), so a hub that
+        drips its answers cannot hold the exit. The flush retries for up to ``flush_seconds`` in all
+        (each request's deadline is cut to what is left) while the hub answers but fails (5xx, 429: a
         busy or restarting hub); a hub that cannot be reached at all, or answers what this client
         refuses, gets one attempt (``SendReport.retry_helps``).
         """
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=60.0)
+        self.hub.interrupt()
+        try:
+            self._thread.join(timeout=60.0)
+        finally:
+            self.hub.resume()
         if not flush:
             return self.last_report
         deadline = time.monotonic() + flush_seconds
-        while True:
-            self.last_report = self.outbox.send_pending(self.hub, force=True)
-            report = self.last_report
-            if not report.pending or not report.unavailable or not report.retry_helps or time.monotonic() > deadline:
-                return report
-            time.sleep(1.0)
+        configured = self.hub.deadline_seconds
+        try:
+            while True:
+                self.hub.deadline_seconds = max(1.0, min(configured, deadline - time.monotonic()))
+                self.last_report = self.outbox.send_pending(self.hub, force=True)
+                report = self.last_report
+                if not report.pending or not report.unavailable or not report.retry_helps or time.monotonic() > deadline:
+                    return report
+                time.sleep(1.0)
+        finally:
+            self.hub.deadline_seconds = configured
 
     def _run(self) -> None:
         force = True

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -392,3 +394,25 @@ def test_hub_client_errors_are_typed(hub: HostileHub, alice) -> None:  # type: i
             client.leaderboard(TINY.id)
         hub.calm()
         assert client.leaderboard(TINY.id).track == TINY.id  # the same client still works
+
+
+def test_interrupt_ends_a_request_that_a_dripping_hub_holds(hub: HostileHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What lets `join` exit promptly: the outbox sender's request in flight is interrupted."""
+    monkeypatch.setenv("AUTORESEARCH_HUB_DEADLINE", "600")
+    hub.attack("/leaderboard$", "drip")
+    errors: list[Exception] = []
+    with HubClient(hub.url) as client:
+
+        def call() -> None:
+            try:
+                client.leaderboard(TINY.id)
+            except HubUnavailable as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        while not hub.hits["drip"]:
+            time.sleep(0.05)
+        client.interrupt()
+        thread.join(timeout=120)
+    assert not thread.is_alive() and len(errors) == 1 and "interrupted" in str(errors[0])
