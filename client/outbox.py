@@ -63,6 +63,8 @@ State = Literal["pending", "sent", "rejected"]
 BACKOFF_REASONS = frozenset({"key_pending", "future_timestamp"})
 """4xx reasons that mean "not yet" rather than "never": retried with backoff like a down hub."""
 FUTURE = "future_timestamp"
+HOPELESS_FLUSH_SECONDS = 5.0
+"""Seconds the final flush gives a hub the sender last found unreachable or broken (one attempt)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -436,7 +438,8 @@ class OutboxSender:
         drips its answers cannot hold the exit. The flush retries for up to ``flush_seconds`` in all
         (each request's deadline is cut to what is left) while the hub answers but fails (5xx, 429: a
         busy or restarting hub); a hub that cannot be reached at all, or answers what this client
-        refuses, gets one attempt (``SendReport.retry_helps``).
+        refuses, gets one attempt (``SendReport.retry_helps``), of at most ``HOPELESS_FLUSH_SECONDS``
+        when the sender's last pass already found it so.
         """
         self._stop.set()
         self._wake.set()
@@ -447,7 +450,8 @@ class OutboxSender:
             self.hub.resume()
         if not flush:
             return self.last_report
-        deadline = time.monotonic() + flush_seconds
+        failing = self.last_report is not None and self.last_report.pending > 0 and not self.last_report.retry_helps
+        deadline = time.monotonic() + (min(flush_seconds, HOPELESS_FLUSH_SECONDS) if failing else flush_seconds)
         configured = self.hub.deadline_seconds
         try:
             while True:

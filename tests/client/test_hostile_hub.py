@@ -10,7 +10,10 @@ hub costs the tests seconds; nothing asserts how long anything took.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -416,3 +419,34 @@ def test_interrupt_ends_a_request_that_a_dripping_hub_holds(hub: HostileHub, mon
         client.interrupt()
         thread.join(timeout=120)
     assert not thread.is_alive() and len(errors) == 1 and "interrupted" in str(errors[0])
+
+
+@pytest.mark.slow
+def test_a_real_join_on_a_dripping_hub_trains_solo_and_delivers_later(hub: HostileHub, tmp_path: Path) -> None:
+    """Attack: every API answer drips one byte every 2 s. Before, `join` froze with the CPU/GPU idle.
+    The real `autoresearch join` (tiny track, real training) must say once that it is solo, train,
+    exit 0, and keep its records; once the hub is honest, `outbox --send` delivers them."""
+    hub.drip_interval, hub.drip_seconds = 2.0, 600.0
+    hub.attack(r"^(GET|POST|PUT) /api/v1/", "drip")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
+    env.update(AUTORESEARCH_HOME=str(home), NO_COLOR="1", COLUMNS="200")  # the default deadlines
+    main = "from autoresearch.client.cli import main; main()"
+    ws = tmp_path / "ws"
+    args = [
+        "join", hub.url, "--init", str(ws), "--track", "tiny", "--name", "bob", "--yes", "--no-calibrate",
+        "--proposer", "offline", "--max-experiments", "1", "--adopt-every", "0",
+    ]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", main, *args], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("carrying on solo") == 1 and "deadline" in proc.stderr
+    local = [e for e in Workspace.open(ws).experiments() if e.kind == "run"]
+    assert len(local) == 1
+    hub.calm()
+    send = subprocess.run([sys.executable, "-c", main, "outbox", "--send", "--dir", str(ws)], env=env, capture_output=True, text=True, timeout=300)
+    assert send.returncode == 0, send.stderr
+    assert Outbox.for_workspace(ws).counts()["pending"] == 0
+    with HubClient(hub.url) as client:
+        assert [v.id for v in client.iter_experiments(track=TINY.id)] == [record_id(local[0].record)]
