@@ -293,6 +293,7 @@ class HubHooks:
                 # A claim is made, signed and sent on the spot and nothing keeps its id, so it can be
                 # re-stamped in the hub's time (unlike experiment records: their id is already local).
                 answer = self.hub.claim(sign(record.model_copy(update={"created_at": _hub_now(skew)}), self.keys))
+            _check_claim_answer(answer, record)
         except HubError as exc:
             self.mark_down(exc)
             return None
@@ -366,6 +367,22 @@ class HubHooks:
             return None
         self._offered.add(best.experiment.id)
         return Adoption(source=best.train_py, description=adopt_message(best), experiment_id=best.experiment.id)
+
+
+def _check_claim_answer(answer: ClaimAnswer, claim: ClaimRecord) -> None:
+    """A claim's answer must be about that claim, and a ``done`` must carry that experiment (unless the
+    hub says a near-duplicate was run): a hub answering ``done`` with anything would stop all training.
+
+    Raises:
+        BadHubResponse: the answer is about another (parent, child).
+    """
+    ours = (claim.parent_canonical_sha256, claim.child_canonical_sha256)
+    if (answer.parent_canonical_sha256, answer.child_canonical_sha256) != ours:
+        raise BadHubResponse("the hub answered a claim with another experiment's (parent, child)")
+    if answer.status == "done" and answer.near_duplicate_of is None and answer.experiment is not None:
+        rec = answer.experiment.record
+        if (rec.parent_canonical_sha256, rec.child_canonical_sha256) != ours:
+            raise BadHubResponse(f"the hub answered a claim 'done' with an unrelated experiment {answer.experiment.id[:12]}")
 
 
 def _hub_now(skew_seconds: float) -> datetime:

@@ -18,7 +18,9 @@ Attacks (each models a broken or malicious hub, not a bug of ours):
 - ``lying_signer``: the honest answer with every ``key_id`` replaced by ``lie_key_id`` (a key the
   victim trusts);
 - ``hostile_text``: the honest answer with terminal escape sequences and rich markup appended to
-  every description, display name, direction, rationale and error message.
+  every description, display name, direction, rationale and error message;
+- ``done_lie``: a claim's answer turned into ``done`` with ``done_with`` (another experiment's view)
+  as the result, which would make the client skip every run.
 
 ``clock_offset_seconds`` shifts the ``Date`` header of every answer (the hub's clock, as the client
 sees it); tests that need the hub to *act* on that clock also shift its routes' ``utc_now``.
@@ -50,7 +52,7 @@ override and an 8-bit CSI."""
 NESTED_SOURCE = "x = " + "1+" * 5000 + "1\n"
 TEXT_FIELDS = frozenset({"description", "client_name", "display_name", "direction", "rationale", "message", "hardware_class"})
 GENERATED = frozenset({"nested", "drip", "huge", "wrong_schema", "not_json"})
-TAMPERED = frozenset({"nested_code", "tampered_code", "lying_signer", "hostile_text"})
+TAMPERED = frozenset({"nested_code", "tampered_code", "lying_signer", "hostile_text", "done_lie"})
 
 
 class HostileHub:
@@ -70,6 +72,7 @@ class HostileHub:
         self.drip_seconds = 120.0  # how long a drip lasts in all (s); a client without a deadline waits that long
         self.huge_bytes = 300 * 1000 * 1000
         self.lie_key_id = "0" * 64
+        self.done_with: dict[str, Any] | None = None  # an ExperimentView as JSON, for done_lie
         self.clock_offset_seconds = 0.0
         self.port = 0
         self._server: Any = None
@@ -248,6 +251,8 @@ def _tamper(data: Any, attack: str, hub: HostileHub) -> Any:
                 out[field] = out[field] + "\nEVIL = 1\n"
             if field == "train_py" and "sha256" in out and attack in ("nested_code", "tampered_code"):
                 out["sha256"] = hashlib.sha256(out[field].encode()).hexdigest()
+    if attack == "done_lie" and "status" in out and "child_canonical_sha256" in out:
+        out["status"], out["experiment"] = "done", hub.done_with
     if attack == "lying_signer" and isinstance(out.get("key_id"), str):
         out["key_id"] = hub.lie_key_id
     if attack == "hostile_text":

@@ -33,6 +33,7 @@ from autoresearch.client.sources import unified_diff
 from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import (
     ExperimentRecord,
+    ExperimentView,
     KeyPair,
     RunMetrics,
     SoftwareVersions,
@@ -255,6 +256,22 @@ def test_replicate_suggestion_code_is_kept_only_when_its_signed_record_names_it(
         assert bob._check_code(honest) is None
         problem = bob._check_code(swapped)
     assert problem is not None and "does not hash to the signed child_sha256" in problem
+
+
+def test_a_claim_answered_done_with_an_unrelated_experiment_is_not_believed(  # type: ignore[no-untyped-def]
+    hub: HostileHub, alice, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: the hub answers every claim `done` with some other experiment, so the loop would skip
+    every run and never train. The hooks must treat it as a hub failure and run solo."""
+    _, rid, _ = alice
+    with HubClient(hub.url) as client:
+        hub.done_with = client.experiment(rid).model_dump(mode="json", by_alias=True, include=set(ExperimentView.model_fields))
+        bob = _hooks(client, tmp_path, "bob")
+        hub.attack(r"^POST /api/v1/claims$", "done_lie")
+        with caplog.at_level(logging.WARNING):
+            answer = bob.claim(REFERENCE, _set(REFERENCE, "MATRIX_LR", "0.51"), "MATRIX_LR 0.04 → 0.51")
+    assert answer is None  # proceed solo: run it
+    assert "carrying on solo" in caplog.text and "unrelated experiment" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------------
