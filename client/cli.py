@@ -2,7 +2,10 @@
 
 Each command group lives in ``client/commands/<group>.py`` and exposes ``register(app)``. Only
 :func:`main` catches the base errors: one line plus ``hint: …``; ``--verbose`` shows the traceback
-(never with locals: the process holds an API key and a private key).
+(never with locals: the process holds an API key and a private key). A file error no module turned
+into a :class:`~autoresearch.client.errors.StateFileError` (an ``OSError``: permissions, a full disk)
+is reported the same way, naming the file. Every log line passes through
+:class:`~autoresearch.client.safetext.SafeLogFilter`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from autoresearch.protocol import ProtocolError
 from . import console
 from .commands import calibrate, demo, federation, hubcmd, keys, records, trainer, workspace
 from .errors import ClientError
+from .safetext import SafeLogFilter
 
 app = typer.Typer(
     name="autoresearch",
@@ -66,6 +70,9 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # text from hubs is quoted in log lines
+        if not any(isinstance(f, SafeLogFilter) for f in handler.filters):
+            handler.addFilter(SafeLogFilter())
     if not verbose:  # one line per HTTP request is noise next to the loop's own progress lines
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -101,6 +108,15 @@ def main() -> None:
         if os.environ.get("AUTORESEARCH_VERBOSE"):
             console.err().print_exception(show_locals=False)
         console.error(str(exc), getattr(exc, "hint", None))
+        sys.exit(1)
+    except OSError as exc:  # a file error no module anticipated: still one line naming the file
+        if os.environ.get("AUTORESEARCH_VERBOSE"):
+            console.err().print_exception(show_locals=False)
+        where = exc.filename if exc.filename is not None else "a file"
+        console.error(
+            f"{where}: {exc.strerror or exc}",
+            "check that the file and its folder exist and are writable by this user (and the disk is not full)",
+        )
         sys.exit(1)
     except Exception as exc:  # click usage errors carry their own exit codes
         import click

@@ -5,6 +5,9 @@ Layout under the home::
     keys/ed25519.pem        private key (mode 0600); keys/ed25519.pub beside it
     trusted_keys.txt        key ids whose code `pull` applies without asking, one per line
     calibrations/           cached calibration records (see client/calibration.py)
+
+``AUTORESEARCH_HUB_DEADLINE`` (seconds) overrides the total deadline of one hub request
+(client/hubclient.py); a bad value raises :class:`~autoresearch.client.errors.UsageError`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 from pathlib import Path
 
 import platformdirs
+
+from .errors import UsageError
 
 
 def home() -> Path:
@@ -51,3 +56,21 @@ def cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(platformdirs.user_cache_dir("autoresearch-hub", appauthor=False))
+
+
+def hub_deadline_seconds(default: float) -> float:
+    """The total deadline of one hub request, seconds: ``$AUTORESEARCH_HUB_DEADLINE`` or ``default``.
+
+    Raises:
+        UsageError: the variable is set but not a positive number.
+    """
+    value = os.environ.get("AUTORESEARCH_HUB_DEADLINE")
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"AUTORESEARCH_HUB_DEADLINE={value!r} is not a positive number of seconds")
+    return seconds

@@ -19,6 +19,7 @@ from rich.text import Text
 from autoresearch.trainer.result import TrainProgress
 
 from .loop import LoopStats
+from .safetext import SafeLogFilter, safe_text
 from .workspace import LocalExperiment
 
 
@@ -28,14 +29,15 @@ def _fmt_bpb(value: float | None) -> str:
 
 def _summary(exp: LocalExperiment) -> str:
     record = exp.record
+    description = safe_text(exp.description, one_line=True)  # may quote a hub's suggestion
     if record is None:
-        return f"[{exp.number:04d}] {exp.kind}: {exp.description}"
+        return f"[{exp.number:04d}] {exp.kind}: {description}"
     delta = record.normalised.delta_val_bpb
     z = record.normalised.z
     extra = f" Δ {delta:+.6f}" if delta is not None else ""
     extra += f" z {z:+.2f}" if z is not None else ""
     why = f" ({record.outcome})" if record.outcome != "ok" else ""
-    return f"[{exp.number:04d}] {record.status}{why} val_bpb {_fmt_bpb(record.metrics.val_bpb)}{extra}  {exp.description}"
+    return f"[{exp.number:04d}] {record.status}{why} val_bpb {_fmt_bpb(record.metrics.val_bpb)}{extra}  {description}"
 
 
 def _counts(stats: LoopStats) -> str:
@@ -52,16 +54,19 @@ class PlainDisplay:
         self.console = console
 
     def experiment_started(self, number: int, description: str, time_budget: float) -> None:
-        self.console.print(f"[{number:04d}] start ({time_budget:g} s budget): {description}", highlight=False, markup=False)
+        self.console.print(
+            f"[{number:04d}] start ({time_budget:g} s budget): {safe_text(description, one_line=True)}",
+            highlight=False, markup=False, emoji=False,
+        )
 
     def progress(self, progress: TrainProgress) -> None:
         return None
 
     def experiment_finished(self, exp: LocalExperiment, stats: LoopStats) -> None:
-        self.console.print(f"{_summary(exp)}  | {_counts(stats)}", highlight=False, markup=False)
+        self.console.print(f"{_summary(exp)}  | {_counts(stats)}", highlight=False, markup=False, emoji=False)
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False, markup=False)
+        self.console.print(safe_text(message), highlight=False, markup=False, emoji=False)
 
 
 class LiveDisplay:
@@ -89,7 +94,9 @@ class LiveDisplay:
         # log records print above the live panel instead of tearing it
         root = logging.getLogger()
         self._saved_handlers = root.handlers[:]
-        root.handlers = [RichHandler(console=self._live.console, show_path=False, markup=False)]
+        handler = RichHandler(console=self._live.console, show_path=False, markup=False)
+        handler.addFilter(SafeLogFilter())
+        root.handlers = [handler]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,7 +105,7 @@ class LiveDisplay:
 
     def experiment_started(self, number: int, description: str, time_budget: float) -> None:
         with self._lock:
-            self._header.plain = f"experiment {number}: {description}"
+            self._header.plain = f"experiment {number}: {safe_text(description, one_line=True)}"
             self._progress.reset(self._task, total=time_budget, completed=0, description="training", loss="-")
 
     def progress(self, progress: TrainProgress) -> None:
@@ -109,9 +116,9 @@ class LiveDisplay:
 
     def experiment_finished(self, exp: LocalExperiment, stats: LoopStats) -> None:
         with self._lock:
-            self._live.console.print(_summary(exp), highlight=False, markup=False)
+            self._live.console.print(_summary(exp), highlight=False, markup=False, emoji=False)
             self._footer.plain = _counts(stats)
             self._progress.update(self._task, description="proposing")
 
     def note(self, message: str) -> None:
-        self._live.console.print(message, highlight=False, markup=False)
+        self._live.console.print(safe_text(message), highlight=False, markup=False, emoji=False)

@@ -11,6 +11,12 @@
 - ``adopt()`` — called by the loop every ``adopt_every`` runs: offers the community best of this
   hardware class as the next candidate when it beats the local best, after the policy check.
 
+A hub failure of any kind (down, slow past the request deadline, an answer too large, too deep or of
+the wrong schema, code that does not match its signed record) makes the hooks carry on solo, logged
+once per outage with why; while it lasts the hub is asked again after 30 s, then 60 s, … at most
+every 10 minutes, so a hub that hangs costs the loop at most one deadline per interval. What the
+hub sends is screened by client/hubtrust.py before the loop or a proposer sees it.
+
 Trust rule for adoption (code written by others runs on this machine): the user trusted the hub's
 community best by joining with ``--yes`` (unattended) or by listing the signer's key id in
 ``$AUTORESEARCH_HOME/trusted_keys.txt``; otherwise adoption is skipped and logged (``autoresearch
@@ -23,15 +29,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from autoresearch.protocol import (
-    EXPERIMENT_SCHEMA,
     ClaimAnswer,
     ClaimRecord,
     ClientRegistration,
@@ -46,14 +51,16 @@ from autoresearch.protocol import (
     sha256_hex,
     sign,
     utc_now,
-    verify,
 )
 
 from . import config
-from .errors import HubError, HubUnavailable, RecordRejected, UsageError
-from .hubclient import HubClient
-from .outbox import Outbox, OutboxSender
+from .errors import BadHubResponse, HubError, HubUnavailable, RecordRejected, UsageError
+from .hubclient import HubClient, format_duration
+from .hubtrust import screen_suggestions, source_problem, verify_served_code
+from .outbox import Outbox, OutboxSender, SendReport
 from .results import atomic_write_text
+from .safetext import safe_text
+from .workspace import read_state
 
 if TYPE_CHECKING:  # client/loop.py imports the trainer (torch); keep it out of import time
     from .loop import Adoption, HubContext, LoopStats
@@ -66,7 +73,9 @@ _logger = logging.getLogger(__name__)
 FEDERATION_FILE = "federation.json"
 LEASE_MARGIN_SECONDS = 120  # lease = 2 × budget (the harness's kill deadline) + start-up, eval, margin (s)
 DEFAULT_ADOPT_EVERY = 5  # experiments between adoption checks
-DOWN_RETRY_SECONDS = 30.0  # while the hub is down, the hooks ask it again at most this often
+DOWN_RETRY_SECONDS = 30.0  # while the hub is down, the hooks ask it again after this long, doubling…
+DOWN_RETRY_MAX_SECONDS = 600.0  # …up to this (s)
+HOOKS_DEADLINE_SECONDS = 10.0  # total deadline of a request the loop waits for (context, claim), s
 
 
 class FederationConfig(BaseModel):
@@ -90,15 +99,12 @@ def load_federation(root: Path) -> FederationConfig | None:
     """The workspace's federation settings, or None when it never joined a hub.
 
     Raises:
-        UsageError: the file exists but is not valid.
+        StateFileError: the file exists but is not valid.
     """
     path = federation_path(root)
     if not path.exists():
         return None
-    try:
-        return FederationConfig.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        raise UsageError(f"{path} is not valid: {exc.errors()[0]['msg']}", hint="run `autoresearch join` again") from exc
+    return read_state(path, FederationConfig, hint=f"remove it (rm {path}) and run `autoresearch join HUB_URL` again")
 
 
 def save_federation(root: Path, fed: FederationConfig) -> None:
@@ -156,16 +162,25 @@ class HubHooks:
         self._sources: dict[str, str] = {}
         self._hub_down = False
         self._retry_at = 0.0
+        self._retry_delay = DOWN_RETRY_SECONDS
         self._offered: set[str] = set()  # experiment ids already offered for adoption
         self._replicating: set[str] = set()  # child canonical hashes the hub asked us to re-run
+        self._code_checks: dict[tuple[str, str], str | None] = {}  # (experiment id, sha256) → problem
 
     # -- hub availability ---------------------------------------------------------------------------
 
-    def _down(self, exc: HubError) -> None:
+    def mark_down(self, exc: HubError, *, logged: bool = False) -> None:
+        """Carry on solo: log why (once per outage; ``logged``: the caller did) and ask the hub again
+        only after a back-off (``DOWN_RETRY_SECONDS``, doubling up to ``DOWN_RETRY_MAX_SECONDS``
+        while it keeps failing)."""
         if not self._hub_down:
-            _logger.warning("hub unavailable, carrying on solo (records wait in the outbox): %s", exc)
+            if not logged:
+                _logger.warning("hub unavailable, carrying on solo (records wait in the outbox): %s", exc)
+            self._retry_delay = DOWN_RETRY_SECONDS
+        else:
+            self._retry_delay = min(DOWN_RETRY_MAX_SECONDS, self._retry_delay * 2)
         self._hub_down = True
-        self._retry_at = time.monotonic() + DOWN_RETRY_SECONDS
+        self._retry_at = time.monotonic() + self._retry_delay
 
     def _up(self) -> None:
         if self._hub_down:
@@ -195,12 +210,39 @@ class HubHooks:
             return None
         try:
             answer = self.hub.suggestions(self.track, hardware_class=self.hardware_class, client=self.keys.key_id)
-        except (HubUnavailable, RecordRejected) as exc:
-            self._down(exc)
+        except HubError as exc:
+            self.mark_down(exc)
             return None
         self._up()
+        answer = answer.model_copy(update={"items": screen_suggestions(answer.items, verify_code=self._check_code)})
         self.expect_replications(answer.items)
         return answer
+
+    def _check_code(self, s: Suggestion) -> str | None:
+        """Why the code of suggestion ``s`` must not run here (None: it may).
+
+        ``replicate``: the named experiment's envelope must verify and sign this code, and its signer
+        be trusted (``--yes`` or ``trusted_keys.txt``). Other kinds carry code the hub made itself
+        (``combine``: a merge of two signed experiments), which runs only when the user trusts the hub
+        (``join --yes``). Verdicts are cached per (experiment, code).
+        """
+        assert s.train_py is not None
+        if s.kind != "replicate":
+            return None if self.trust_community_best else f"hub-made {s.kind} code runs only with `join --yes`"
+        if s.experiment_id is None:
+            return "no experiment named to verify the code against"
+        key = (s.experiment_id, sha256_hex(s.train_py))
+        if key not in self._code_checks:
+            try:
+                signer = verify_served_code(self.hub, s.experiment_id, s.train_py).keyid
+            except BadHubResponse as exc:
+                self._code_checks[key] = str(exc)
+            except HubError as exc:  # not cached: the next context() asks again
+                return f"its signed record could not be fetched ({exc})"
+            else:
+                trusted = self.trust_community_best or is_trusted(signer)
+                self._code_checks[key] = None if trusted else f"its signer {signer[:16]}… is not trusted"
+        return self._code_checks[key]
 
     def expect_replications(self, suggestions: Sequence[Suggestion]) -> None:
         """Remember the ``replicate`` suggestions' children: the hub asked for another run of those,
@@ -215,8 +257,13 @@ class HubHooks:
             return None
         try:
             best = self.hub.best(self.track, hardware_class=self.hardware_class)
-        except (HubUnavailable, RecordRejected) as exc:
-            self._down(exc)
+            if sha256_hex(best.train_py) != best.sha256:
+                raise BadHubResponse(f"the hub's community best does not hash to its sha256 {best.sha256[:12]}")
+            problem = source_problem(best.train_py)
+            if problem is not None:
+                raise BadHubResponse(f"the hub's community best is refused: {problem}")
+        except HubError as exc:
+            self.mark_down(exc)
             return None
         self._up()
         self.remember_source(best.train_py)
@@ -237,9 +284,18 @@ class HubHooks:
         if self._skip():
             return None
         try:
-            answer = self.hub.claim(sign(record, self.keys))
-        except (HubUnavailable, RecordRejected) as exc:
-            self._down(exc)
+            try:
+                answer = self.hub.claim(sign(record, self.keys))
+            except RecordRejected as exc:
+                skew = self.hub.clock_skew_seconds
+                if exc.reason != "future_timestamp" or skew is None:
+                    raise
+                # A claim is made, signed and sent on the spot and nothing keeps its id, so it can be
+                # re-stamped in the hub's time (unlike experiment records: their id is already local).
+                answer = self.hub.claim(sign(record.model_copy(update={"created_at": _hub_now(skew)}), self.keys))
+            _check_claim_answer(answer, record)
+        except HubError as exc:
+            self.mark_down(exc)
             return None
         self._up()
         if (
@@ -249,7 +305,7 @@ class HubHooks:
         ):
             _logger.info("claim %s: done by another client, replicating it as the hub asked", description)
             return answer.model_copy(update={"status": "granted"})
-        _logger.info("claim %s: %s", description, answer.status)
+        _logger.info("claim %s: %s", safe_text(description, one_line=True), answer.status)
         return answer
 
     def publish(self, record: ExperimentRecord) -> None:
@@ -296,12 +352,43 @@ class HubHooks:
                 signer[:12],
             )
             return None
+        try:  # the code runs here: its signed record must name it, signed by the key the hub says
+            verify_served_code(self.hub, best.experiment.id, best.train_py, claimed_key_id=signer)
+        except BadHubResponse as exc:
+            self._offered.add(best.experiment.id)
+            _logger.warning("not adopting the community best %s…: %s", best.experiment.id[:12], exc)
+            return None
+        except HubError as exc:
+            self.mark_down(exc)
+            return None
         findings = policy_findings(best.train_py)
         if findings:
             _logger.warning("community best from %s… fails the policy check: %s", signer[:12], "; ".join(findings))
             return None
         self._offered.add(best.experiment.id)
         return Adoption(source=best.train_py, description=adopt_message(best), experiment_id=best.experiment.id)
+
+
+def _check_claim_answer(answer: ClaimAnswer, claim: ClaimRecord) -> None:
+    """A claim's answer must be about that claim, and a ``done`` must carry that experiment (unless the
+    hub says a near-duplicate was run): a hub answering ``done`` with anything would stop all training.
+
+    Raises:
+        BadHubResponse: the answer is about another (parent, child).
+    """
+    ours = (claim.parent_canonical_sha256, claim.child_canonical_sha256)
+    if (answer.parent_canonical_sha256, answer.child_canonical_sha256) != ours:
+        raise BadHubResponse("the hub answered a claim with another experiment's (parent, child)")
+    if answer.status == "done" and answer.near_duplicate_of is None and answer.experiment is not None:
+        rec = answer.experiment.record
+        if (rec.parent_canonical_sha256, rec.child_canonical_sha256) != ours:
+            raise BadHubResponse(f"the hub answered a claim 'done' with an unrelated experiment {answer.experiment.id[:12]}")
+
+
+def _hub_now(skew_seconds: float) -> datetime:
+    """The hub's current time (UTC, milliseconds) from this machine's clock and the measured skew."""
+    now: datetime = utc_now() - timedelta(seconds=skew_seconds)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def adopt_message(best: CommunityBest) -> str:
@@ -350,8 +437,9 @@ def fetch_pull(
 
     Raises:
         UsageError: the hub has no kept experiment to pull yet.
-        HubError: the served source, envelope and record do not agree (tampering or a broken hub).
-        ProtocolError: the envelope does not verify.
+        BadHubResponse: the served source, envelope and record do not agree (tampering, a lying
+            signer field or a broken hub), or the source cannot be handled safely.
+        HubUnavailable, RecordRejected: the hub failed or refused a request.
     """
     if experiment_id is None:
         klass = None if hardware_class == "any" else (hardware_class or local_hardware_class(_track_spec(client, track)))
@@ -363,16 +451,12 @@ def fetch_pull(
             )
         experiment_id = best.experiment.id
     detail = client.experiment(experiment_id)  # a unique prefix is fine: the hub resolves it
-    if not detail.id.startswith(experiment_id):
-        raise HubError(f"the hub answered experiment {detail.id[:12]} when asked for {experiment_id[:12]}")
+    if not detail.id.startswith(experiment_id.lower()):
+        raise BadHubResponse(f"the hub answered experiment {detail.id[:12]} when asked for {experiment_id[:12]}")
     source = detail.child_source if detail.child_source is not None else client.source(detail.record.child_sha256)
-    verified = verify(client.envelope(detail.id), expected_schema=EXPERIMENT_SCHEMA)
+    verified = verify_served_code(client, detail.id, source, claimed_key_id=detail.key_id)
     record = verified.record
     assert isinstance(record, ExperimentRecord)
-    if verified.record_id != detail.id or verified.keyid != detail.key_id:
-        raise HubError(f"the hub's envelope for {experiment_id[:12]} is not the experiment it describes")
-    if sha256_hex(source) != record.child_sha256:
-        raise HubError(f"the hub's train.py for {experiment_id[:12]} does not hash to the signed child_sha256")
     return Pulled(
         record_id=detail.id,
         key_id=detail.key_id,
@@ -397,7 +481,7 @@ def pull_message(pulled: Pulled) -> str:
     """Commit message of a pull: names the source record and its signer."""
     val = "—" if pulled.val_bpb is None else f"{pulled.val_bpb:.6f}"
     return (
-        f"pull {pulled.record_id[:12]}: {pulled.description} (val_bpb={val} from {pulled.key_id[:16]})\n\n"
+        f"pull {pulled.record_id[:12]}: {safe_text(pulled.description, one_line=True)} (val_bpb={val} from {pulled.key_id[:16]})\n\n"
         f"source record: {pulled.record_id}\nsigner key id: {pulled.key_id}\n"
     )
 
@@ -425,9 +509,12 @@ class JoinOptions(BaseModel):
     directory: Path = Path(".")
 
 
-def register_key(hub: HubClient, outbox: Outbox, keys: KeyPair, display_name: str, hardware_class: str) -> bool:
+def register_key(
+    hub: HubClient, outbox: Outbox, keys: KeyPair, display_name: str, hardware_class: str, *, offline: bool = False
+) -> bool:
     """Register ``keys`` with the hub; True when the hub answered, False when it is down (the
-    registration then waits at the head of the outbox).
+    registration then waits at the head of the outbox). ``offline``: the hub is known to be down
+    (the caller logged why): queue the registration without asking it.
 
     The key is the identity: a key registered before under another display name keeps that name
     (``key_already_registered`` is fine); a display name another key holds gets ``-<6 hex of the key
@@ -444,6 +531,9 @@ def register_key(hub: HubClient, outbox: Outbox, keys: KeyPair, display_name: st
         return sign(record, keys)
 
     env = registration(display_name)
+    if offline:
+        outbox.enqueue("client", env)
+        return False
     try:
         try:
             hub.register(env)
@@ -453,8 +543,8 @@ def register_key(hub: HubClient, outbox: Outbox, keys: KeyPair, display_name: st
             elif exc.reason != "key_already_registered":
                 raise
         view = hub.client(keys.key_id)
-    except HubUnavailable as exc:
-        _logger.warning("hub unavailable (%s); registration queued, running solo until it is back", exc)
+    except (HubUnavailable, BadHubResponse) as exc:
+        _logger.warning("hub unavailable, carrying on solo (registration and records wait in the outbox): %s", exc)
         outbox.enqueue("client", env)
         return False
     if view.status == "revoked":
@@ -564,14 +654,20 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
     spec = _spec(ws.config.track)
     hw = local_hardware_class(spec)
     outbox = Outbox.for_workspace(ws.root)
-    hub = HubClient(opts.hub_url, token=opts.token)
+    # the loop waits for this client's answers (context, claims): a short total deadline; the sender
+    # works in the background and gets the default one
+    hub = HubClient(opts.hub_url, token=opts.token, deadline_seconds=config.hub_deadline_seconds(HOOKS_DEADLINE_SECONDS))
     sender_hub = HubClient(opts.hub_url, token=opts.token)
     try:
+        down: HubError | None = None
         try:
             check_track(hub, spec)
-        except HubUnavailable as exc:
-            _logger.warning("hub unavailable, cannot check track %s now (%s); running solo", spec.id, exc)
-        registered = register_key(hub, outbox, keys, opts.display_name, hw)
+        except (HubUnavailable, BadHubResponse) as exc:
+            down = exc
+            _logger.warning(
+                "hub unavailable, carrying on solo (records wait in the outbox; the track is checked at the next join): %s", exc
+            )
+        registered = register_key(hub, outbox, keys, opts.display_name, hw, offline=down is not None)
         fed = FederationConfig(
             hub_url=opts.hub_url,
             track=spec.id,
@@ -596,6 +692,8 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
             trust_community_best=opts.yes,
             source_lookup=lambda sha: _workspace_source(ws, sha),
         )
+        if not registered:
+            hooks.mark_down(down or HubUnavailable("registration failed"), logged=True)
         _logger.info(
             "joined %s as %s (key %s…)%s", opts.hub_url, opts.display_name, keys.key_id[:16], "" if registered else " [solo until the hub is back]"
         )
@@ -609,6 +707,8 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
                     report.pending,
                     len(report.rejected),
                 )
+            if report is not None and report.future:
+                _warn_future(report, sender_hub.clock_skew_seconds)
         revoked = [i for i in outbox.items(("rejected",)) if i.reason == "key_revoked"]
         if revoked:
             raise RecordRejected(
@@ -621,6 +721,19 @@ def join(opts: JoinOptions, run_loop: RunLoop) -> LoopStats:
     finally:
         hub.close()
         sender_hub.close()
+
+
+def _warn_future(report: SendReport, skew: float | None) -> None:
+    """Say that records wait because this machine's clock runs ahead of the hub's, and until when."""
+    ahead = f" (this machine's clock is {format_duration(skew)} ahead of the hub's)" if skew and skew > 0 else ""
+    when = f" after {report.future_until:%Y-%m-%d %H:%M:%S} UTC (this machine's clock)" if report.future_until else ""
+    _logger.warning(
+        "%d record(s) are dated in the hub's future%s and wait in the outbox; they go out with the next "
+        "`autoresearch join` or `autoresearch outbox --send`%s; fix: sync the clock (e.g. `timedatectl set-ntp true`)",
+        report.future,
+        ahead,
+        when,
+    )
 
 
 def _workspace_source(ws: Workspace, sha: str) -> str | None:

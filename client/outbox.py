@@ -20,8 +20,17 @@ Delivery rules:
   which counts as delivered;
 - a 4xx with reason ``unknown_parent`` → PUT the item's sources (the parent ``train.py``) and retry
   once; ``key_pending`` (a private hub's admin has not approved the key yet) → backoff, like a down hub;
+- ``future_timestamp`` (the record's signed ``created_at`` is ahead of the hub's clock: this
+  machine's clock runs fast) → the item stays pending and is retried once the hub's clock has passed
+  its ``created_at`` (from the skew the hub client measured), at most ``max_backoff`` later; the
+  record cannot be re-stamped: ``created_at`` is inside the signed bytes and the record id;
+- a 2xx answer the client refuses (too large, wrong schema: :class:`BadHubResponse`) → backoff: the
+  delivery was not confirmed, and resending is idempotent;
 - any other 4xx → the item is marked ``rejected`` with the reason and never retried automatically
   (``autoresearch outbox`` lists it; :meth:`Outbox.requeue` puts rejected items back).
+
+A file that is not a readable SQLite outbox (corrupt, truncated, unwritable folder) raises
+:class:`~autoresearch.client.errors.StateFileError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -41,9 +50,9 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoresearch.protocol import Envelope, parse_envelope, sha256_hex, verify
+from autoresearch.protocol import Envelope, ProtocolError, parse_envelope, sha256_hex, verify
 
-from .errors import HubUnavailable, RecordRejected, UsageError
+from .errors import HubError, HubUnavailable, RecordRejected, StateFileError, UsageError
 from .hubclient import HubClient
 
 _logger = logging.getLogger(__name__)
@@ -51,8 +60,11 @@ _logger = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.sqlite"
 Kind = Literal["client", "experiment", "calibration"]
 State = Literal["pending", "sent", "rejected"]
-BACKOFF_REASONS = frozenset({"key_pending"})
+BACKOFF_REASONS = frozenset({"key_pending", "future_timestamp"})
 """4xx reasons that mean "not yet" rather than "never": retried with backoff like a down hub."""
+FUTURE = "future_timestamp"
+HOPELESS_FLUSH_SECONDS = 5.0
+"""Seconds the final flush gives a hub the sender last found unreachable or broken (one attempt)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -104,6 +116,15 @@ class SendReport(BaseModel):
     pending: int = 0
     unavailable: str | None = Field(default=None, description="why the pass stopped early (hub down)")
     reachable: bool = Field(default=True, description="False when the hub could not be connected to at all")
+    retry_helps: bool = Field(
+        default=True,
+        description="False when retrying within seconds cannot help: the hub could not be connected to, answered "
+        "what this client refuses, or refused the head record as dated in its future",
+    )
+    future: int = Field(default=0, description="pending items the hub refused as dated in its future")
+    future_until: datetime | None = Field(
+        default=None, description="when (this machine's clock) the newest of those becomes acceptable"
+    )
 
 
 class Outbox:
@@ -117,7 +138,10 @@ class Outbox:
     def __init__(self, path: Path, *, max_backoff: float = 300.0) -> None:
         self.path = path
         self.max_backoff = max_backoff
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateFileError(path, f"cannot create its folder ({exc.strerror})", hint=f"make {path.parent.parent} writable") from exc
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
 
@@ -128,14 +152,35 @@ class Outbox:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        """A connection; SQLite errors that mean a broken or unwritable file become :class:`StateFileError`."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._file_error(exc) from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.row_factory = sqlite3.Row
             yield conn
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise self._file_error(exc) from exc
         finally:
             conn.close()
+
+    def _file_error(self, exc: sqlite3.Error) -> StateFileError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and any(w in text for w in ("unable to open", "readonly", "read-only")):
+            return StateFileError(
+                self.path, f"cannot write the outbox ({text})", hint=f"make {self.path.parent} writable by this user"
+            )
+        return StateFileError(
+            self.path,
+            f"is not a readable outbox ({text})",
+            hint=f"move it aside (mv {self.path} {self.path}.corrupt) and run again: a new outbox is created; "
+            "the experiments themselves stay in .autoresearch/experiments/",
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -236,21 +281,47 @@ class Outbox:
                 self._backoff(head, str(exc))
                 report.unavailable = str(exc)
                 report.reachable = not isinstance(exc.__cause__, httpx.TransportError)
+                report.retry_helps = report.reachable
                 break
             except RecordRejected as exc:
+                if exc.reason == FUTURE:
+                    self._backoff(head, str(exc), reason=FUTURE, at_least=self._seconds_ahead(head, hub))
+                    report.unavailable = str(exc)
+                    report.retry_helps = False
+                    break
                 if exc.reason in BACKOFF_REASONS:
                     self._backoff(head, str(exc))
                     report.unavailable = str(exc)
                     break
                 report.rejected.append(self._reject(head, exc))
                 continue
+            except HubError as exc:  # a 2xx this client refuses: not confirmed, so not delivered
+                self._backoff(head, str(exc))
+                report.unavailable = str(exc)
+                report.retry_helps = False
+                break
             self._mark_sent(head)
             if created:
                 report.sent += 1
             else:
                 report.already_there += 1
         report.pending = self.counts()["pending"]
+        future = [i for i in self.items(("pending",)) if i.reason == FUTURE]
+        report.future = len(future)
+        if future:
+            report.future_until = datetime.fromtimestamp(max(i.next_attempt_at for i in future), UTC)
         return report
+
+    def _seconds_ahead(self, item: OutboxItem, hub: HubClient) -> float:
+        """Seconds until the hub's clock reaches the item's signed ``created_at`` (0 when unknown)."""
+        if hub.clock_skew_seconds is None:
+            return 0.0
+        try:
+            created: datetime = verify(self.envelope(item.record_id)).record.created_at
+        except (ProtocolError, KeyError):
+            return 0.0
+        hub_now = time.time() - hub.clock_skew_seconds
+        return max(0.0, created.timestamp() - hub_now)
 
     def _deliver(self, hub: HubClient, item: OutboxItem) -> bool:
         env = self.envelope(item.record_id)
@@ -272,15 +343,20 @@ class Outbox:
             row = conn.execute("SELECT * FROM items WHERE state = 'pending' ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else _item(row)
 
-    def _backoff(self, item: OutboxItem, error: str) -> None:
+    def _backoff(self, item: OutboxItem, error: str, *, reason: str | None = None, at_least: float = 0.0) -> None:
+        """Retry ``item`` later: exponential backoff with jitter, or ``at_least`` seconds (both capped
+        at ``max_backoff``); ``reason`` is kept on the pending item (``future_timestamp``)."""
         attempts = item.attempts + 1
-        delay = min(self.max_backoff, 2.0 ** (attempts - 1)) * random.uniform(0.75, 1.0)
+        delay = min(self.max_backoff, max(at_least + 1.0, 2.0 ** (attempts - 1) * random.uniform(0.75, 1.0)))
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE items SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE seq = ?",
-                (attempts, time.time() + delay, error[:1000], item.seq),
+                "UPDATE items SET attempts = ?, next_attempt_at = ?, last_error = ?, reason = ? WHERE seq = ?",
+                (attempts, time.time() + delay, error[:1000], reason, item.seq),
             )
-        _logger.info("outbox: hub unavailable, %d pending; next try in %.0f s", self.counts()["pending"], delay)
+        if reason == FUTURE:
+            _logger.info("outbox: the hub's clock is behind this record's created_at; next try in %.0f s", delay)
+        else:
+            _logger.info("outbox: hub unavailable, %d pending; next try in %.0f s", self.counts()["pending"], delay)
 
     def _reject(self, item: OutboxItem, exc: RecordRejected) -> OutboxItem:
         with self._transaction() as conn:
@@ -294,7 +370,8 @@ class Outbox:
     def _mark_sent(self, item: OutboxItem) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE items SET state = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL WHERE seq = ?",
+                "UPDATE items SET state = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL, reason = NULL "
+                "WHERE seq = ?",
                 (_now_iso(), item.seq),
             )
 
@@ -357,26 +434,44 @@ class OutboxSender:
     def stop(self, *, flush: bool = True, flush_seconds: float = 20.0) -> SendReport | None:
         """Stop the thread; with ``flush``, try to deliver what is pending first. Returns the last report.
 
-        The flush retries for up to ``flush_seconds`` while the hub answers but fails (5xx, 429: a
-        busy or restarting hub); a hub that cannot be reached at all gets one attempt.
+        A request the thread has in flight is interrupted (:meth:`HubClient.interrupt`), so a hub that
+        drips its answers cannot hold the exit. The flush retries for up to ``flush_seconds`` in all
+        (each request's deadline is cut to what is left) while the hub answers but fails (5xx, 429: a
+        busy or restarting hub); a hub that cannot be reached at all, or answers what this client
+        refuses, gets one attempt (``SendReport.retry_helps``), of at most ``HOPELESS_FLUSH_SECONDS``
+        when the sender's last pass already found it so.
         """
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=60.0)
+        self.hub.interrupt()
+        try:
+            self._thread.join(timeout=60.0)
+        finally:
+            self.hub.resume()
         if not flush:
             return self.last_report
-        deadline = time.monotonic() + flush_seconds
-        while True:
-            self.last_report = self.outbox.send_pending(self.hub, force=True)
-            report = self.last_report
-            if not report.pending or not report.unavailable or not report.reachable or time.monotonic() > deadline:
-                return report
-            time.sleep(1.0)
+        failing = self.last_report is not None and self.last_report.pending > 0 and not self.last_report.retry_helps
+        deadline = time.monotonic() + (min(flush_seconds, HOPELESS_FLUSH_SECONDS) if failing else flush_seconds)
+        configured = self.hub.deadline_seconds
+        try:
+            while True:
+                self.hub.deadline_seconds = max(1.0, min(configured, deadline - time.monotonic()))
+                self.last_report = self.outbox.send_pending(self.hub, force=True)
+                report = self.last_report
+                if not report.pending or not report.unavailable or not report.retry_helps or time.monotonic() > deadline:
+                    return report
+                time.sleep(1.0)
+        finally:
+            self.hub.deadline_seconds = configured
 
     def _run(self) -> None:
         force = True
         while not self._stop.is_set():
-            self.last_report = self.outbox.send_pending(self.hub, force=force)
+            try:
+                self.last_report = self.outbox.send_pending(self.hub, force=force)
+            except StateFileError as exc:  # the thread's edge: say why delivery stopped, once
+                _logger.error("outbox delivery stopped: %s (hint: %s)", exc, exc.hint)
+                return
             head = self.outbox.head()
             wait = self.idle_seconds
             if head is not None:

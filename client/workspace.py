@@ -22,13 +22,13 @@ import os
 import subprocess
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autoresearch.protocol import ExperimentRecord, utc_now
 
-from .errors import UsageError, WorkspaceError
+from .errors import StateFileError, UsageError, WorkspaceError
 from .results import ResultRow, atomic_write_text, read_results, write_results
 
 _logger = logging.getLogger(__name__)
@@ -227,10 +227,11 @@ class Workspace:
         for folder in (root, *root.parents):
             path = folder / STATE_DIR / "config.json"
             if path.exists():
-                try:
-                    return cls(folder, WorkspaceConfig.model_validate_json(path.read_text()))
-                except ValueError as exc:
-                    raise WorkspaceError(f"{path} is malformed: {exc}") from exc
+                config = read_state(
+                    path, WorkspaceConfig,
+                    hint=f"restore it, or remove it and re-create it: autoresearch init {folder} --adopt --track TRACK",
+                )  # fmt: skip
+                return cls(folder, config)
         raise WorkspaceError(f"no autoresearch workspace at {root}", hint="create one with `autoresearch init DIR --track T`")
 
     # git -----------------------------------------------------------------------------------------
@@ -283,10 +284,8 @@ class Workspace:
             mtime = path.stat().st_mtime_ns
             cached = self._cache.get(path.name)
             if cached is None or cached[0] != mtime:
-                try:
-                    cached = (mtime, LocalExperiment.model_validate_json(path.read_text()))
-                except ValueError as exc:
-                    raise WorkspaceError(f"{path} is malformed: {exc}") from exc
+                hint = f"move it aside (mv {path} {path}.corrupt): that experiment is then forgotten; its run stays in {self.runs_dir}"
+                cached = (mtime, read_state(path, LocalExperiment, hint=hint))
                 self._cache[path.name] = cached
             out.append(cached[1])
         return out
@@ -306,7 +305,8 @@ class Workspace:
     def pending(self) -> PendingExperiment | None:
         if not self.pending_path.exists():
             return None
-        return PendingExperiment.model_validate_json(self.pending_path.read_text())
+        hint = f"remove it (rm {self.pending_path}): the interrupted experiment is then not resumed"
+        return read_state(self.pending_path, PendingExperiment, hint=hint)
 
     def set_pending(self, pending: PendingExperiment) -> None:
         atomic_write_text(self.pending_path, pending.model_dump_json(indent=2) + "\n")
@@ -366,6 +366,29 @@ class Workspace:
         fh.write(f"{os.getpid()}\n")
         fh.flush()
         return fh
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_state(path: Path, model: type[M], *, hint: str) -> M:
+    """A state file parsed as ``model``.
+
+    Raises:
+        StateFileError: the file cannot be read or is not a valid ``model`` (truncated, edited, not
+            UTF-8); the message names the file and the first problem, ``hint`` says how to fix it.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StateFileError(path, f"cannot be read ({exc.strerror or exc})", hint=f"check the permissions of {path}") from exc
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        problem = f"{where}: {first['msg']}" if where else str(first["msg"])
+        raise StateFileError(path, f"is not a valid state file ({problem})", hint=hint) from exc
 
 
 def _identity_args(root: Path) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ from .errors import (
     SchemaError,
     SignatureError,
 )
-from .keys import KeyPair, key_id, load_public_key
+from .keys import KeyPair, backup_key_file, key_id, load_public_key
 from .records import (
     CALIBRATION_SCHEMA,
     CLAIM_SCHEMA,
@@ -178,6 +178,7 @@ __all__ = [
     "TrackSpec",
     "TrackView",
     "Verified",
+    "backup_key_file",
     "canonical_bytes",
     "canonical_json",
     "canonical_source",

@@ -3,14 +3,20 @@
 Key id: hex SHA-256 of the raw 32-byte public key (DESIGN.md, "Signed records"). The private key is
 stored as unencrypted PKCS#8 PEM with file mode 0600, written atomically; loading a private key file
 that group or others can read is refused.
+
+Creating a key file is race-free: the PEM is written and fsync'd under a temporary name and then
+hard-linked to its final name, which fails if that name exists. Of several processes creating a key
+at once exactly one succeeds; the others get ``key_exists`` and load the winner's key, complete.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -90,17 +96,25 @@ class KeyPair:
         )
 
     def save(self, path: Path) -> None:
-        """Write the private key atomically with mode 0600 and the public key hex beside it (``.pub``).
+        """Create the private key file with mode 0600 (complete or not at all, never over an existing
+        one, race-free) and write the public key hex beside it (``.pub``).
 
         Raises:
-            KeyFileError: ``path`` already exists (never overwrite a key silently).
+            KeyFileError: ``key_exists`` when ``path`` exists (another process may just have created
+                it: load that one); ``key_unwritable`` when the folder cannot be created or written.
         """
-        if path.exists():
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _create_exclusive(path, self.private_pem(), mode=0o600)
+        except FileExistsError as exc:
             raise KeyFileError(f"{path} already exists; refusing to overwrite a private key", reason="key_exists",
-                               hint="move it away first if you really mean to replace it")
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_atomic(path, self.private_pem(), mode=0o600)
-        _write_atomic(path.with_suffix(".pub"), (self.public_key_hex + "\n").encode(), mode=0o644)
+                               hint="`autoresearch keys generate --force` keeps the old key as a dated backup") from exc
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
+        try:
+            _write_atomic(path.with_suffix(".pub"), (self.public_key_hex + "\n").encode(), mode=0o644)
+        except OSError as exc:
+            raise _unwritable(path.with_suffix(".pub"), exc) from exc
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
@@ -119,13 +133,101 @@ class KeyPair:
                 reason="key_permissions",
                 hint=f"chmod 600 {path}",
             )
+        fix = "restore it from a backup beside it (*.bak), or replace it: `autoresearch keys generate --force`"
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except OSError as exc:
+            raise KeyFileError(f"cannot read {path}: {exc.strerror or exc}", reason="key_unreadable",
+                               hint=f"check the permissions of {path} and its folder") from exc
         except (ValueError, TypeError) as exc:
-            raise KeyFileError(f"{path} is not a PEM private key: {exc}", reason="key_malformed") from exc
+            message = " ".join(str(exc).split())[:200]
+            raise KeyFileError(f"{path} is not a PEM private key: {message}", reason="key_malformed", hint=fix) from exc
         if not isinstance(key, Ed25519PrivateKey):
-            raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 key", reason="key_malformed")
+            raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 key", reason="key_malformed", hint=fix)
         return cls(key)
+
+
+def backup_key_file(path: Path, now: datetime | None = None) -> Path:
+    """Move the key file ``path`` (and its ``.pub``) aside to a dated backup beside it,
+    ``ed25519.pem.20260314T150926Z.bak``, never over an existing file; returns the backup's path.
+
+    Raises:
+        KeyFileError: ``key_missing`` when there is no key file; ``key_unwritable`` when the folder
+            cannot be written.
+    """
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        suffix = stamp if n == 1 else f"{stamp}-{n}"
+        backup = path.with_name(f"{path.name}.{suffix}.bak")
+        try:
+            os.link(path, backup)  # the same inode: mode 0600 kept, fails if the name is taken
+        except FileExistsError:
+            continue
+        except FileNotFoundError as exc:
+            raise KeyFileError(f"no private key at {path}", reason="key_missing") from exc
+        except OSError as exc:
+            raise _unwritable(backup, exc) from exc
+        break
+    else:  # pragma: no cover - a thousand backups within one second
+        raise KeyFileError(f"too many backups of {path} at {stamp}", reason="key_unwritable")
+    pub = path.with_suffix(".pub")
+    try:
+        if pub.exists():
+            os.replace(pub, pub.with_name(f"{pub.name}.{suffix}.bak"))
+        path.unlink()
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    return backup
+
+
+def _unwritable(path: Path, exc: OSError) -> KeyFileError:
+    return KeyFileError(
+        f"cannot write {path}: {exc.strerror or exc}",
+        reason="key_unwritable",
+        hint=f"make {path.parent} writable by this user, or set AUTORESEARCH_HOME to a writable folder",
+    )
+
+
+def _create_exclusive(path: Path, data: bytes, *, mode: int) -> None:
+    """Create ``path`` holding ``data`` (mode ``mode``) only if it does not exist, atomically: written
+    and fsync'd as a temp file, then hard-linked into place (``FileExistsError`` if taken). Where the
+    file system has no hard links, an ``O_EXCL`` create is the (non-atomic) fallback."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            xfd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(xfd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new directory entry durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
 
 
 def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:

@@ -34,6 +34,7 @@ from ..federation import (
 )
 from ..hubclient import HubClient
 from ..outbox import Outbox, OutboxItem
+from ..safetext import safe_text
 from ..workspace import Workspace
 from . import AllowUnsandboxedOpt
 
@@ -118,14 +119,18 @@ def findings_cmd(
             }
         )
         return
+    # Every string below came from the hub: shown through console.text (no markup, escapes visible).
+    t = console.text
     out = console.out()
-    out.print(f"[bold]{board.track}[/] on {url}   page: {url.rstrip('/')}/tracks/{board.track}", highlight=False)
+    out.print(t(board.track, "bold") + t(f" on {url}   page: {url.rstrip('/')}/tracks/{board.track}"))
     for klass, entries in classes.items():
-        table = Table(title=f"leaderboard — {klass}", title_justify="left")
+        table = Table(title=t(f"leaderboard — {klass}"), title_justify="left")
         for col in ("#", "val_bpb", "ECM", "client", "description", "experiment"):
             table.add_column(col)
         for e in entries[:limit]:
-            table.add_row(str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), e.client_name, e.description, e.experiment_id[:12])
+            table.add_row(
+                str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), t(e.client_name), t(e.description), t(e.experiment_id[:12])
+            )
         out.print(table)
     if not classes:
         out.print("no kept experiments yet")
@@ -136,14 +141,16 @@ def findings_cmd(
         r = v.record
         table.add_row(
             _fmt(r.metrics.val_bpb), _fmt(r.normalised.delta_val_bpb, "+.4f"), _fmt(r.normalised.z, "+.1f"),
-            r.hardware_class, v.client_name, r.description, v.id[:12],
-        )
+            t(r.hardware_class), t(v.client_name), t(r.description), t(v.id[:12]),
+        )  # fmt: skip
     out.print(table)
     table = Table(title="top directions", title_justify="left")
     for col in ("direction", "tries", "keeps", "crashes", "mean gain", "hardware-dependent"):
         table.add_column(col)
     for d in directions:
-        table.add_row(d.direction, str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"), "yes" if d.hardware_dependent else "")
+        table.add_row(
+            t(d.direction), str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"), "yes" if d.hardware_dependent else ""
+        )
     out.print(table)
 
 
@@ -172,33 +179,39 @@ def show_cmd(
         return
     r = detail.record
     n = r.normalised
+    t = console.text  # every string of the record and the view came from a hub
     out = console.out()
-    out.print(f"[bold]{r.description}[/]   {detail.id}", highlight=False)
+    out.print(t(r.description, "bold") + t(f"   {detail.id}"))
     out.print(
-        f"{r.outcome}/{r.status}  val_bpb {_fmt(r.metrics.val_bpb)}  parent {_fmt(r.parent_val_bpb)}  "
-        f"Δ {_fmt(n.delta_val_bpb, '+.6f')}  z {_fmt(n.z, '+.2f')}  ECM {_fmt(n.ecm, '.3f')}"
-        f"{' (extrapolated)' if n.ecm_extrapolated else ''}  gain {_fmt(n.gain, '.3f')}",
-        highlight=False,
+        t(
+            f"{r.outcome}/{r.status}  val_bpb {_fmt(r.metrics.val_bpb)}  parent {_fmt(r.parent_val_bpb)}  "
+            f"Δ {_fmt(n.delta_val_bpb, '+.6f')}  z {_fmt(n.z, '+.2f')}  ECM {_fmt(n.ecm, '.3f')}"
+            f"{' (extrapolated)' if n.ecm_extrapolated else ''}  gain {_fmt(n.gain, '.3f')}"
+        )
     )
-    out.print(
-        f"{detail.client_name} ({detail.key_id[:16]})  {r.hardware_class}  track {r.track}  "
-        f"{r.created_at:%Y-%m-%d %H:%M:%S}Z{'  [red]revoked key[/]' if detail.revoked else ''}",
-        highlight=False,
-    )
+    line = t(f"{detail.client_name} ({detail.key_id[:16]})  {r.hardware_class}  track {r.track}  {r.created_at:%Y-%m-%d %H:%M:%S}Z")
+    out.print(line + t("  revoked key", "red") if detail.revoked else line)
     if detail.directions:
-        out.print("directions: " + ", ".join(detail.directions), highlight=False)
+        out.print(t("directions: " + ", ".join(detail.directions)))
     if r.error:
-        out.print(f"error: {r.error}", highlight=False)
-    out.print(Syntax(r.diff or "(no change)\n", "diff", theme="ansi_dark", background_color="default"))
+        out.print(t(f"error: {r.error}", one_line=False))
+    out.print(_diff(r.diff or "(no change)\n"))
     rep = detail.replications
     out.print(
-        f"replications: n={rep.n}  mean {_fmt(rep.val_bpb_mean)}  std {_fmt(rep.val_bpb_std)}  "
-        f"on {', '.join(rep.hardware_classes) or '—'}"
-        f"{'  (needs replication)' if detail.needs_replication else ''}",
-        highlight=False,
+        t(
+            f"replications: n={rep.n}  mean {_fmt(rep.val_bpb_mean)}  std {_fmt(rep.val_bpb_std)}  "
+            f"on {', '.join(rep.hardware_classes) or '—'}"
+            f"{'  (needs replication)' if detail.needs_replication else ''}"
+        )
     )
     if detail.lineage:
-        out.print("lineage: " + " ← ".join(i[:12] for i in detail.lineage), highlight=False)
+        out.print(t("lineage: " + " ← ".join(i[:12] for i in detail.lineage)))
+
+
+def _diff(diff: str) -> Syntax:
+    """A unified diff (from a hub or another client) coloured as a diff, its control characters
+    escaped first (``Syntax`` reads no markup, but would pass escape sequences through)."""
+    return Syntax(safe_text(diff), "diff", theme="ansi_dark", background_color="default")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,9 +257,9 @@ def _print_items(items: list[OutboxItem], counts: dict[str, int]) -> None:
     for i in items:
         table.add_row(
             str(i.seq), i.kind, i.record_id[:12], i.state, str(i.attempts),
-            (i.reason or "") + (f": {i.last_error}" if i.last_error and i.state != "sent" else ""),
+            console.text((i.reason or "") + (f": {i.last_error}" if i.last_error and i.state != "sent" else "")),
             f"{i.created_at:%Y-%m-%d %H:%M:%S}",
-        )
+        )  # the reason and error quote the hub
     out.print(table)
 
 
@@ -280,8 +293,10 @@ def pull_cmd(
         return
     from ..sources import unified_diff
 
-    console.out().print(Syntax(unified_diff(local, pulled.source), "diff", theme="ansi_dark", background_color="default"))
-    console.info(f"{pulled.description}  (val_bpb {_fmt(pulled.val_bpb)}, signed by {pulled.key_id[:16]}, {pulled.hardware_class})")
+    console.out().print(_diff(unified_diff(local, pulled.source)))
+    console.info(
+        safe_text(f"{pulled.description}  (val_bpb {_fmt(pulled.val_bpb)}, signed by {pulled.key_id[:16]}, {pulled.hardware_class})", one_line=True)
+    )
     findings = policy_findings(pulled.source)
     if findings:
         raise PolicyViolation(findings)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from autoresearch.protocol import KeyFileError, KeyPair
+from autoresearch.protocol import KeyFileError, KeyPair, backup_key_file
 
 from .. import config, console
 from ..errors import UsageError
@@ -28,30 +28,58 @@ def load_keys() -> KeyPair:
 
 
 def load_or_create_keys() -> KeyPair:
-    """The user's key pair, generated on first use."""
+    """The user's key pair, generated on first use.
+
+    Race-free: when several processes create it at once, one key file is written and every one of
+    them returns that key (the losers load the winner's file).
+
+    Raises:
+        KeyFileError: the key file is malformed, too permissive, or its folder is not writable.
+    """
     path = config.key_path()
-    if path.exists():
+    try:
         return KeyPair.load(path)
+    except KeyFileError as exc:
+        if exc.reason != "key_missing":
+            raise
     keys = KeyPair.generate()
-    keys.save(path)
+    try:
+        keys.save(path)
+    except KeyFileError as exc:
+        if exc.reason != "key_exists":
+            raise
+        return KeyPair.load(path)  # another process created it a moment ago: that one is ours too
     console.info(f"generated signing key {keys.key_id[:16]}… at {path}")
     return keys
 
 
 @keys_app.command("generate")
 def generate(
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing key (the old one is kept as .bak).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing key; the old one is kept as a dated backup beside it.")
+    ] = False,
 ) -> None:
     """Generate an Ed25519 key pair (private key mode 0600) and print its key id."""
     path = config.key_path()
+    backup = None
     if path.exists():
         if not force:
-            raise UsageError(f"a key already exists at {path}", hint="`autoresearch keys show` prints it; --force replaces it")
-        path.replace(path.with_suffix(".pem.bak"))
+            raise UsageError(f"a key already exists at {path}", hint="`autoresearch keys show` prints it; --force replaces it (keeping a backup)")
+        try:
+            old_id: str | None = KeyPair.load(path).key_id
+        except KeyFileError:
+            old_id = None  # a broken key is backed up all the same
+        backup = backup_key_file(path)
     keys = KeyPair.generate()
     keys.save(path)
     console.out().print(keys.key_id, highlight=False)
     console.info(f"private key: {path} (mode 600)")
+    if backup is not None:
+        which = f"key {old_id[:16]}…" if old_id else "key file"
+        console.info(
+            f"the previous {which} is kept at {backup}; hubs know this machine by its key: "
+            "`autoresearch join` registers the new one"
+        )
 
 
 @keys_app.command("show")

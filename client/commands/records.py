@@ -11,6 +11,7 @@ import typer
 from autoresearch.protocol import ProtocolError, parse_record, sign, verify
 
 from .. import console
+from ..safetext import safe_text
 from .keys import load_keys
 
 
@@ -48,15 +49,15 @@ def verify_cmd(
     if json_:
         console.print_json({"record_id": result.record_id, "keyid": result.keyid, "record": data})
         return
+    # the record may come from anyone (`curl …/envelope | autoresearch verify -`): shown as text
     console.out().print(
-        f"valid {data['schema']}\nrecord id: {result.record_id}\nkey id:    {result.keyid}\n{_summary(data)}",
-        highlight=False,
+        console.text(f"valid {data['schema']}\nrecord id: {result.record_id}\nkey id:    {result.keyid}\n{_summary(data)}", one_line=False)
     )
 
 
 def _summary(data: dict[str, object]) -> str:
     keys = ("track", "description", "outcome", "status", "hardware_class", "display_name", "created_at")
-    lines = [f"{k}: {data[k]}" for k in keys if k in data]
+    lines = [f"{k}: {safe_text(str(data[k]), one_line=True)}" for k in keys if k in data]
     metrics = data.get("metrics")
     if isinstance(metrics, dict) and metrics.get("val_bpb") is not None:
         lines.append(f"val_bpb: {metrics['val_bpb']:.6f}")

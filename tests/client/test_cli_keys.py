@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cli_run import run_cli
 
+from autoresearch.protocol import KeyPair
+
 COMMANDS = [
     "keys", "sign", "verify", "prepare", "train", "init", "run", "calibrate", "hub",
     "join", "pull", "findings", "show", "outbox", "demo",
@@ -77,7 +79,9 @@ def test_keys_generate_refuses_to_overwrite(cli, clean_env: Path) -> None:  # ty
     assert "already exists" in again.err and "hint:" in again.err
     forced = cli("keys", "generate", "--force")
     assert forced.code == 0 and forced.out.strip() != first
-    assert (clean_env / "keys" / "ed25519.pem.bak").exists()
+    backups = sorted((clean_env / "keys").glob("ed25519.pem.*.bak"))
+    assert len(backups) == 1 and KeyPair.load(backups[0]).key_id == first
+    assert str(backups[0]) in forced.err
 
 
 def test_keys_show_prints_key_id_and_public_key(cli) -> None:  # type: ignore[no-untyped-def]
@@ -141,3 +145,55 @@ def test_error_text_is_printed_literally(cli, tmp_path: Path, monkeypatch: pytes
     result = cli("keys", "show")
     assert result.code == 1
     assert f"chmod 600 {pem}" in result.err
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from autoresearch.client.commands.keys import load_or_create_keys
+gate = Path(sys.argv[1])
+while not gate.exists():
+    time.sleep(0.005)
+print(load_or_create_keys().key_id)
+"""
+
+
+def test_concurrent_first_use_ends_with_one_key_that_every_process_reports(clean_env: Path, tmp_path: Path) -> None:
+    """Attack: six processes create the key at the same moment (several `join`s started together).
+    Before, each wrote its own key and reported its own id while only the last one stayed on disk."""
+    gate = tmp_path / "go"
+    env = {**os.environ, "AUTORESEARCH_HOME": str(clean_env)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(gate)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    gate.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    reported = {out.strip() for out, _ in outputs}
+    on_disk = KeyPair.load(clean_env / "keys" / "ed25519.pem").key_id
+    assert reported == {on_disk}
+    assert (clean_env / "keys" / "ed25519.pub").read_text().strip() == KeyPair.load(clean_env / "keys" / "ed25519.pem").public_key_hex
+    assert sorted(p.name for p in (clean_env / "keys").iterdir()) == ["ed25519.pem", "ed25519.pub"]  # no temp files
+
+
+def test_unwritable_home_is_one_line_naming_the_folder(cli, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A home that cannot hold a keys folder (here: below a plain file, which stops root too)."""
+    blocker = clean_env / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(blocker / "home"))
+    result = cli("keys", "generate")
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: cannot write") and str(blocker) in lines[0]
+    assert lines[1].startswith("hint: make") and "AUTORESEARCH_HOME" in lines[1]
+
+
+def test_truncated_key_file_is_one_line_with_the_fix(cli, clean_env: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("keys", "generate").code == 0
+    pem = clean_env / "keys" / "ed25519.pem"
+    pem.write_bytes(pem.read_bytes()[:40])
+    result = cli("keys", "show")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert f"{pem} is not a PEM private key" in result.err and "keys generate --force" in result.err
