@@ -4,9 +4,9 @@ The hub client (client/hubclient.py) already bounds size, time, JSON depth and s
 checks the *content* that can hurt: code and text.
 
 - :func:`source_problem` — a ``train.py`` from a hub must be at most ``MAX_SOURCE_BYTES`` of UTF-8,
-  parse, and nest at most :data:`MAX_SOURCE_DEPTH` AST levels. Deeper code makes CPython's parser,
-  ``ast.unparse`` and every ``ast.NodeVisitor`` (canonical hash, policy check, proposers) raise
-  ``RecursionError`` or ``MemoryError``; checked here once, iteratively, nothing downstream can.
+  parse, and nest at most ``protocol.MAX_AST_DEPTH`` AST levels (``parse_source`` refuses deeper
+  trees, which would make ``ast.unparse`` and every ``ast.NodeVisitor`` — canonical hash, policy
+  check, proposers — raise ``RecursionError``), and have a canonical hash.
 - :func:`verify_served_code` — code the hub attributes to an experiment runs here only if the
   experiment's DSSE envelope verifies, is the experiment asked for, is signed by the key the hub
   names (a lying ``key_id`` is caught) and signs the ``child_sha256`` the code hashes to.
@@ -17,7 +17,6 @@ checks the *content* that can hurt: code and text.
 
 from __future__ import annotations
 
-import ast
 import logging
 from collections.abc import Callable, Iterable
 
@@ -40,11 +39,6 @@ from .safetext import safe_text
 
 _logger = logging.getLogger(__name__)
 
-MAX_SOURCE_DEPTH = 100
-"""AST nesting levels a ``train.py`` from a hub may have (the reference has about 15); deeper code
-would exhaust the recursion of the parser, ``ast.unparse`` and the policy's visitor."""
-
-
 def source_problem(source: str) -> str | None:
     """Why a ``train.py`` from a hub cannot be handled safely, or None when it can.
 
@@ -55,36 +49,16 @@ def source_problem(source: str) -> str | None:
     if size > MAX_SOURCE_BYTES:
         return f"train.py is {size} bytes, over the {MAX_SOURCE_BYTES}-byte limit"
     try:
-        tree = parse_source(source)
+        parse_source(source)
     except SyntaxError as exc:
         return f"train.py does not parse: line {exc.lineno}: {safe_text(str(exc.msg), one_line=True)}"
     except ValueError as exc:  # NUL bytes (Python 3.11)
         return f"train.py cannot be parsed: {safe_text(str(exc), one_line=True)}"
-    except (RecursionError, MemoryError):
-        return f"train.py nests too deeply to parse (limit {MAX_SOURCE_DEPTH} levels)"
-    depth = _depth(tree)
-    if depth > MAX_SOURCE_DEPTH:
-        return f"train.py nests {depth} levels deep, over the limit of {MAX_SOURCE_DEPTH}"
     try:
         canonical_source_sha256(source)  # the canonical hash must be computable too
     except (ProtocolError, RecursionError, MemoryError) as exc:
         return f"train.py has no canonical form: {safe_text(str(exc), one_line=True)}"
     return None
-
-
-def _depth(tree: ast.AST) -> int:
-    """The deepest nesting of ``tree``, walked with an explicit stack (no recursion); stops counting
-    once past :data:`MAX_SOURCE_DEPTH`."""
-    deepest = 0
-    stack = [(tree, 1)]
-    while stack:
-        node, level = stack.pop()
-        if level > deepest:
-            deepest = level
-            if deepest > MAX_SOURCE_DEPTH:
-                return deepest
-        stack.extend((child, level + 1) for child in ast.iter_child_nodes(node))
-    return deepest
 
 
 def verify_served_code(hub: HubClient, experiment_id: str, source: str, *, claimed_key_id: str | None = None) -> Verified:

@@ -99,7 +99,7 @@ def parse_source_shape(source: str, filename: str = "train.py") -> tuple[ast.Mod
         try:
             tree = ast.parse(source, filename=filename)
         except (MemoryError, RecursionError) as exc:  # ``-`` * 10**5 + "1", "1+" * 10**5 + "1"
-            raise SyntaxError(f"{filename} nests too deeply to parse ({type(exc).__name__})") from None
+            raise SyntaxError(f"{filename} nests too deeply to parse (more than {MAX_AST_DEPTH} levels)") from None
         except ValueError as exc:  # older 3.11 releases: NUL bytes
             raise SyntaxError(f"{filename}: {exc}") from None
     depth, nodes = ast_shape(tree)
