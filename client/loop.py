@@ -782,6 +782,7 @@ class AgentLoop:
             harness_version=result.harness_version,
             calibration_id=record_id(cal) if cal is not None else None,
             isolation=result.isolation,
+            loss_curve=result.loss_curve,
             seed=self.options.seed,
             error=(result.error or "")[-4096:] or None,
             created_at=utc_now(),

@@ -98,7 +98,7 @@ def parse_source_shape(source: str, filename: str = "train.py") -> tuple[ast.Mod
     with AST_LOCK:
         try:
             tree = ast.parse(source, filename=filename)
-        except (MemoryError, RecursionError) as exc:  # ``-`` * 10**5 + "1", "1+" * 10**5 + "1"
+        except (MemoryError, RecursionError):  # ``-`` * 10**5 + "1", "1+" * 10**5 + "1"
             raise SyntaxError(f"{filename} nests too deeply to parse (more than {MAX_AST_DEPTH} levels)") from None
         except ValueError as exc:  # older 3.11 releases: NUL bytes
             raise SyntaxError(f"{filename}: {exc}") from None

@@ -191,6 +191,20 @@ class RunMetrics(WireModel):
     depth: Layers | None = None
 
 
+MAX_LOSS_POINTS = 128
+MAX_TRAIN_LOSS = 1e3  # nats per token; an untrained model over 2**16 tokens is about 11
+
+
+class LossPoint(WireModel):
+    """One point of a run's training-loss curve: optimizer ``step``, ``seconds`` on the budget clock
+    and the ``loss`` train.py reported (nats per token; the model's own figure, for display only —
+    the metric is val_bpb, which the harness measures)."""
+
+    step: Steps
+    seconds: Seconds
+    loss: Annotated[float, Field(ge=0.0, le=MAX_TRAIN_LOSS, allow_inf_nan=False), _NORMAL]
+
+
 class Normalised(WireModel):
     """An experiment's result made comparable (DESIGN.md, "Calibration").
 
@@ -240,6 +254,9 @@ class ExperimentRecord(WireModel):
     harness_version: ShortText
     calibration_id: Sha256Hex | None = None
     isolation: Isolation = Field(default="none", description="how train.py was confined when it ran")
+    loss_curve: Annotated[list[LossPoint], Field(max_length=MAX_LOSS_POINTS)] = Field(
+        default_factory=list, description="training loss, at most 128 points spread over the run"
+    )
     seed: SafeInt = 0
     error: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
         default=None, description="traceback tail or reason for a non-ok outcome"

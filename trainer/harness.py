@@ -48,6 +48,7 @@ from .result import (
     ProgressEvent,
     RunResult,
     TrainProgress,
+    loss_curve,
     summary_block,
     truncate_error,
     write_result,
@@ -71,6 +72,7 @@ _logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.25  # seconds between progress events sent to the parent
 TICK = 0.2  # seconds between the harness's own deadline checks while a worker is quiet
 MAX_BATCH_TOKENS = 1 << 22  # largest batch the harness packs for one h.next_batch call
+MAX_LOSS_REPORTS = 8192  # loss reports kept for the curve before thinning
 
 
 class ProgressWriter:
@@ -126,6 +128,7 @@ class _Run:
         self.error: str | None = None
         self.mfu_estimated = False
         self.probes = 0
+        self.losses: list[tuple[int, float, float]] = []  # (step, clock seconds, loss) as reported
         self.train_py = Path(args.train_py)
         source = self.train_py.read_bytes() if self.train_py.is_file() else b""
         self.sha = hashlib.sha256(source).hexdigest() if self.train_py.is_file() else None
@@ -316,6 +319,9 @@ class _Run:
                     if msg.loss is None:
                         self.fail("nan", f"non-finite training loss at step {msg.step}")
                         raise _Stop
+                    if len(self.losses) >= MAX_LOSS_REPORTS:
+                        del self.losses[::2]  # keep the curve's shape, bounded in memory
+                    self.losses.append((msg.step, clock.seconds(), msg.loss))
                     now = time.monotonic()
                     if now - last_emit >= PROGRESS_INTERVAL:
                         last_emit = now
@@ -490,6 +496,7 @@ class _Run:
             mfu_estimated=self.mfu_estimated,
             isolation=self.isolation,
             probes=self.probes,
+            loss_curve=loss_curve(self.losses),
         )
 
 

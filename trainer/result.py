@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoresearch.protocol import Outcome, RunMetrics, SoftwareVersions
+from autoresearch.protocol import LossPoint, Outcome, RunMetrics, SoftwareVersions
+from autoresearch.protocol.records import MAX_LOSS_POINTS, MAX_TRAIN_LOSS
 
 MAX_ERROR_CHARS = 4000  # the experiment record allows 4096
 
@@ -68,11 +69,22 @@ class RunResult(_Model):
     mfu_estimated: bool = False
     isolation: Literal["sandbox", "process"] = "process"
     probes: int = 0
+    loss_curve: list[LossPoint] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when the run produced a trustworthy val_bpb."""
         return bool(self.outcome == "ok")
+
+
+def loss_curve(points: list[tuple[int, float, float]], limit: int = MAX_LOSS_POINTS) -> list[LossPoint]:
+    """At most ``limit`` of ``(step, seconds, loss)`` reports, evenly spread, the last one kept;
+    reports a record cannot carry (negative, huge, non-finite loss) are left out."""
+    usable = [p for p in points if 0.0 <= p[2] <= MAX_TRAIN_LOSS and p[0] >= 0 and p[1] >= 0]
+    if len(usable) > limit:
+        step = (len(usable) - 1) / (limit - 1)
+        usable = [usable[round(i * step)] for i in range(limit)]
+    return [LossPoint(step=s, seconds=t, loss=v) for s, t, v in usable]
 
 
 def write_result(result: RunResult, path: Path) -> None:
