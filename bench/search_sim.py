@@ -8,7 +8,7 @@ used to compare three strategies without GPUs (issue 9; results in docs/suggesti
   description (parent + change) was already published (the community fork's approach);
 - ``hub``: claims (no two agents run the same experiment), suggestions from the real
   :func:`autoresearch.hub.suggestions.suggest` (directions extracted by the real
-  :func:`autoresearch.hub.directions.extract_directions` from generated ``train.py`` sources, merged
+  :func:`autoresearch.protocol.source.extract_directions` from generated ``train.py`` sources, merged
   files from the real :func:`autoresearch.hub.combine.combine_sources`), and a community best that
   is trusted only after another client replicated it.
 
@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from autoresearch.hub.directions import extract_directions
 from autoresearch.hub.suggestions import counts_toward_gain, suggest, trusted
 from autoresearch.protocol import (
     DirectionByClass,
@@ -64,6 +63,7 @@ from autoresearch.protocol import (
     canonical_source_sha256,
     sha256_hex,
 )
+from autoresearch.protocol.source import extract_directions
 
 Strategy = Literal["independent", "global_best", "hub"]
 STRATEGIES: tuple[Strategy, ...] = ("independent", "global_best", "hub")

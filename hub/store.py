@@ -62,10 +62,10 @@ from autoresearch.protocol import (
     Verified,
     canonical_source_sha256,
     sha256_hex,
+    source,
     utc_now,
 )
 
-from . import dedup, directions
 from .db import begin_write
 from .errors import BadRequest, Conflict, NotFound
 from .ingest import CheckedExperiment
@@ -335,7 +335,7 @@ def add_experiment(
         needs_replication=needs_replication,
         near_duplicate_of=near,
         directions=json.dumps(checked.directions),
-        const_changes=dedup.dump_changes(checked.const_changes) if checked.const_changes else None,
+        const_changes=source.dump_changes(checked.const_changes) if checked.const_changes else None,
         minhash=checked.minhash,
         created_at=record.created_at,
         received_at=utc_now(),
@@ -365,7 +365,7 @@ def _find_near_duplicate(
     track: str,
     parent_c: str,
     child_c: str,
-    changes: dedup.ConstChanges | None,
+    changes: source.ConstChanges | None,
     minhash: bytes | None,
     rules: DedupSettings,
 ) -> str | None:
@@ -384,8 +384,8 @@ def _find_near_duplicate(
         .limit(NEAR_DUPLICATE_CANDIDATES)
     ).all()
     for other_id, other_changes, other_minhash in rows:
-        if dedup.is_near_duplicate(
-            changes or {}, minhash, dedup.load_changes(other_changes), other_minhash,
+        if source.is_near_duplicate(
+            changes or {}, minhash, source.load_changes(other_changes), other_minhash,
             rel_tol=rules.rel_tol, threshold=rules.jaccard,
         ):
             return str(other_id)
@@ -555,9 +555,9 @@ def _done_answer(session: Session, record: ClaimRecord, rules: DedupSettings) ->
     if parent is None or child is None:
         return None
     with AST_LOCK:
-        keys = directions.extract_directions(parent, child)
-        changes = dedup.const_changes(parent, child, keys)
-        minhash = dedup.minhash_bytes(dedup.diff_tokens(parent, child))
+        keys = source.extract_directions(parent, child)
+        changes = source.const_changes(parent, child, keys)
+        minhash = source.minhash_signature(source.diff_tokens(parent, child))
     near = _find_near_duplicate(
         session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256, changes, minhash, rules
     )
@@ -1001,7 +1001,7 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
             "gain": c.gain, "hardware_class": c.record.hardware_class, "description": c.record.description,
             "seed_only": c.seed_only, "needs_replication": False, "near_duplicate_of": None,
             "directions": json.dumps(c.directions),
-            "const_changes": dedup.dump_changes(c.const_changes) if c.const_changes else None,
+            "const_changes": source.dump_changes(c.const_changes) if c.const_changes else None,
             "minhash": c.minhash, "created_at": c.record.created_at, "received_at": now,
             "record_json": c.verified.payload.decode("utf-8"), "envelope_json": envelope,
         }

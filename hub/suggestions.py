@@ -37,7 +37,7 @@ docs/suggestions.md):
   their top suggestions differ unless one direction dominates the posterior.
 * ``exploit``: a direction with a positive observed mean z and a positive posterior mean.
   ``explore``: every other direction that is not ``avoid``: the directions derivable from the
-  reference ``train.py`` (:func:`autoresearch.hub.directions.possible_directions`) and those seen in
+  reference ``train.py`` (:func:`autoresearch.protocol.source.possible_directions`) and those seen in
   results. Both are scored by their draw, so one rule balances them; the rationale names the area of
   ``train.py`` (optimizer, attention, …) and how tried it is.
 * ``combine``: two kept experiments with z ≥ COMBINE_MIN_Z on the same parent whose directions are
@@ -74,9 +74,9 @@ from functools import lru_cache
 from itertools import combinations
 
 from autoresearch.protocol import DirectionStats, ExperimentView, Suggestion
+from autoresearch.protocol.source import MODULE, SEED, possible_directions
 
 from .combine import Combined, CombineRefused, combine_sources
-from .directions import MODULE, SEED, possible_directions
 
 _logger = logging.getLogger(__name__)
 

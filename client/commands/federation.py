@@ -277,7 +277,7 @@ def pull_cmd(
     if pulled.source == local:
         console.info(f"train.py already equals {pulled.record_id[:12]}; nothing to do")
         return
-    from ..sources import unified_diff
+    from autoresearch.protocol.source import unified_diff
 
     console.out().print(Syntax(unified_diff(local, pulled.source), "diff", theme="ansi_dark", background_color="default"))
     console.info(f"{pulled.description}  (val_bpb {_fmt(pulled.val_bpb)}, signed by {pulled.key_id[:16]}, {pulled.hardware_class})")

@@ -15,7 +15,6 @@ from autoresearch.client.federation import HubHooks, check_track, register_key
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.loop import HubContext
 from autoresearch.client.outbox import Outbox
-from autoresearch.client.sources import unified_diff
 from autoresearch.protocol import (
     ExperimentRecord,
     KeyPair,
@@ -26,6 +25,7 @@ from autoresearch.protocol import (
     sha256_hex,
     utc_now,
 )
+from autoresearch.protocol.source import unified_diff
 from autoresearch.trainer import tracks
 
 TINY = tracks.get_track("tiny")

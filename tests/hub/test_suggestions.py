@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from autoresearch.hub import suggestions
-from autoresearch.hub.directions import extract_directions
 from autoresearch.hub.suggestions import posterior, suggest
 from autoresearch.protocol import (
     DirectionByClass,
@@ -24,6 +23,7 @@ from autoresearch.protocol import (
     record_id,
     sha256_hex,
 )
+from autoresearch.protocol.source import extract_directions
 
 try:  # tests/hub is a package in some layouts and a rootdir on sys.path in others
     from .test_directions import PARENT, edit
