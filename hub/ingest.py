@@ -3,7 +3,8 @@
 The route verifies the envelope under the registered key (:func:`verify_under`), then
 :func:`check_experiment` re-derives everything the hub keeps about an experiment from the record and
 its parent source: the child source (the diff applied to the parent), its hashes and canonical
-hashes, the direction keys, near-duplicate fingerprints and the gain used in statistics.
+hashes, the direction keys and near-duplicate fingerprints. The statistics (z, ECM, gain) are the
+store's: it recomputes them from the signer's calibration (:mod:`autoresearch.protocol.best`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class CheckedExperiment:
     seed_only: bool
     const_changes: source.ConstChanges | None
     minhash: bytes | None
-    gain: float | None
 
 
 def signer_key_ids(body: bytes) -> list[str]:
@@ -146,18 +146,7 @@ def check_experiment(
         seed_only=source.is_seed_only(keys),
         const_changes=changes,
         minhash=minhash,
-        gain=experiment_gain(record),
     )
-
-
-def experiment_gain(record: ExperimentRecord) -> float | None:
-    """The gain used in statistics: the record's ``normalised.gain`` (ECM child / ECM parent) when
-    present, else parent val_bpb ÷ child val_bpb on the same machine (> 1 is better); None for runs
-    without a val_bpb."""
-    gain: float | None = record.normalised.gain
-    if gain is None and record.metrics.val_bpb is not None and record.parent_val_bpb is not None:
-        gain = record.parent_val_bpb / record.metrics.val_bpb
-    return gain
 
 
 def _check_canonical(text: str, expected: str, which: str) -> None:
