@@ -104,6 +104,8 @@ class Hub:
     def post(self, path: str, record: WireModel, signer: str) -> httpx.Response:
         return self.client.post(f"/api/v1/{path}", content=factory.envelope_bytes(record, self.key(signer)))
 
+    calibrations: dict[str, str] = field(default_factory=dict)  # who → calibration id (tests)
+
     def calibrate(self, name: str, *, sigma: float = 0.01, hardware_class: str = factory.HARDWARE) -> str:
         """Post a calibration signed by ``name`` (its own machine: points differ per key); its id."""
         machine = sorted(self.keys).index(name) + 1 if name in self.keys else 0
