@@ -180,3 +180,39 @@ def test_suggestions_come_from_the_engine(two: Hub) -> None:
     suggestions = SuggestionList.model_validate_json(response.content)
     assert suggestions.track == hub.track.id and suggestions.hardware_class == HW
     assert suggestions.items, "the engine always has something to explore on a fresh track"
+
+
+def test_store_best_route_leaderboard_client_and_rule_agree(two: Hub) -> None:
+    """Acceptance (issue 14): one answer. The pure rule over the stored candidates, the store's best
+    rows, ``/best``, the leaderboard's mark and the client's adoption check name the same run."""
+    from autoresearch.client.federation import qualifies
+    from autoresearch.hub import store
+    from autoresearch.hub.db import make_engine, session_factory
+    from autoresearch.protocol import best as rule
+
+    hub = two
+    qualified = cal_run(hub, "alice", lr(0.05), 2.15)  # z 5: qualifies alone
+    cal_run(hub, "bob", lr(0.06), 2.08)  # z 12: > 5 + 6 beyond the track, unconfirmed
+    submit(hub, "bob", lr(0.07), val_bpb=1.0, parent_val_bpb=2.2)  # uncalibrated, lowest val_bpb
+    cal_run(hub, "bob", lr(0.08), 2.17)  # z 3: needs a replication
+    engine = make_engine(hub.db_url)
+    try:
+        with session_factory(engine)() as session:
+            cands = store.candidates(session, hub.track.id)
+            by_rule = rule.community_best(cands, hardware_class=HW)
+            across = rule.community_best(cands, hardware_class=None)
+    finally:
+        engine.dispose()
+    assert len(cands) == 4 and by_rule is not None and across is not None
+    assert by_rule.run.experiment_id == across.run.experiment_id == qualified
+    served = CommunityBest.model_validate_json(hub.client.get("/api/v1/tracks/tiny/best", params={"hardware_class": HW}).content)
+    assert served.experiment is not None and served.experiment.id == qualified
+    board = Leaderboard.model_validate_json(hub.client.get("/api/v1/tracks/tiny/leaderboard").content)
+    assert [e.experiment_id for e in board.by_hardware_class[HW] if e.community_best] == [qualified]
+    assert board.by_hardware_class[HW][0].provisional is True  # shown first, never best
+    assert qualifies(served) is True
+    forged = served.model_copy(update={"candidate": served.candidate.model_copy(update={"replications": []}) if served.candidate else None})
+    assert qualifies(forged) is True  # z 5 needs no confirmation
+    assert served.candidate is not None
+    lowered = served.candidate.model_copy(update={"run": served.candidate.run.model_copy(update={"val_bpb": 2.19})})
+    assert qualifies(served.model_copy(update={"candidate": lowered})) is False  # evidence ≠ the served run
