@@ -121,29 +121,39 @@ def findings_cmd(
     out.print(f"[bold]{board.track}[/] on {url}   page: {url.rstrip('/')}/tracks/{board.track}", highlight=False)
     for klass, entries in classes.items():
         table = Table(title=f"leaderboard — {klass}", title_justify="left")
-        for col in ("#", "val_bpb", "ECM", "client", "description", "experiment"):
+        for col in ("#", "val_bpb", "ECM", "z", "mark", "client", "description", "experiment"):
             table.add_column(col)
         for e in entries[:limit]:
-            table.add_row(str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), e.client_name, e.description, e.experiment_id[:12])
+            table.add_row(str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), _fmt(e.z, "+.1f"), _mark(e.community_best, e.needs_replication, e.provisional),
+                          e.client_name, e.description, e.experiment_id[:12])
         out.print(table)
     if not classes:
         out.print("no kept experiments yet")
     table = Table(title="recent keeps", title_justify="left")
-    for col in ("val_bpb", "Δ", "z", "hardware class", "client", "description", "experiment"):
+    for col in ("val_bpb", "Δ", "z", "mark", "hardware class", "client", "description", "experiment"):
         table.add_column(col)
     for v in recent:
         r = v.record
-        table.add_row(
-            _fmt(r.metrics.val_bpb), _fmt(r.normalised.delta_val_bpb, "+.4f"), _fmt(r.normalised.z, "+.1f"),
-            r.hardware_class, v.client_name, r.description, v.id[:12],
+        table.add_row(  # the hub's figures (from the signer's verified calibration), never the claim
+            _fmt(r.metrics.val_bpb), _fmt(v.normalised.delta_val_bpb, "+.4f"), _fmt(v.normalised.z, "+.1f"),
+            _mark(v.verdict == "qualified", v.needs_replication, v.provisional), r.hardware_class, v.client_name,
+            r.description, v.id[:12],
         )
     out.print(table)
     table = Table(title="top directions", title_justify="left")
-    for col in ("direction", "tries", "keeps", "crashes", "mean gain", "hardware-dependent"):
+    for col in ("direction", "tries", "keeps", "crashes", "ECM ratio", "val_bpb ratio", "hardware-dependent"):
         table.add_column(col)
     for d in directions:
-        table.add_row(d.direction, str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"), "yes" if d.hardware_dependent else "")
+        table.add_row(d.direction, str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"),
+                      _fmt(d.mean_bpb_ratio, ".3f"), "yes" if d.hardware_dependent else "")
+    out.print("marks: best = community best; needs replication = waiting for another key's calibrated run; "
+              "provisional = no calibration the hub verified (never best)", highlight=False)
     out.print(table)
+
+
+def _mark(best: bool, needs_replication: bool, provisional: bool) -> str:
+    """The findings tables' mark column: ``best``, ``needs replication``, ``provisional`` (or empty)."""
+    return ", ".join(m for m, on in (("best", best), ("needs replication", needs_replication), ("provisional", provisional)) if on)
 
 
 def _recent_keeps(client: HubClient, track: str, hardware_class: str | None, limit: int) -> list[ExperimentView]:
@@ -170,7 +180,7 @@ def show_cmd(
         console.print_json(dump_json(detail))
         return
     r = detail.record
-    n = r.normalised
+    n = detail.normalised  # the hub's figures; the record's own claim is r.normalised
     out = console.out()
     out.print(f"[bold]{r.description}[/]   {detail.id}", highlight=False)
     out.print(
@@ -193,7 +203,7 @@ def show_cmd(
     out.print(
         f"replications: n={rep.n}  mean {_fmt(rep.val_bpb_mean)}  std {_fmt(rep.val_bpb_std)}  "
         f"on {', '.join(rep.hardware_classes) or '—'}"
-        f"{'  (needs replication)' if detail.needs_replication else ''}",
+        f"{'  (needs replication)' if detail.needs_replication else ''}{'  (provisional)' if detail.provisional else ''}",
         highlight=False,
     )
     if detail.lineage:
