@@ -25,8 +25,8 @@ from autoresearch.protocol import (
     SoftwareVersions,
     canonical_source_sha256,
     record_id,
-    sign,
     sha256_hex,
+    sign,
     utc_now,
 )
 from autoresearch.protocol.source import unified_diff
