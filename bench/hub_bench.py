@@ -193,7 +193,7 @@ def seed(db_url: str, track_id: str, reference: str, keys: list[KeyPair], target
             payload = canonical_bytes(rec)
             env = sign(rec, key)
             verified = Verified(record=rec, record_id=sha256_hex(payload), keyid=key.key_id, payload=payload, envelope=env)
-            items.append(dataclasses.replace(base, verified=verified, record=rec, gain=ingest.experiment_gain(rec)))
+            items.append(dataclasses.replace(base, verified=verified, record=rec))
             envelopes.append(env.to_json())
         with sessions() as session:
             store.bulk_load(session, items, envelopes)

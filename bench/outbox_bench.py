@@ -19,7 +19,6 @@ from autoresearch.client.demo import HubServer, quiet_libraries
 from autoresearch.client.federation import register_key
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.outbox import Outbox
-from autoresearch.client.sources import unified_diff
 from autoresearch.protocol import (
     ExperimentRecord,
     KeyPair,
@@ -30,6 +29,7 @@ from autoresearch.protocol import (
     sign,
     utc_now,
 )
+from autoresearch.protocol.source import unified_diff
 from autoresearch.trainer import tracks
 
 

@@ -8,9 +8,10 @@ used to compare three strategies without GPUs (issue 9; results in docs/suggesti
   description (parent + change) was already published (the community fork's approach);
 - ``hub``: claims (no two agents run the same experiment), suggestions from the real
   :func:`autoresearch.hub.suggestions.suggest` (directions extracted by the real
-  :func:`autoresearch.hub.directions.extract_directions` from generated ``train.py`` sources, merged
-  files from the real :func:`autoresearch.hub.combine.combine_sources`), and a community best that
-  is trusted only after another client replicated it.
+  :func:`autoresearch.protocol.source.extract_directions` from generated ``train.py`` sources, merged
+  files from the real :func:`autoresearch.hub.combine.combine_sources`), and the community best of
+  the one rule the hub applies (:func:`autoresearch.protocol.best.community_best`: calibrated,
+  significant, plausible or confirmed by another key on its own calibration).
 
 The hidden landscape (one per seed). ``train.py`` is a list of numeric hyperparameters and boolean
 switches. A hyperparameter moves in steps (×1.25 up, ÷1.25 down); its contribution to the true
@@ -50,9 +51,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from autoresearch.hub.directions import extract_directions
-from autoresearch.hub.suggestions import counts_toward_gain, suggest, trusted
+from autoresearch.hub.suggestions import counts_toward_gain, suggest
 from autoresearch.protocol import (
+    CurveFit,
     DirectionByClass,
     DirectionStats,
     ExperimentRecord,
@@ -64,6 +65,8 @@ from autoresearch.protocol import (
     canonical_source_sha256,
     sha256_hex,
 )
+from autoresearch.protocol import best as rule
+from autoresearch.protocol.source import extract_directions
 
 Strategy = Literal["independent", "global_best", "hub"]
 STRATEGIES: tuple[Strategy, ...] = ("independent", "global_best", "hub")
@@ -79,7 +82,11 @@ DEAD_END_TRIES = (
 
 @dataclass(frozen=True)
 class HardwareClass:
-    """A simulated GPU class: seed noise σ (bits per byte), speed (runs per hour), share of agents."""
+    """A simulated GPU class: seed noise σ (bits per byte), speed (runs per hour), share of agents.
+
+    Every agent is calibrated: its calibration (one per agent, so confirmations across agents count)
+    has this σ and the reference curve :data:`SIM_CURVE` (``bpb(t) = c + a·t^(−b)`` in units of the
+    budget: 1.0 at the full budget, asymptote 0.9), the shape real calibrations have."""
 
     name: str
     sigma: float
@@ -92,6 +99,9 @@ HARDWARE: tuple[HardwareClass, ...] = (
     HardwareClass("NVIDIA A100-SXM4-80GB", 0.0020, 8.0, 0.35),
     HardwareClass("NVIDIA GeForce RTX 4090", 0.0030, 6.0, 0.40),
 )
+
+SIM_CURVE = CurveFit(a=0.1, b=0.5, c=BASE_VAL_BPB - 0.1, rmse=0.0)
+"""The simulated reference curve: ``bpb(1) = BASE_VAL_BPB`` at the full budget (t in budgets)."""
 
 PARAM_NAMES = (
     "MATRIX_LR",
@@ -401,6 +411,11 @@ class Community:
         self._directions: dict[tuple[State, State], list[str]] = {}
         self._views: dict[str, tuple[int, ExperimentView]] = {}
         self._class_values: dict[tuple[State, int], float] = {}
+        self._calibrations: dict[int, rule.CalibrationFacts] = {}
+        self._assessments: dict[str, tuple[int, rule.Assessment, rule.Candidate]] = {}
+        self._qualified: dict[str, rule.Candidate] = {}
+        self._ceilings: dict[str, float] = {}
+        self._z_ceiling = 0.0
 
     def directions_of(self, parent: State, child: State) -> list[str]:
         """Direction keys of parent → child, by the hub's real extractor (memoised)."""
@@ -442,30 +457,58 @@ class Community:
         if estimate > self.best_estimate:
             self._set_best(run.child, estimate, run.id)
 
-    def update_best_hub(self) -> None:
-        """hub: the trusted kept experiment on the best with the highest mean z becomes the best.
+    def calibration(self, agent: int) -> rule.CalibrationFacts:
+        """The calibration of one agent's machine (its own: fingerprints differ between agents)."""
+        cal = self._calibrations.get(agent)
+        if cal is None:
+            h = HARDWARE[self.agents[agent].cls]
+            cal = self._calibrations[agent] = rule.CalibrationFacts(
+                id=sha256_hex(f"sim-calibration-{agent}"), fingerprint=sha256_hex(f"sim-points-{agent}"),
+                sigma=h.sigma, fit=SIM_CURVE, time_budget_seconds=1.0, min_budget_seconds=0.25,
+                max_budget_seconds=2.0,
+            )
+        return cal
 
-        Trust is the engine's rule (:func:`autoresearch.hub.suggestions.trusted`): a high enough
-        posterior probability of a gain, and replications that agree.
-        """
-        best_choice: tuple[float, str] | None = None
-        for rid, run in self.kept_runs.items():
-            if run.parent != self.best:
-                continue
-            zs = [z for z in (self._z(r) for r in [run, *self.replications[rid]]) if z is not None]
-            if not zs or not trusted(zs):
-                continue
-            gain = statistics.fmean(zs)
-            if best_choice is None or gain > best_choice[0]:
-                best_choice = (gain, rid)
-        if best_choice is not None:
-            run = self.kept_runs[best_choice[1]]
-            self._set_best(run.child, self.best_estimate + best_choice[0], run.id)
+    def evidence(self, run: Run) -> rule.Evidence | None:
+        if run.measured is None:
+            return None
+        return rule.Evidence(experiment_id=run.id, key_id=self.agents[run.agent].key_id, val_bpb=run.measured,
+                             parent_val_bpb=run.parent_measured, calibration=self.calibration(run.agent))
+
+    def candidate(self, run: Run) -> rule.Candidate:
+        """A kept run as the hub's rule sees it: the run, its replications, the track's z ceiling then."""
+        reps = [e for e in (self.evidence(r) for r in self.replications.get(run.id, [])) if e is not None]
+        own = self.evidence(run)
+        assert own is not None
+        return rule.Candidate(track=TRACK, hardware_class=HARDWARE[run.cls].name, run=own, replications=reps,
+                              z_ceiling=self._ceilings.setdefault(run.id, self._z_ceiling))
+
+    def assessment(self, run: Run) -> rule.Assessment:
+        n = len(self.replications.get(run.id, []))
+        cached = self._assessments.get(run.id)
+        if cached is None or cached[0] != n:
+            cand = self.candidate(run)
+            cached = self._assessments[run.id] = (n, rule.assess(cand), cand)
+        return cached[1]
+
+    def update_best_hub(self, run: Run) -> None:
+        """hub: apply the one community-best rule (:func:`autoresearch.protocol.best.community_best`)
+        after ``run`` (a keep or a replication) changed the evidence of one experiment."""
+        a = self.assessment(run)
+        if a.verdict == "qualified":
+            self._qualified[run.id] = self._assessments[run.id][2]
+            self._z_ceiling = max(self._z_ceiling, a.z or 0.0)
+        else:
+            self._qualified.pop(run.id, None)
+        best = rule.community_best(self._qualified.values(), hardware_class=None)
+        if best is not None:
+            winner = self.kept_runs[best.run.experiment_id]
+            self._set_best(winner.child, self.best_estimate, winner.id)
 
     def _z(self, run: Run) -> float | None:
-        if run.measured is None or run.parent_measured is None:
-            return None
-        return (run.parent_measured - run.measured) / HARDWARE[run.cls].sigma
+        """The hub's z of a run (:attr:`autoresearch.protocol.best.Evidence.z`)."""
+        evidence = self.evidence(run)
+        return evidence.z if evidence is not None else None
 
     # ---- bookkeeping ------------------------------------------------------------------------------
 
@@ -573,14 +616,21 @@ class Community:
             metrics=RunMetrics(val_bpb=run.measured),
             parent_val_bpb=run.parent_measured,
             normalised=Normalised(z=self._z(run), sigma=HARDWARE[run.cls].sigma),
+            calibration_id=self.calibration(run.agent).id,
             hardware_class=HARDWARE[run.cls].name,
             software=SoftwareVersions(python="3.11"),
             harness_version="sim",
             created_at=EPOCH + timedelta(hours=run.finished_at),
         )
         classes = sorted({HARDWARE[r.cls].name for r in [run, *reps]})
+        assessment = self.assessment(run)
         view = ExperimentView(
             id=run.id,
+            normalised=Normalised(z=assessment.z, sigma=HARDWARE[run.cls].sigma, ecm=assessment.ecm),
+            calibration_id=self.calibration(run.agent).id,
+            verdict=assessment.verdict,
+            assessment=assessment,
+            needs_replication=assessment.verdict == "needs_replication",
             key_id=self.agents[run.agent].key_id,
             client_name=f"agent-{run.agent}",
             received_at=record.created_at,
@@ -842,7 +892,8 @@ def finish_run(com: Community, agent: Agent, plan: Plan, noise: random.Random, t
         com.replications[plan.replicate_of or ""].append(run)
         if measured is not None:
             agent.measured[plan.child] = measured
-        com.update_best_hub()
+        if plan.replicate_of in com.kept_runs:
+            com.update_best_hub(com.kept_runs[plan.replicate_of])
         return
     agent.tried.add((plan.parent, plan.child))
     keep = measured is not None and parent_measured is not None and measured < parent_measured
@@ -869,7 +920,7 @@ def finish_run(com: Community, agent: Agent, plan: Plan, noise: random.Random, t
         agent.measured[plan.child] = measured
         if com.strategy == "hub":
             com.kept_runs[rid] = run
-            com.update_best_hub()
+            com.update_best_hub(run)
         else:
             agent.parent, agent.parent_measured = plan.child, measured
             com.update_best_solo(run)

@@ -26,14 +26,10 @@ from typing import TYPE_CHECKING
 
 from autoresearch.protocol import (
     CALIBRATION_SCHEMA,
-    MAX_ABS_Z,
-    MAX_ECM,
-    MIN_ECM,
     CalibrationPoint,
     CalibrationRecord,
     Envelope,
     KeyPair,
-    Normalised,
     ProtocolError,
     TrackSpec,
     Verified,
@@ -44,9 +40,14 @@ from autoresearch.protocol import (
     verify,
 )
 
+# ecm and normalise: one definition, shared with the hub (which recomputes every record's figures)
+from autoresearch.protocol.best import ecm as ecm
+from autoresearch.protocol.best import normalise as normalise
+
+# ecm and normalise: one definition, shared with the hub (which recomputes every record's figures)
 from . import config
 from .errors import ClientError
-from .fitting import bpb_at, fit_report, seed_sigma, time_to_reach
+from .fitting import bpb_at, fit_report, seed_sigma
 from .results import atomic_write_text
 
 if TYPE_CHECKING:  # the trainer imports torch; keep it out of import time
@@ -397,66 +398,6 @@ def measure_matmul_tflops(device: str = "cpu", *, size: int | None = None, secon
 
 # --------------------------------------------------------------------------------------------------
 # Normalising results
-
-
-def ecm(cal: CalibrationRecord, val_bpb: float) -> tuple[float | None, bool]:
-    """Effective compute multiplier of a run that reached ``val_bpb`` on ``cal``'s hardware and track.
-
-    ``ECM = reference_ecm × t*/TIME_BUDGET``, where t* is the training time at which the fitted
-    reference curve reaches ``val_bpb``; the ``reference_ecm`` factor chains a calibration made against
-    a later reference back to the track's reference. Returns ``(ecm, extrapolated)``: extrapolated is
-    True when t* lies outside ``[min_budget_seconds, max_budget_seconds]`` (the value is still
-    returned, never clamped). When ``val_bpb`` is at or below the curve's floor c the reference never
-    gets there: ``(None, True)``.
-
-    Raises:
-        ValueError: ``val_bpb`` is not finite.
-    """
-    t_star = time_to_reach(cal.fit, val_bpb)
-    if t_star is None:
-        return None, True
-    value = cal.reference_ecm * t_star / cal.time_budget_seconds
-    if not (math.isfinite(value) and MIN_ECM <= value <= MAX_ECM):  # outside the protocol's range
-        return None, True
-    return value, not (cal.min_budget_seconds <= t_star <= cal.max_budget_seconds)
-
-
-def normalise(
-    cal: CalibrationRecord | None,
-    child_val_bpb: float | None,
-    parent_val_bpb: float | None,
-    *,
-    parent_ecm: float | None = None,
-) -> Normalised:
-    """The normalised figures of an experiment (``protocol.Normalised``).
-
-    ``delta_val_bpb`` = child − parent (both measured on this machine; negative is better);
-    ``z`` = (parent − child)/σ (None without a calibration or when σ = 0); ``ecm`` of the child and
-    ``ecm_parent`` (``parent_ecm`` when given, e.g. the parent's recorded ECM, else computed from the
-    parent's val_bpb); ``gain`` = ecm/ecm_parent; ``ecm_extrapolated`` is True when either ECM that was
-    computed here lies outside the calibrated budgets or is undefined. Missing inputs (a crashed child,
-    no calibration) give None for what depends on them.
-    """
-    delta = child_val_bpb - parent_val_bpb if child_val_bpb is not None and parent_val_bpb is not None else None
-    if cal is None:
-        return Normalised(delta_val_bpb=delta)
-    z = -delta / cal.sigma if delta is not None and cal.sigma > 0 else None
-    if z is not None and abs(z) > MAX_ABS_Z:  # a σ far below the measurement's resolution
-        z = None
-    child_ecm, extrapolated = ecm(cal, child_val_bpb) if child_val_bpb is not None else (None, False)
-    if parent_ecm is None and parent_val_bpb is not None:
-        parent_ecm, parent_extrapolated = ecm(cal, parent_val_bpb)
-        extrapolated = extrapolated or parent_extrapolated
-    gain = child_ecm / parent_ecm if child_ecm is not None and parent_ecm is not None else None
-    return Normalised(
-        delta_val_bpb=delta,
-        sigma=cal.sigma,
-        z=z,
-        ecm=child_ecm,
-        ecm_parent=parent_ecm,
-        gain=gain,
-        ecm_extrapolated=extrapolated,
-    )
 
 
 @dataclass(frozen=True)

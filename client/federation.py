@@ -20,7 +20,11 @@ hub sends is screened by client/hubtrust.py before the loop or a proposer sees i
 Trust rule for adoption (code written by others runs on this machine): the user trusted the hub's
 community best by joining with ``--yes`` (unattended) or by listing the signer's key id in
 ``$AUTORESEARCH_HOME/trusted_keys.txt``; otherwise adoption is skipped and logged (``autoresearch
-pull`` shows the diff and asks). The policy check always applies.
+pull`` shows the diff and asks). The policy check always applies, and so does the one
+community-best rule: the client re-applies :func:`autoresearch.protocol.best.assess` to the evidence
+the hub serves with the best (``CommunityBest.candidate``) and adopts only a ``qualified`` run whose
+evidence is the served experiment itself (:func:`qualifies`). It does not re-verify the signatures
+of the confirming runs: a hub that lies about those can still mislead it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from autoresearch.protocol import (
     sign,
     utc_now,
 )
+from autoresearch.protocol.best import assess
 
 from . import config
 from .errors import BadHubResponse, HubError, HubUnavailable, RecordRejected, UsageError
@@ -328,7 +333,8 @@ class HubHooks:
 
     def adopt(self, best_val_bpb: float | None) -> Adoption | None:
         """The community best of this hardware class as the next candidate, when it beats
-        ``best_val_bpb`` (bits per byte), comes from another key, is trusted and passes the policy.
+        ``best_val_bpb`` (bits per byte), comes from another key, qualifies under the community-best
+        rule (:func:`qualifies`), is trusted and passes the policy.
 
         The loop calls this every ``adopt_every`` runs; the candidate is trained here and kept only
         if it beats the local best, so the local best stays measured on this machine. Each community
@@ -343,6 +349,10 @@ class HubHooks:
         if signer == self.keys.key_id or best.experiment.id in self._offered:
             return None
         if best_val_bpb is not None and best.val_bpb >= best_val_bpb:
+            return None
+        if not qualifies(best):
+            _logger.warning("the hub's community best %s… does not qualify under the community-best rule; not adopted",
+                            best.experiment.id[:12])
             return None
         if not (self.trust_community_best or is_trusted(signer)):
             _logger.info(
@@ -389,6 +399,20 @@ def _hub_now(skew_seconds: float) -> datetime:
     """The hub's current time (UTC, milliseconds) from this machine's clock and the measured skew."""
     now: datetime = utc_now() - timedelta(seconds=skew_seconds)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def qualifies(best: CommunityBest) -> bool:
+    """Whether a served community best passes the one rule on the evidence served with it: the
+    candidate is the served experiment (same id, key, val_bpb and hardware class) and
+    :func:`autoresearch.protocol.best.assess` calls it ``qualified``."""
+    cand, view = best.candidate, best.experiment
+    if cand is None or view is None:
+        return False
+    same = (cand.run.experiment_id, cand.run.key_id, cand.run.val_bpb, cand.hardware_class) == (
+        view.id, view.key_id, view.record.metrics.val_bpb, view.record.hardware_class
+    )
+    verdict: str = assess(cand).verdict
+    return same and verdict == "qualified"
 
 
 def adopt_message(best: CommunityBest) -> str:

@@ -31,6 +31,9 @@ from typing import Literal
 import numpy as np
 
 from autoresearch.protocol import MAX_CURVE_A, CurveFit
+from autoresearch.protocol.best import (
+    time_to_reach as time_to_reach,  # the inverse, shared with the hub
+)
 
 from .errors import ClientError
 
@@ -78,27 +81,6 @@ def bpb_at(fit: CurveFit, seconds: float) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"seconds must be positive and finite, got {seconds!r}")
     return float(fit.c + fit.a * seconds ** (-fit.b))
-
-
-def time_to_reach(fit: CurveFit, val_bpb: float) -> float | None:
-    """Inverse of the curve: seconds t* with ``bpb(t*) = val_bpb``, i.e. ``(a / (val_bpb − c))^(1/b)``.
-
-    Returns None when ``val_bpb ≤ c`` (the reference never reaches it, however long it trains) or when
-    t* overflows a float.
-
-    Raises:
-        ValueError: ``val_bpb`` is not finite.
-    """
-    if not math.isfinite(val_bpb):
-        raise ValueError(f"val_bpb must be finite, got {val_bpb!r}")
-    gap = val_bpb - fit.c
-    if gap <= 0:
-        return None
-    try:
-        t_star = math.exp((math.log(fit.a) - math.log(gap)) / fit.b)
-    except OverflowError:
-        return None
-    return t_star if math.isfinite(t_star) and t_star > 0 else None
 
 
 def fit_curve(budgets_seconds: Sequence[float], val_bpbs: Sequence[float]) -> CurveFit:

@@ -9,7 +9,8 @@ a seed-only change never counts) keeps its commit; anything else resets the bran
 
 The GPU does not wait for the agent: while a candidate trains, a background thread prepares the next
 proposal against the current best. If the running candidate is kept, the prepared proposal is rebased
-onto the new best with a three-way merge (``git merge-file``); a conflict means re-propose.
+onto the new best with the hub's own three-way merge (:func:`autoresearch.protocol.source.rebase`);
+a conflict means re-propose.
 
 A crash gets one repair attempt from a proposer that can repair (the Anthropic one), given the
 traceback tail. A killed process leaves ``.autoresearch/pending.json``; the next ``run`` resets to
@@ -42,6 +43,16 @@ from autoresearch.protocol import (
     record_id,
     utc_now,
 )
+from autoresearch.protocol.source import (
+    MergeConflict,
+    canonical_sha256_or_none,
+    diff_too_large,
+    extract_directions,
+    is_seed_only,
+    rebase,
+    source_sha256,
+    unified_diff,
+)
 from autoresearch.trainer.policy import check_source
 from autoresearch.trainer.result import RunResult, TrainProgress
 
@@ -49,15 +60,6 @@ from . import calibration
 from .errors import ClientError, ProposerError, WorkspaceError
 from .proposers import Proposal, ProposalContext, Proposer, RepairRequest
 from .results import atomic_write_text, compact_table
-from .sources import (
-    MergeConflict,
-    canonical_sha256_or_none,
-    diff_too_large,
-    only_seed_changed,
-    source_sha256,
-    three_way_merge,
-    unified_diff,
-)
 from .workspace import LocalExperiment, PendingExperiment, ProposerUsage, Workspace
 
 _logger = logging.getLogger(__name__)
@@ -530,7 +532,7 @@ class AgentLoop:
         current = best.source if best else self.ws.source_at("HEAD")
         if prefetch.base_source != current:
             try:
-                source = three_way_merge(prefetch.base_source, current, proposal.source)
+                source = rebase(prefetch.base_source, current, proposal.source)
             except MergeConflict as exc:
                 self.events.note(f"prepared proposal {proposal.description!r} conflicts with the new best ({exc}); re-proposing")
                 return self._propose(best)
@@ -759,7 +761,7 @@ class AgentLoop:
             baseline=cand.baseline or best is None,
             z=normalised.z,
             min_z=self.options.min_z,
-            seed_only=only_seed_changed(parent_source, cand.source),
+            seed_only=is_seed_only(extract_directions(parent_source, cand.source)),
         )
         child_canonical = canonical_sha256_or_none(cand.source)
         parent_canonical = canonical_sha256_or_none(parent_source)

@@ -58,7 +58,7 @@ class HubState:
     @property
     def rules(self) -> DedupSettings:
         s = self.settings
-        return DedupSettings(rel_tol=s.near_duplicate_rel_tol, jaccard=s.near_duplicate_jaccard, replication_z=s.replication_z)
+        return DedupSettings(rel_tol=s.near_duplicate_rel_tol, jaccard=s.near_duplicate_jaccard)
 
 
 def get_state(request: Request) -> HubState:

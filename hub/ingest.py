@@ -3,7 +3,8 @@
 The route verifies the envelope under the registered key (:func:`verify_under`), then
 :func:`check_experiment` re-derives everything the hub keeps about an experiment from the record and
 its parent source: the child source (the diff applied to the parent), its hashes and canonical
-hashes, the direction keys, near-duplicate fingerprints and the gain used in statistics.
+hashes, the direction keys and near-duplicate fingerprints. The statistics (z, ECM, gain) are the
+store's: it recomputes them from the signer's calibration (:mod:`autoresearch.protocol.best`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from autoresearch.protocol import (
     Verified,
     parse_envelope,
     sha256_hex,
+    source,
     verify,
 )
 
-from . import dedup, directions, limits
+from . import limits
 from .errors import Rejected, from_protocol
-from .patch import apply_to
 
 _logger = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ class CheckedExperiment:
     child_source: str
     directions: list[str]
     seed_only: bool
-    const_changes: dedup.ConstChanges | None
+    const_changes: source.ConstChanges | None
     minhash: bytes | None
-    gain: float | None
 
 
 def signer_key_ids(body: bytes) -> list[str]:
@@ -131,7 +131,10 @@ def check_experiment(
     check_not_future(record.created_at, now, max_future_seconds)
     if sha256_hex(parent_source) != record.parent_sha256:
         raise Rejected("parent source does not match parent_sha256", code="hash_mismatch")
-    child = apply_to(parent_source, record.diff, record.child_sha256)
+    try:
+        child = source.apply_diff(parent_source, record.diff, record.child_sha256)
+    except source.PatchError as exc:
+        raise Rejected(str(exc), code=exc.reason) from exc
     if len(child.encode("utf-8")) > max_source_bytes:
         raise Rejected(f"child train.py is larger than {max_source_bytes} bytes", code="source_too_large")
     limits.check_changes(parent_source, child, max_nodes=max_source_ast_nodes, max_changed=max_changed_symbols)
@@ -139,34 +142,23 @@ def check_experiment(
         _check_canonical(parent_source, record.parent_canonical_sha256, "parent")
         _check_canonical(child, record.child_canonical_sha256, "child")
         keys = _directions(parent_source, child)
-        changes = dedup.const_changes(parent_source, child, keys)
-        minhash = dedup.minhash_bytes(dedup.diff_tokens(parent_source, child))
+        changes = source.const_changes(parent_source, child, keys)
+        minhash = source.minhash_signature(source.diff_tokens(parent_source, child))
     return CheckedExperiment(
         verified=verified,
         record=record,
         parent_source=parent_source,
         child_source=child,
         directions=keys,
-        seed_only=directions.is_seed_only(keys),
+        seed_only=source.is_seed_only(keys),
         const_changes=changes,
         minhash=minhash,
-        gain=experiment_gain(record),
     )
 
 
-def experiment_gain(record: ExperimentRecord) -> float | None:
-    """The gain used in statistics: the record's ``normalised.gain`` (ECM child / ECM parent) when
-    present, else parent val_bpb ÷ child val_bpb on the same machine (> 1 is better); None for runs
-    without a val_bpb."""
-    gain: float | None = record.normalised.gain
-    if gain is None and record.metrics.val_bpb is not None and record.parent_val_bpb is not None:
-        gain = record.parent_val_bpb / record.metrics.val_bpb
-    return gain
-
-
-def _check_canonical(source: str, expected: str, which: str) -> None:
+def _check_canonical(text: str, expected: str, which: str) -> None:
     try:
-        actual = sha256_hex(dedup.canonical_text(source))
+        actual = source.canonical_sha256(text)
     except SchemaError as exc:
         raise Rejected(f"{which} train.py does not parse: {exc}", code="unparsable_source") from exc
     if actual != expected:
@@ -178,9 +170,10 @@ def _check_canonical(source: str, expected: str, which: str) -> None:
 
 def _directions(parent: str, child: str) -> list[str]:
     try:
-        return directions.extract_directions(parent, child)
+        keys: list[str] = source.extract_directions(parent, child)
     except SchemaError as exc:  # both sources parsed above; kept as a typed guard
         raise Rejected(str(exc), code="unparsable_source") from exc
+    return keys
 
 
 def source_checks(text: str, sha256: str, max_source_bytes: int, max_source_ast_nodes: int = 20_000) -> str:
@@ -199,7 +192,7 @@ def source_checks(text: str, sha256: str, max_source_bytes: int, max_source_ast_
     limits.check_source(text, max_nodes=max_source_ast_nodes)
     try:
         with AST_LOCK:
-            canonical: str = sha256_hex(dedup.canonical_text(text))
+            canonical: str = source.canonical_sha256(text)
         return canonical
     except SchemaError as exc:
         raise Rejected(str(exc), code="unparsable_source") from exc

@@ -132,6 +132,11 @@ class Experiment(Base):
         Index(None, "child_sha256"),
         Index(None, "received_at"),  # home page: activity in the last 24 h
         Index(None, "track", "key_id"),  # track page: distinct clients per track
+        Index(None, "track", "verdict", "z"),  # the track's largest qualified z (protocol.best.STEP_BEYOND_Z)
+        CheckConstraint(
+            "verdict IN ('qualified', 'needs_replication', 'provisional', 'not_significant', 'refuted')",
+            name="verdict",
+        ),
     )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -146,13 +151,20 @@ class Experiment(Base):
     status: Mapped[str] = mapped_column(String(16))
     val_bpb: Mapped[float | None] = mapped_column(Float)
     parent_val_bpb: Mapped[float | None] = mapped_column(Float)
-    z: Mapped[float | None] = mapped_column(Float)
-    ecm: Mapped[float | None] = mapped_column(Float)
-    gain: Mapped[float | None] = mapped_column(Float, comment="record's gain, else parent/child val_bpb")
+    calibration_id: Mapped[str | None] = mapped_column(
+        ForeignKey("calibrations.id"), comment="the signer's calibration the hub verified for this run"
+    )
+    normalised: Mapped[str | None] = mapped_column(Text, comment="JSON of the hub's own Normalised figures")
+    z: Mapped[float | None] = mapped_column(Float, comment="hub z: (parent - child) / sigma of the calibration")
+    ecm: Mapped[float | None] = mapped_column(Float, comment="hub ECM of the child on the calibration")
+    gain: Mapped[float | None] = mapped_column(Float, comment="hub ECM ratio child / parent")
+    bpb_ratio: Mapped[float | None] = mapped_column(Float, comment="parent / child val_bpb, same machine")
     hardware_class: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(500))
     seed_only: Mapped[bool] = mapped_column(Boolean)
-    needs_replication: Mapped[bool] = mapped_column(Boolean)
+    verdict: Mapped[str | None] = mapped_column(String(24), comment="protocol.best verdict; null: cannot rank")
+    assessment: Mapped[str | None] = mapped_column(Text, comment="JSON of the protocol.best Assessment")
+    z_ceiling: Mapped[float | None] = mapped_column(Float, comment="largest qualified z of the track on arrival")
     near_duplicate_of: Mapped[str | None] = mapped_column(ForeignKey("experiments.id"))
     directions: Mapped[str] = mapped_column(Text, comment="JSON list of direction keys")
     const_changes: Mapped[str | None] = mapped_column(Text, comment="JSON {name: [old, new]}")
@@ -236,6 +248,9 @@ class DirectionAggregate(Base):
     z_n: Mapped[int] = mapped_column(Integer, default=0)
     z_sum: Mapped[float] = mapped_column(Float, default=0.0)
     z_sumsq: Mapped[float] = mapped_column(Float, default=0.0)
+    ratio_n: Mapped[int] = mapped_column(Integer, default=0)
+    ratio_sum: Mapped[float] = mapped_column(Float, default=0.0, comment="sum of parent / child val_bpb")
+    ratio_sumsq: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class ReplicationGroup(Base):

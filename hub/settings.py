@@ -41,7 +41,6 @@ class HubSettings(BaseSettings):
     max_future_seconds: float = Field(default=300.0, ge=0, description="how far created_at may be ahead, s")
     near_duplicate_rel_tol: float = Field(default=0.05, gt=0, description="relative tolerance of constants")
     near_duplicate_jaccard: float = Field(default=0.9, gt=0, le=1, description="MinHash similarity threshold")
-    replication_z: float = Field(default=6.0, gt=0, description="z above which a new best needs replication")
     page_limit_max: int = Field(default=500, gt=0, description="largest ?limit= of a listing")
     # cost bounds of one record (docs/hub.md, "Bounds at the edge")
     max_source_ast_nodes: int = Field(default=20_000, gt=0, description="most syntax-tree nodes of a train.py")

@@ -11,11 +11,17 @@ Rules kept here (docs/hub.md, "Rules"):
 
 - Replications: runs with the same (track, parent canonical, child canonical) are one experiment;
   views show n, mean and std of val_bpb over the ``ok`` runs and their hardware classes.
-- ``needs_replication``: a kept run that becomes the community best of its (track, hardware class)
-  with z above ``replication_z`` or without a z is flagged until an ``ok`` run of the same
-  experiment from another key arrives.
-- Seed-only changes (direction ``seed`` alone) are stored but never become a best, a leaderboard
-  entry or a gain in the direction statistics.
+- The hub's own figures: z, ECM and gain of every run come from the signer's calibration the hub
+  verified (same key, track and hardware class; :func:`_verified_calibration`), computed by
+  :func:`autoresearch.protocol.best.normalise`, never from the record's claim.
+- One community-best rule (:mod:`autoresearch.protocol.best`): every run that may rank (kept ``ok``,
+  changes something beyond seeding, key not revoked) carries the rule's verdict, recomputed for the
+  whole experiment (all runs of the same track, parent and child canonical hashes) whenever one of
+  its runs, a calibration of one of its runs or a revocation arrives (:func:`_reassess`). The
+  ``best`` rows hold the rule's pick among ``qualified`` runs, so leaderboards, ``/best``, the
+  pages and the suggestion engine read one answer. ``needs_replication`` is the verdict of the
+  same name.
+- Seed-only and empty changes are stored but never rank, and add no gain or z to the statistics.
 - Experiments of revoked keys stay, marked ``revoked``, and leave the leaderboards and bests.
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import math
@@ -54,6 +61,7 @@ from autoresearch.protocol import (
     ExperimentView,
     Leaderboard,
     LeaderboardEntry,
+    Normalised,
     Page,
     Progress,
     ProgressPoint,
@@ -63,11 +71,13 @@ from autoresearch.protocol import (
     Verified,
     canonical_source_sha256,
     sha256_hex,
+    source,
     utc_now,
 )
+from autoresearch.protocol import best as rule
 from autoresearch.protocol.records import finite_or_none
 
-from . import dedup, directions, names
+from . import names
 from .db import begin_write
 from .errors import BadRequest, Conflict, NotFound
 from .ingest import CheckedExperiment
@@ -99,11 +109,11 @@ REPLICATION_IDS = 20  # run ids listed per experiment view (n counts them all)
 
 @dataclass(frozen=True)
 class DedupSettings:
-    """Thresholds of the dedup and sanity rules (from :class:`~autoresearch.hub.settings.HubSettings`)."""
+    """Thresholds of the near-duplicate rules (from :class:`~autoresearch.hub.settings.HubSettings`).
+    The community-best rule has no settings: its constants live in :mod:`autoresearch.protocol.best`."""
 
     rel_tol: float = 0.05
     jaccard: float = 0.9
-    replication_z: float = 6.0
 
 
 def _insert(session: Session):  # type: ignore[no-untyped-def]
@@ -213,10 +223,7 @@ def set_client_status(session: Session, key_id: str, status: str) -> ClientView:
     row.status = status
     row.revoked_at = utc_now() if status == "revoked" else None
     session.flush()
-    if status == "revoked":
-        tracks = session.scalars(select(Experiment.track).where(Experiment.key_id == key_id).distinct()).all()
-        for track in tracks:
-            _recompute_best(session, track)
+    _reassess_key(session, key_id)  # a revoked key's runs stop ranking and stop confirming others
     return _client_view(row)
 
 
@@ -316,15 +323,9 @@ def add_experiment(
         session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256,
         checked.const_changes, checked.minhash, rules,
     )
-    replicated_by_other = _confirm_replications(session, record, verified.keyid)
-    eligible = record.outcome == "ok" and record.status == "keep" and not checked.seed_only
-    needs_replication = False
-    if eligible and not replicated_by_other:
-        best = session.get(Best, (record.track, record.hardware_class))
-        beats = best is None or record.metrics.val_bpb < best.val_bpb
-        z = record.normalised.z
-        needs_replication = beats and (z is None or z > rules.replication_z)
-
+    cal = _verified_calibration(session, record, verified.keyid)
+    figures = rule.normalise(cal, record.metrics.val_bpb, record.parent_val_bpb)
+    rankable = _rankable(record.outcome, record.status, checked.seed_only, checked.directions)
     row = Experiment(
         id=verified.record_id,
         key_id=verified.keyid,
@@ -337,16 +338,19 @@ def add_experiment(
         status=record.status,
         val_bpb=record.metrics.val_bpb,
         parent_val_bpb=record.parent_val_bpb,
-        z=record.normalised.z,
-        ecm=record.normalised.ecm,
-        gain=checked.gain,
+        calibration_id=cal.id if cal is not None else None,
+        normalised=figures.model_dump_json(),
+        z=figures.z,
+        ecm=figures.ecm,
+        gain=figures.gain,
+        bpb_ratio=_bpb_ratio(record.metrics.val_bpb, record.parent_val_bpb),
         hardware_class=record.hardware_class,
         description=record.description,
         seed_only=checked.seed_only,
-        needs_replication=needs_replication,
+        z_ceiling=_z_ceiling(session, record.track) if rankable else None,
         near_duplicate_of=near,
         directions=json.dumps(checked.directions),
-        const_changes=dedup.dump_changes(checked.const_changes) if checked.const_changes else None,
+        const_changes=source.dump_changes(checked.const_changes) if checked.const_changes else None,
         minhash=checked.minhash,
         created_at=record.created_at,
         received_at=utc_now(),
@@ -363,10 +367,10 @@ def add_experiment(
         raise Conflict("a racing write conflicted with this experiment; submit it again", code="conflict") from exc
     for key in checked.directions:
         session.add(ExperimentDirection(experiment_seq=row.seq, direction=key))
-    _bulk_aggregates(session, [checked])
+    _bulk_aggregates(session, [_aggregate_input(row)])
     _add_replications(session, [checked])
-    if eligible:
-        _offer_best(session, row)
+    if record.outcome == "ok":  # an ok run is evidence for every run of the same experiment
+        _reassess(session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256)
     session.flush()
     return _view(session, row), True
 
@@ -376,7 +380,7 @@ def _find_near_duplicate(
     track: str,
     parent_c: str,
     child_c: str,
-    changes: dedup.ConstChanges | None,
+    changes: source.ConstChanges | None,
     minhash: bytes | None,
     rules: DedupSettings,
 ) -> str | None:
@@ -395,32 +399,113 @@ def _find_near_duplicate(
         .limit(NEAR_DUPLICATE_CANDIDATES)
     ).all()
     for other_id, other_changes, other_minhash in rows:
-        if dedup.is_near_duplicate(
-            changes or {}, minhash, dedup.load_changes(other_changes), other_minhash,
+        if source.is_near_duplicate(
+            changes or {}, minhash, source.load_changes(other_changes), other_minhash,
             rel_tol=rules.rel_tol, threshold=rules.jaccard,
         ):
             return str(other_id)
     return None
 
 
-def _confirm_replications(session: Session, record: ExperimentRecord, key_id: str) -> bool:
-    """An ``ok`` run confirms other keys' runs of the same experiment (clears their flag). Returns
-    whether another key already has an ``ok`` run of it (then this one needs no replication)."""
-    same = and_(
-        Experiment.track == record.track,
-        Experiment.parent_canonical_sha256 == record.parent_canonical_sha256,
-        Experiment.child_canonical_sha256 == record.child_canonical_sha256,
-        Experiment.key_id != key_id,
-        Experiment.outcome == "ok",
-    )
-    if record.outcome == "ok":
-        session.execute(update(Experiment).where(same, Experiment.needs_replication.is_(True)).values(needs_replication=False))
-    return session.scalar(select(Experiment.seq).where(same).limit(1)) is not None
+def _rankable(outcome: str, status: str, seed_only: bool, directions: Sequence[str]) -> bool:
+    """Whether a run may rank (carry a verdict): kept, ``ok``, and changing something beyond seeding.
+    A revoked key's runs are excluded where the key's status is known (:func:`_reassess`)."""
+    return outcome == "ok" and status == "keep" and not seed_only and bool(directions)
+
+
+def _bpb_ratio(val_bpb: float | None, parent_val_bpb: float | None) -> float | None:
+    """parent / child val_bpb measured on one machine (> 1 is better), or None."""
+    return parent_val_bpb / val_bpb if val_bpb is not None and parent_val_bpb is not None else None
+
+
+def _verified_calibration(session: Session, record: ExperimentRecord, key_id: str) -> rule.CalibrationFacts | None:
+    """The calibration a record names, when the hub holds it signed by the same key for the same
+    track and hardware class; else None (the run is provisional)."""
+    if record.calibration_id is None:
+        return None
+    row = session.get(Calibration, record.calibration_id)
+    if row is None or row.key_id != key_id or row.track != record.track or row.hardware_class != record.hardware_class:
+        return None
+    return _facts(row.id, row.record_json)
+
+
+@functools.lru_cache(maxsize=1024)
+def _facts(calibration_id: str, record_json: str) -> rule.CalibrationFacts:
+    """What the rule reads of a stored calibration (memoised: a record is immutable per id)."""
+    return rule.CalibrationFacts.of(calibration_id, CalibrationRecord.model_validate_json(record_json))
+
+
+def _z_ceiling(session: Session, track: str) -> float:
+    """The largest hub z of a qualified run of the track (0 when none): ``protocol.best.Candidate.z_ceiling``."""
+    top = session.scalar(select(func.max(Experiment.z)).where(Experiment.track == track, Experiment.verdict == "qualified"))
+    return max(0.0, float(top)) if top is not None else 0.0
+
+
+def _group_rows(session: Session, track: str, parent_c: str, child_c: str) -> list[tuple[Experiment, str]]:
+    """The first ``MAX_REPLICATION_RUNS`` runs of one experiment with their key's status."""
+    return [
+        (row, status)
+        for row, status in session.execute(
+            select(Experiment, Client.status)
+            .join(Client, Client.key_id == Experiment.key_id)
+            .where(Experiment.track == track, Experiment.parent_canonical_sha256 == parent_c,
+                   Experiment.child_canonical_sha256 == child_c)
+            .order_by(Experiment.seq)
+            .limit(rule.MAX_REPLICATION_RUNS)
+        ).all()
+    ]
+
+
+def _group_candidates(session: Session, rows: Sequence[tuple[Experiment, str]]) -> dict[str, rule.Candidate]:
+    """The rule's candidates of one experiment: every rankable run with the other ``ok`` runs of
+    non-revoked keys as its replications."""
+    cals = {
+        r.id: _facts(r.id, r.record_json)
+        for r in session.scalars(select(Calibration).where(Calibration.id.in_({x.calibration_id for x, _ in rows if x.calibration_id}))).all()
+    }
+    evidence = {
+        x.id: rule.Evidence(experiment_id=x.id, key_id=x.key_id, val_bpb=x.val_bpb, parent_val_bpb=x.parent_val_bpb,
+                            calibration=cals.get(x.calibration_id) if x.calibration_id else None)
+        for x, status in rows
+        if x.outcome == "ok" and x.val_bpb is not None and status != "revoked"
+    }
+    out: dict[str, rule.Candidate] = {}
+    for x, status in rows:
+        if status == "revoked" or x.id not in evidence or not _rankable(x.outcome, x.status, x.seed_only, json.loads(x.directions)):
+            continue
+        out[x.id] = rule.Candidate(
+            track=x.track, hardware_class=x.hardware_class, run=evidence[x.id],
+            replications=[e for i, e in evidence.items() if i != x.id], z_ceiling=x.z_ceiling or 0.0,
+        )
+    return out
+
+
+def _reassess(session: Session, track: str, parent_c: str, child_c: str) -> None:
+    """Apply the community-best rule to every run of one experiment; keep the ``best`` rows in step
+    (a run that qualifies is offered, one that stops qualifying rebuilds its track's bests)."""
+    rows = _group_rows(session, track, parent_c, child_c)
+    candidates = _group_candidates(session, rows)
+    demoted = False
+    for row, _ in rows:
+        cand = candidates.get(row.id)
+        assessment = rule.assess(cand) if cand is not None else None
+        verdict = assessment.verdict if assessment is not None else None
+        text = assessment.model_dump_json() if assessment is not None else None
+        if (row.verdict, row.assessment) == (verdict, text):
+            continue
+        demoted = demoted or (row.verdict == "qualified" and verdict != "qualified")
+        row.verdict, row.assessment = verdict, text
+        session.flush()
+        if verdict == "qualified":
+            _offer_best(session, row)
+    if demoted:
+        _recompute_best(session, track)
 
 
 def _offer_best(session: Session, row: Experiment) -> None:
-    """Make ``row`` the best of its hardware class (lower val_bpb) and across classes (higher ECM)
-    when it beats the stored one; a conditional upsert, so racing writers keep the true best."""
+    """Make a qualified ``row`` the best of its hardware class (lower val_bpb, then smaller id) and
+    across classes (higher ECM, then smaller id) when it beats the stored one: a conditional upsert,
+    so racing writers keep the rule's pick (:func:`autoresearch.protocol.best.qualified_ranking`)."""
     insert = _insert(session)
     now = utc_now()
     table = Best.__table__
@@ -430,7 +515,8 @@ def _offer_best(session: Session, row: Experiment) -> None:
         index_elements=["track", "scope"],
         set_={"experiment_id": raw.excluded.experiment_id, "val_bpb": raw.excluded.val_bpb,
               "ecm": raw.excluded.ecm, "updated_at": raw.excluded.updated_at},
-        where=table.c.val_bpb > raw.excluded.val_bpb,
+        where=or_(table.c.val_bpb > raw.excluded.val_bpb,
+                  and_(table.c.val_bpb == raw.excluded.val_bpb, table.c.experiment_id > raw.excluded.experiment_id)),
     )
     session.execute(raw)
     if row.ecm is not None:
@@ -440,37 +526,45 @@ def _offer_best(session: Session, row: Experiment) -> None:
             index_elements=["track", "scope"],
             set_={"experiment_id": by_ecm.excluded.experiment_id, "val_bpb": by_ecm.excluded.val_bpb,
                   "ecm": by_ecm.excluded.ecm, "updated_at": by_ecm.excluded.updated_at},
-            where=or_(table.c.ecm.is_(None), table.c.ecm < by_ecm.excluded.ecm),
+            where=or_(table.c.ecm.is_(None), table.c.ecm < by_ecm.excluded.ecm,
+                      and_(table.c.ecm == by_ecm.excluded.ecm, table.c.experiment_id > by_ecm.excluded.experiment_id)),
         )
         session.execute(by_ecm)
 
 
 def _eligible(track: str) -> Select[Experiment]:
-    """Kept ``ok`` runs of a track that may rank: not seed-only, not from a revoked key."""
+    """Runs of a track that may rank (they carry a verdict), of keys that are not revoked."""
     return (
         select(Experiment)
         .join(Client, Client.key_id == Experiment.key_id)
-        .where(
-            Experiment.track == track,
-            Experiment.status == "keep",
-            Experiment.outcome == "ok",
-            Experiment.seed_only.is_(False),
-            Client.status != "revoked",
-        )
+        .where(Experiment.track == track, Experiment.verdict.is_not(None), Client.status != "revoked")
     )
 
 
 def _recompute_best(session: Session, track: str) -> None:
-    """Rebuild the best rows of a track from the experiments (after a revocation)."""
+    """Rebuild the best rows of a track from the qualified runs (after a demotion or a revocation)."""
     session.execute(delete(Best).where(Best.track == track))
+    qualified = _eligible(track).where(Experiment.verdict == "qualified")
     classes = session.scalars(select(Experiment.hardware_class).where(Experiment.track == track).distinct()).all()
     for hw in classes:
-        top = session.scalar(_eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.seq).limit(1))
+        top = session.scalar(qualified.where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(1))
         if top is not None:
             _offer_best(session, top)
-    top_ecm = session.scalar(_eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.seq).limit(1))
+    top_ecm = session.scalar(qualified.where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(1))
     if top_ecm is not None:
         _offer_best(session, top_ecm)
+
+
+def _reassess_key(session: Session, key_id: str) -> None:
+    """Reassess every experiment a key ran (its revocation changes their evidence), then the bests."""
+    groups = session.execute(
+        select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
+        .where(Experiment.key_id == key_id).distinct()
+    ).all()
+    for track, parent_c, child_c in groups:
+        _reassess(session, track, parent_c, child_c)
+    for track in {g[0] for g in groups}:
+        _recompute_best(session, track)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -492,7 +586,31 @@ def add_calibration(session: Session, verified: Verified, *, envelope_json: str)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(Calibration.id)
     )
-    return session.execute(stmt).first() is not None
+    created = session.execute(stmt).first() is not None
+    if created:
+        _link_calibration(session, verified.keyid, verified.record_id, record)
+    return created
+
+
+def _link_calibration(session: Session, key_id: str, calibration_id: str, cal: CalibrationRecord) -> None:
+    """A calibration that arrives after experiments naming it: give those runs the hub's figures,
+    add their z and gain to the direction statistics, and reassess their experiments."""
+    rows = [
+        r for r in session.scalars(
+            select(Experiment).where(Experiment.key_id == key_id, Experiment.track == cal.track,
+                                     Experiment.hardware_class == cal.hardware_class, Experiment.calibration_id.is_(None))
+        ).all()
+        if ExperimentRecord.model_validate_json(r.record_json).calibration_id == calibration_id
+    ]
+    facts = rule.CalibrationFacts.of(calibration_id, cal)
+    for r in rows:
+        figures = rule.normalise(facts, r.val_bpb, r.parent_val_bpb)
+        r.calibration_id, r.normalised = calibration_id, figures.model_dump_json()
+        r.z, r.ecm, r.gain = figures.z, figures.ecm, figures.gain
+    session.flush()
+    _bulk_aggregates(session, [_aggregate_input(r, figures_only=True) for r in rows])
+    for group in {(r.track, r.parent_canonical_sha256, r.child_canonical_sha256) for r in rows}:
+        _reassess(session, *group)
 
 
 def calibrations_of(session: Session, key_id: str) -> list[CalibrationRecord]:
@@ -566,9 +684,9 @@ def _done_answer(session: Session, record: ClaimRecord, rules: DedupSettings) ->
     if parent is None or child is None:
         return None
     with AST_LOCK:
-        keys = directions.extract_directions(parent, child)
-        changes = dedup.const_changes(parent, child, keys)
-        minhash = dedup.minhash_bytes(dedup.diff_tokens(parent, child))
+        keys = source.extract_directions(parent, child)
+        changes = source.const_changes(parent, child, keys)
+        minhash = source.minhash_signature(source.diff_tokens(parent, child))
     near = _find_near_duplicate(
         session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256, changes, minhash, rules
     )
@@ -631,15 +749,22 @@ def list_experiments(session: Session, flt: ExperimentFilter, *, cursor: str | N
     return Page[ExperimentView](items=_views(session, rows[:limit]), next_cursor=next_cursor)
 
 
+PENDING_FOR_SUGGESTIONS = 100
+"""Newest ``needs_replication`` runs handed to the suggestion engine beside the recent keeps."""
+
+
 def recent_kept(session: Session, track: str, limit: int = 50) -> list[ExperimentView]:
-    """The most recent kept ``ok`` runs of a track (for the suggestion engine), newest first."""
-    rows = session.scalars(
-        select(Experiment)
-        .where(Experiment.track == track, Experiment.status == "keep", Experiment.outcome == "ok")
-        .order_by(Experiment.seq.desc())
-        .limit(limit)
+    """Kept ``ok`` runs of a track for the suggestion engine, newest first: the ``limit`` newest,
+    plus the current bests and the newest :data:`PENDING_FOR_SUGGESTIONS` runs that need
+    replication, however old (every flagged run must reach the replicators)."""
+    kept = select(Experiment).where(Experiment.track == track, Experiment.status == "keep", Experiment.outcome == "ok")
+    rows = list(session.scalars(kept.order_by(Experiment.seq.desc()).limit(limit)).all())
+    rows += session.scalars(
+        kept.where(Experiment.verdict == "needs_replication").order_by(Experiment.seq.desc()).limit(PENDING_FOR_SUGGESTIONS)
     ).all()
-    return _views(session, list(rows))
+    rows += session.scalars(select(Experiment).join(Best, Best.experiment_id == Experiment.id).where(Best.track == track)).all()
+    unique = {r.id: r for r in rows}
+    return _views(session, sorted(unique.values(), key=lambda r: -r.seq))
 
 
 def activity(session: Session, *, now: datetime, hours: float) -> Activity:
@@ -683,14 +808,18 @@ def get_experiment(session: Session, experiment_id: str) -> ExperimentDetail:
     """
     row = _experiment_row(session, experiment_id)
     view = _view(session, row)
-    children = session.scalars(
-        select(Experiment.id).where(Experiment.parent_sha256 == row.child_sha256).order_by(Experiment.seq).limit(100)
+    children = session.scalars(  # runs on top of this one's train.py (never this train.py itself)
+        select(Experiment.id)
+        .where(Experiment.track == row.track, Experiment.parent_sha256 == row.child_sha256,
+               Experiment.child_sha256 != row.child_sha256, Experiment.id != row.id)
+        .order_by(Experiment.seq)
+        .limit(100)
     ).all()
     return ExperimentDetail(
         **view.model_dump(),
         parent_source=get_source(session, row.parent_sha256),
         child_source=get_source(session, row.child_sha256),
-        lineage=_lineage(session, row.parent_sha256),
+        lineage=_lineage(session, row),
         children=list(children),
     )
 
@@ -718,23 +847,30 @@ def _experiment_row(session: Session, experiment_id: str) -> Experiment:
     return rows[0]
 
 
-def _lineage(session: Session, parent_sha256: str) -> list[str]:
-    """Ancestor experiment ids, nearest first: the earliest kept run whose child is each parent."""
+def _lineage(session: Session, row: Experiment) -> list[str]:
+    """Ancestor experiment ids of ``row``, nearest first; the first is the experiment that made the
+    parent ``train.py`` it was measured against (kept or discarded alike). Each step takes a kept
+    run of the same track whose child is that ``train.py`` and that changed it, preferring the
+    signer's own (its line of work), then the earliest; the run itself, runs already listed and runs
+    whose child equals their parent are never ancestors (no experiment is its own parent)."""
     ids: list[str] = []
-    seen: set[str] = set()
-    sha = parent_sha256
-    while len(ids) < LINEAGE_DEPTH and sha not in seen:
-        seen.add(sha)
-        row = session.execute(
+    seen = {row.id}
+    sha = row.parent_sha256
+    shas = {row.child_sha256}
+    while len(ids) < LINEAGE_DEPTH and sha not in shas:
+        shas.add(sha)
+        step = session.execute(
             select(Experiment.id, Experiment.parent_sha256)
-            .where(Experiment.child_sha256 == sha, Experiment.status == "keep")
-            .order_by(Experiment.seq)
+            .where(Experiment.track == row.track, Experiment.child_sha256 == sha, Experiment.status == "keep",
+                   Experiment.parent_sha256 != Experiment.child_sha256, Experiment.id.not_in(seen))
+            .order_by((Experiment.key_id == row.key_id).desc(), Experiment.seq)
             .limit(1)
         ).first()
-        if row is None:
+        if step is None:
             break
-        ids.append(row[0])
-        sha = row[1]
+        ids.append(step[0])
+        seen.add(step[0])
+        sha = step[1]
     return ids
 
 
@@ -764,7 +900,12 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
             record=records[r.id],
             directions=json.loads(r.directions),
             replications=reps[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)],
-            needs_replication=r.needs_replication,
+            normalised=Normalised.model_validate_json(r.normalised) if r.normalised else Normalised(),
+            calibration_id=r.calibration_id,
+            verdict=r.verdict,
+            assessment=rule.Assessment.model_validate_json(r.assessment) if r.assessment else None,
+            needs_replication=r.verdict == "needs_replication",
+            provisional=r.calibration_id is None,
             near_duplicate_of=r.near_duplicate_of,
             revoked=clients[r.key_id][1] == "revoked",
         )
@@ -871,23 +1012,35 @@ def _add_replications(session: Session, items: Sequence[CheckedExperiment]) -> N
 
 
 def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) -> Leaderboard:
-    """Per hardware class the ``limit`` lowest val_bpb, and across classes the ``limit`` highest ECM."""
+    """Per hardware class the ``limit`` lowest val_bpb, and across classes the ``limit`` highest ECM,
+    of the runs that may rank, each with its verdict; the community best of each board (the
+    ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``."""
+    bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
     classes = session.scalars(
-        select(Best.scope).where(Best.track == track, Best.scope != ECM_SCOPE).order_by(Best.scope)
+        select(Experiment.hardware_class).where(Experiment.track == track, Experiment.verdict.is_not(None))
+        .distinct().order_by(Experiment.hardware_class)
     ).all()
     by_class: dict[str, list[LeaderboardEntry]] = {}
     for hw in classes:
         rows = session.scalars(
-            _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.seq).limit(limit)
+            _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
         ).all()
-        by_class[hw] = _entries(session, list(rows))
+        by_class[hw] = _entries(session, _with_best(session, list(rows), bests.get(hw)), bests.get(hw))
     ecm_rows = session.scalars(
-        _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.seq).limit(limit)
+        _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
     ).all()
-    return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(session, list(ecm_rows)))
+    best_ecm = bests.get(ECM_SCOPE)
+    return Leaderboard(track=track, by_hardware_class=by_class,
+                       ecm=_entries(session, _with_best(session, list(ecm_rows), best_ecm), best_ecm))
 
 
-def _entries(session: Session, rows: list[Experiment]) -> list[LeaderboardEntry]:
+def _with_best(session: Session, rows: list[Experiment], best_id: str | None) -> list[Experiment]:
+    if best_id is None or any(r.id == best_id for r in rows):
+        return rows
+    return [*rows, _experiment_row(session, best_id)]
+
+
+def _entries(session: Session, rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
     names = dict(
         session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_({r.key_id for r in rows}))).all()
     )
@@ -904,27 +1057,31 @@ def _entries(session: Session, rows: list[Experiment]) -> list[LeaderboardEntry]
             gain=_positive(r.gain),
             description=r.description,
             created_at=r.created_at,
-            needs_replication=r.needs_replication,
+            z=r.z,
+            verdict=r.verdict,
+            needs_replication=r.verdict == "needs_replication",
+            provisional=r.calibration_id is None,
+            community_best=r.id == best_id,
         )
         for i, r in enumerate(rows)
     ]
 
 
 def community_best(session: Session, spec: TrackSpec, reference_source: str, hardware_class: str | None) -> CommunityBest:
-    """The best kept ``train.py`` of a track: of one hardware class (lowest val_bpb), or across
-    classes (highest ECM; without any calibrated run, the lowest val_bpb of any class). The track's
-    reference when nothing qualifies."""
-    if hardware_class is not None:
-        best = session.get(Best, (spec.id, hardware_class))
-    else:
-        best = session.get(Best, (spec.id, ECM_SCOPE)) or session.scalar(
-            select(Best).where(Best.track == spec.id).order_by(Best.val_bpb).limit(1)
-        )
+    """The community best ``train.py`` of a track by the one rule (:mod:`autoresearch.protocol.best`):
+    of one hardware class (lowest val_bpb among qualified runs), or across classes (highest ECM).
+    The track's reference when nothing qualifies (or the best's stored record no longer meets the
+    protocol's ranges). ``candidate`` carries the evidence the rule judged, so a client can re-apply
+    :func:`~autoresearch.protocol.best.assess` before adopting it."""
+    best = session.get(Best, (spec.id, hardware_class if hardware_class is not None else ECM_SCOPE))
     row = _experiment_row(session, best.experiment_id) if best is not None else None
     views = _views(session, [row]) if row is not None else []
     if row is None or not views:
         return CommunityBest(track=spec.id, hardware_class=hardware_class, train_py=reference_source,
                              sha256=sha256_hex(reference_source), ecm=1.0)
+    candidate = _group_candidates(
+        session, _group_rows(session, row.track, row.parent_canonical_sha256, row.child_canonical_sha256)
+    ).get(row.id)
     return CommunityBest(
         track=spec.id,
         hardware_class=hardware_class,
@@ -933,8 +1090,22 @@ def community_best(session: Session, spec: TrackSpec, reference_source: str, har
         sha256=row.child_sha256,
         val_bpb=finite_or_none(row.val_bpb),
         ecm=finite_or_none(row.ecm),
-        lineage=[row.id, *_lineage(session, row.parent_sha256)],
+        lineage=[row.id, *_lineage(session, row)],
+        candidate=candidate,
     )
+
+
+def candidates(session: Session, track: str) -> list[rule.Candidate]:
+    """Every candidate of a track as the rule sees it (tests and audits: ``protocol.best.community_best``
+    over these is what the ``best`` rows hold)."""
+    groups = session.execute(
+        select(Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
+        .where(Experiment.track == track, Experiment.verdict.is_not(None)).distinct()
+    ).all()
+    out: list[rule.Candidate] = []
+    for parent_c, child_c in groups:
+        out.extend(_group_candidates(session, _group_rows(session, track, parent_c, child_c)).values())
+    return out
 
 
 def track_view(session: Session, spec: TrackSpec) -> TrackView:
@@ -962,32 +1133,56 @@ def direction_stats(session: Session, track: str) -> list[DirectionStats]:
     evidence = _evidence(session, track)
     out = []
     for key, aggs in per.items():
-        gain_n = sum(a.gain_n for a in aggs)
-        z_n = sum(a.z_n for a in aggs)
-        mean_gain = finite_or_none(math.fsum(a.gain_sum for a in aggs) / gain_n) if gain_n else None
-        std_gain = _spread(math.fsum(a.gain_sumsq for a in aggs) / gain_n, mean_gain) if mean_gain is not None else None
+        gain_mean, gain_std, gain_n = _moments(aggs, "gain")
+        ratio_mean, ratio_std, ratio_n = _moments(aggs, "ratio")
+        z_mean, _, _ = _moments(aggs, "z")
         by_class = {
             a.hardware_class: DirectionByClass(
-                tries=a.tries, keeps=a.keeps, mean_gain=finite_or_none(a.gain_sum / a.gain_n) if a.gain_n else None
+                tries=a.tries, keeps=a.keeps, mean_gain=_moments([a], "gain")[0], mean_bpb_ratio=_moments([a], "ratio")[0]
             )
             for a in aggs
         }
-        means = [m for a in aggs if a.gain_n >= 2 and (m := finite_or_none(a.gain_sum / a.gain_n)) is not None]
+        # hardware dependence on ECM gains where the classes have them, else on val_bpb ratios
+        means = [m for a in aggs if (m := _class_gain(a)) is not None]
         out.append(
             DirectionStats(
                 direction=key,
                 tries=sum(a.tries for a in aggs),
                 keeps=sum(a.keeps for a in aggs),
                 crashes=sum(a.crashes for a in aggs),
-                mean_gain=mean_gain,
-                std_gain=std_gain,
-                mean_z=finite_or_none(math.fsum(a.z_sum for a in aggs) / z_n) if z_n else None,
+                mean_gain=gain_mean,
+                std_gain=gain_std,
+                gain_n=gain_n,
+                mean_bpb_ratio=ratio_mean,
+                std_bpb_ratio=ratio_std,
+                bpb_ratio_n=ratio_n,
+                mean_z=z_mean,
                 by_hardware_class=by_class,
                 hardware_dependent=bool(means) and max(means) > 1.0 > min(means),
                 evidence=evidence.get(key, []),
             )
         )
     return sorted(out, key=lambda s: (-s.tries, s.direction))
+
+
+def _moments(aggs: Sequence[DirectionAggregate], name: str) -> tuple[float | None, float | None, int]:
+    """(mean, population std, n) of the ``gain`` / ``ratio`` / ``z`` sums of some aggregate rows."""
+    n = sum(getattr(a, f"{name}_n") for a in aggs)
+    if not n:
+        return None, None, 0
+    mean = finite_or_none(math.fsum(getattr(a, f"{name}_sum") for a in aggs) / n)
+    if mean is None:  # sums that overflowed (served as null, never a 500)
+        return None, None, n
+    return mean, _spread(math.fsum(getattr(a, f"{name}_sumsq") for a in aggs) / n, mean), n
+
+
+def _class_gain(agg: DirectionAggregate) -> float | None:
+    """A class's mean gain for the hardware-dependence test (two or more runs): ECM ratio, else val_bpb ratio."""
+    if agg.gain_n >= 2:
+        return agg.gain_sum / agg.gain_n
+    if agg.ratio_n >= 2:
+        return agg.ratio_sum / agg.ratio_n
+    return None
 
 
 def _evidence(session: Session, track: str) -> dict[str, list[str]]:
@@ -1029,8 +1224,9 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     """Insert already-checked experiments in bulk (benchmarks, imports from another hub): one
     multi-row INSERT per table, aggregates summed in Python, best rows rebuilt at the end.
 
-    Unlike :func:`add_experiment` it runs no near-duplicate search and no ``needs_replication``
-    rule, and it expects record ids that are not stored yet (a duplicate raises IntegrityError).
+    Unlike :func:`add_experiment` it runs no near-duplicate search, and it expects record ids that
+    are not stored yet (a duplicate raises IntegrityError). The hub's figures and the community-best
+    rule are applied as in :func:`add_experiment` (the rule once per distinct experiment, at the end).
     Returns the number of experiments inserted.
     """
     begin_write(session)
@@ -1041,6 +1237,9 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     for text, canonical in sources.values():
         put_source(session, text, canonical)
     now = utc_now()
+    cals = [_verified_calibration(session, c.record, c.verified.keyid) for c in items]
+    figures = [rule.normalise(cal, c.record.metrics.val_bpb, c.record.parent_val_bpb) for c, cal in zip(items, cals, strict=True)]
+    ceilings = {track: _z_ceiling(session, track) for track in {c.record.track for c in items}}
     rows = [
         {
             "id": c.verified.record_id, "key_id": c.verified.keyid, "track": c.record.track,
@@ -1048,15 +1247,18 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
             "parent_canonical_sha256": c.record.parent_canonical_sha256,
             "child_canonical_sha256": c.record.child_canonical_sha256,
             "outcome": c.record.outcome, "status": c.record.status, "val_bpb": c.record.metrics.val_bpb,
-            "parent_val_bpb": c.record.parent_val_bpb, "z": c.record.normalised.z, "ecm": c.record.normalised.ecm,
-            "gain": c.gain, "hardware_class": c.record.hardware_class, "description": c.record.description,
-            "seed_only": c.seed_only, "needs_replication": False, "near_duplicate_of": None,
+            "parent_val_bpb": c.record.parent_val_bpb, "calibration_id": cal.id if cal is not None else None,
+            "normalised": fig.model_dump_json(), "z": fig.z, "ecm": fig.ecm, "gain": fig.gain,
+            "bpb_ratio": _bpb_ratio(c.record.metrics.val_bpb, c.record.parent_val_bpb),
+            "hardware_class": c.record.hardware_class, "description": c.record.description,
+            "seed_only": c.seed_only, "verdict": None, "assessment": None, "near_duplicate_of": None,
+            "z_ceiling": ceilings[c.record.track] if _rankable(c.record.outcome, c.record.status, c.seed_only, c.directions) else None,
             "directions": json.dumps(c.directions),
-            "const_changes": dedup.dump_changes(c.const_changes) if c.const_changes else None,
+            "const_changes": source.dump_changes(c.const_changes) if c.const_changes else None,
             "minhash": c.minhash, "created_at": c.record.created_at, "received_at": now,
             "record_json": c.verified.payload.decode("utf-8"), "envelope_json": envelope,
         }
-        for c, envelope in zip(items, envelope_jsons, strict=True)
+        for c, envelope, cal, fig in zip(items, envelope_jsons, cals, figures, strict=True)
     ]
     session.execute(_insert(session)(Experiment), rows)
     ids = [r["id"] for r in rows]
@@ -1064,41 +1266,69 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     links = [{"experiment_seq": seqs[c.verified.record_id], "direction": key} for c in items for key in c.directions]
     if links:
         session.execute(_insert(session)(ExperimentDirection), links)
-    _bulk_aggregates(session, items)
+    _bulk_aggregates(session, [
+        _AggregateInput(track=r["track"], hardware_class=r["hardware_class"], directions=c.directions,
+                        seed_only=c.seed_only, outcome=r["outcome"], status=r["status"], z=r["z"],
+                        gain=r["gain"], bpb_ratio=r["bpb_ratio"])
+        for c, r in zip(items, rows, strict=True)
+    ])
     _add_replications(session, items)
+    for group in {(c.record.track, c.record.parent_canonical_sha256, c.record.child_canonical_sha256) for c in items}:
+        _reassess(session, *group)
     for track in {c.record.track for c in items}:
         _recompute_best(session, track)
     return len(rows)
 
 
-def _bulk_aggregates(session: Session, items: Sequence[CheckedExperiment]) -> None:
+@dataclass(frozen=True)
+class _AggregateInput:
+    """What one run adds to the direction sums (the hub's own z, ECM gain and val_bpb ratio)."""
+
+    track: str
+    hardware_class: str
+    directions: list[str]
+    seed_only: bool
+    outcome: str
+    status: str
+    z: float | None
+    gain: float | None
+    bpb_ratio: float | None
+    figures_only: bool = False  # a calibration linked late: add z and gain, not another try
+
+
+def _aggregate_input(row: Experiment, *, figures_only: bool = False) -> _AggregateInput:
+    return _AggregateInput(
+        track=row.track, hardware_class=row.hardware_class, directions=json.loads(row.directions),
+        seed_only=row.seed_only, outcome=row.outcome, status=row.status, z=row.z, gain=row.gain,
+        bpb_ratio=None if figures_only else row.bpb_ratio, figures_only=figures_only,
+    )
+
+
+def _bulk_aggregates(session: Session, items: Sequence[_AggregateInput]) -> None:
     """Add runs to the (track, direction, hardware class) running sums: one upsert per key.
 
     Every run counts as a try (and a keep or crash) of each direction it touches; only a run that
-    isolates one direction adds its gain and z (``suggestions.counts_toward_gain``), so a passenger
-    change never shares in another change's gain. Seed-only runs and crashes add no gain or z."""
+    isolates one direction adds its z, ECM gain and val_bpb ratio (``suggestions.counts_toward_gain``),
+    so a passenger change never shares in another change's gain. Seed-only runs and crashes add none."""
     sums: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for c in items:
-        crashed = c.record.outcome != "ok"
+        crashed = c.outcome != "ok"
         isolated = counts_toward_gain(c.directions) and not c.seed_only and not crashed
-        gain = c.gain if isolated else None
-        z = c.record.normalised.z if isolated else None
+        figures = {"gain": c.gain, "z": c.z, "ratio": c.bpb_ratio} if isolated else {}
         for key in c.directions:
-            acc = sums[(c.record.track, key, c.record.hardware_class)]
-            acc["tries"] += 1
-            acc["keeps"] += c.record.status == "keep"
-            acc["crashes"] += crashed
-            if gain is not None:
-                acc["gain_n"] += 1
-                acc["gain_sum"] += gain
-                acc["gain_sumsq"] += gain * gain
-            if z is not None:
-                acc["z_n"] += 1
-                acc["z_sum"] += z
-                acc["z_sumsq"] += z * z
+            acc = sums[(c.track, key, c.hardware_class)]
+            if not c.figures_only:
+                acc["tries"] += 1
+                acc["keeps"] += c.status == "keep"
+                acc["crashes"] += crashed
+            for name, value in figures.items():
+                if value is not None:
+                    acc[f"{name}_n"] += 1
+                    acc[f"{name}_sum"] += value
+                    acc[f"{name}_sumsq"] += value * value
     table = DirectionAggregate.__table__
-    names = ["tries", "keeps", "crashes", "gain_n", "gain_sum", "gain_sumsq", "z_n", "z_sum", "z_sumsq"]
-    integer = {"tries", "keeps", "crashes", "gain_n", "z_n"}
+    names = ["tries", "keeps", "crashes", *(f"{f}_{p}" for f in ("gain", "z", "ratio") for p in ("n", "sum", "sumsq"))]
+    integer = {"tries", "keeps", "crashes", "gain_n", "z_n", "ratio_n"}
     for (track, key, hw), acc in sums.items():
         values = {n: int(acc[n]) if n in integer else float(acc[n]) for n in names}
         stmt = _insert(session)(DirectionAggregate).values(track=track, direction=key, hardware_class=hw, **values)
@@ -1177,3 +1407,37 @@ def live_claims(
     )
     count, earliest = session.execute(query.where(~done)).one()
     return int(count or 0), earliest
+
+
+def rederive(session: Session, track: str | None = None) -> int:
+    """Recompute from the stored records and calibrations everything the hub derives about runs:
+    the verified calibration and the hub's figures, the direction aggregates, the rule's verdicts
+    (in arrival order, each run meeting the track's z ceiling of its time) and the best rows.
+    ``autoresearch hub admin rederive`` runs it (after migration 0005, or to audit a hub).
+    Returns the number of runs rederived."""
+    begin_write(session)
+    query = select(Experiment).order_by(Experiment.seq)
+    if track is not None:
+        query = query.where(Experiment.track == track)
+    rows = list(session.scalars(query).all())
+    for r in rows:
+        record = ExperimentRecord.model_validate_json(r.record_json)
+        cal = _verified_calibration(session, record, r.key_id)
+        figures = rule.normalise(cal, r.val_bpb, r.parent_val_bpb)
+        r.calibration_id, r.normalised = (cal.id if cal is not None else None), figures.model_dump_json()
+        r.z, r.ecm, r.gain = figures.z, figures.ecm, figures.gain
+        r.bpb_ratio = _bpb_ratio(r.val_bpb, r.parent_val_bpb)
+        r.verdict = r.assessment = r.z_ceiling = None
+    tracks = {r.track for r in rows}
+    session.execute(delete(DirectionAggregate).where(DirectionAggregate.track.in_(tracks)))
+    session.execute(delete(Best).where(Best.track.in_(tracks)))
+    session.flush()
+    _bulk_aggregates(session, [_aggregate_input(r) for r in rows])
+    for r in rows:
+        if _rankable(r.outcome, r.status, r.seed_only, json.loads(r.directions)):
+            r.z_ceiling = _z_ceiling(session, r.track)
+            session.flush()
+            _reassess(session, r.track, r.parent_canonical_sha256, r.child_canonical_sha256)
+    for t in tracks:
+        _recompute_best(session, t)
+    return len(rows)

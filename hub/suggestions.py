@@ -37,7 +37,7 @@ docs/suggestions.md):
   their top suggestions differ unless one direction dominates the posterior.
 * ``exploit``: a direction with a positive observed mean z and a positive posterior mean.
   ``explore``: every other direction that is not ``avoid``: the directions derivable from the
-  reference ``train.py`` (:func:`autoresearch.hub.directions.possible_directions`) and those seen in
+  reference ``train.py`` (:func:`autoresearch.protocol.source.possible_directions`) and those seen in
   results. Both are scored by their draw, so one rule balances them; the rationale names the area of
   ``train.py`` (optimizer, attention, …) and how tried it is.
 * ``combine``: two kept experiments with z ≥ COMBINE_MIN_Z on the same parent whose directions are
@@ -45,10 +45,11 @@ docs/suggestions.md):
   changes, policy check). Once a community best is known (``best_id``), only pairs that build on it
   (the best and one of its siblings, or two children of the best), plus one greedy merge of the best
   with all its disjoint siblings. Score: the sum of the experiments' own posterior draws.
-* ``replicate``: a kept experiment with z ≥ REPLICATE_MIN_Z that is not already trusted on its own
-  (:func:`trusted`), run only once, asked of any other client; or run fewer than REPLICATE_ENOUGH
-  times and never on the asking client's hardware class. Never asked of its author. Once a best is
-  known only the best and its challengers (kept on top of it) are replicated, with BEST_BONUS.
+* ``replicate``: exactly the runs the community-best rule flags ``needs_replication``
+  (:mod:`autoresearch.protocol.best`: one threshold for the flag and the request) that would become
+  the best of their hardware class once confirmed (nothing qualified of that class beats them),
+  with BEST_BONUS; never asked of their author. They stay on offer until the rule says
+  ``qualified`` or ``refuted``.
 * ``avoid``: a direction with ≥ AVOID_MIN_TRIES tries that crashes at least half the time, or whose
   posterior puts less than AVOID_MAX_P_GAIN on a positive effect. Listed last (at most MAX_AVOID),
   score = posterior mean.
@@ -57,8 +58,8 @@ docs/suggestions.md):
 * ``seed`` is never suggested: a seed change is not a finding. A list holds at most MAX_PER_KIND of
   ``combine`` and ``replicate`` each.
 
-For the hub's store and community best: :func:`counts_toward_gain` (which runs feed a direction's
-gain distribution) and :func:`trusted` (when a best is confirmed).
+For the hub's store: :func:`counts_toward_gain` (which runs feed a direction's gain distribution).
+The trust rule for a community best is :mod:`autoresearch.protocol.best`.
 """
 
 from __future__ import annotations
@@ -68,22 +69,18 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from itertools import combinations
 
 from autoresearch.protocol import DirectionStats, ExperimentView, Suggestion
+from autoresearch.protocol.best import OBS_SD, PRIOR_SD, Prior, posterior
+from autoresearch.protocol.source import MODULE, SEED, possible_directions
 
 from .combine import Combined, CombineRefused, combine_sources
-from .directions import MODULE, SEED, possible_directions
 
 _logger = logging.getLogger(__name__)
 
-PRIOR_SD = 1.0
-"""Prior sd of a direction's true mean z: a typical change moves val_bpb by about one seed-noise σ."""
-OBS_SD = math.sqrt(2.0)
-"""Noise sd of one observed z: child and parent are each one noisy run (σ each, in z units)."""
 MIN_PRIOR_SD = 0.25
 """Floor of the empirical prior's sd: never rule out an untried direction completely."""
 EB_MIN_DIRECTIONS = 5
@@ -98,21 +95,14 @@ AVOID_CRASH_RATE = 0.5
 AVOID_MAX_P_GAIN = 0.1
 """``avoid`` when the posterior probability of a positive effect is below this."""
 MAX_AVOID = 3
-REPLICATE_MIN_Z = 2.0
-"""Only results at least two seed-noise σ better than their parent are worth a replication (weaker
-ones rarely survive it: z of a pure-noise change has sd √2)."""
 BEST_BONUS = 2.0
-"""Score added to replicating the community best or a challenger of it (z units). Confirming a
-challenger moves every client onto it, so it is worth more than one more experiment."""
-REPLICATE_ENOUGH = 3
-"""Runs of one experiment after which no more replications are asked for."""
+"""Score added to replicating a run that would become its class's community best once confirmed
+(z units): confirming it moves every client onto it, so it is worth more than one more experiment."""
 HARDWARE_MIN_TRIES = 2
 COMBINE_MIN_Z = 1.0
 """Kept experiments below this z are not merged: most of them were kept by noise."""
 MAX_COMBINE_PAIRS = 12
 """Pairs of kept experiments merged per request (the most promising first); bounds the work."""
-TRUST_P = 0.95
-"""Posterior probability of a gain above which a community best is trusted (see :func:`trusted`)."""
 MAX_EVIDENCE = 10
 MAX_PER_KIND = {"combine": 4, "replicate": 3}
 """Most suggestions of one kind in a list, so every list offers different kinds of work."""
@@ -149,28 +139,6 @@ def area_of(direction: str) -> str:
     return "other"
 
 
-@dataclass(frozen=True)
-class Posterior:
-    """Normal posterior over a direction's true mean z (mean, sd), from ``n`` observations."""
-
-    mean: float
-    sd: float
-    n: int
-
-    @property
-    def p_gain(self) -> float:
-        """Posterior probability that the true mean z is positive."""
-        return 0.5 * (1.0 + math.erf(self.mean / (self.sd * math.sqrt(2.0))))
-
-
-@dataclass(frozen=True)
-class Prior:
-    """Normal prior over a direction's true mean z: N(mean, sd²)."""
-
-    mean: float = 0.0
-    sd: float = PRIOR_SD
-
-
 def empirical_prior(stats: Sequence[DirectionStats]) -> Prior:
     """The prior of a direction nobody tried, estimated from the directions that were tried.
 
@@ -197,21 +165,6 @@ def empirical_prior(stats: Sequence[DirectionStats]) -> Prior:
     return Prior(mean=min(mean, 0.0), sd=math.sqrt(var))
 
 
-def posterior(
-    mean_z: float | None, n: int, *, pseudo_zeros: int = 0, prior: Prior = Prior()
-) -> Posterior:
-    """Normal–Normal posterior of a mean z from ``n`` observations averaging ``mean_z``.
-
-    Prior N(prior.mean, prior.sd²) (default N(0, PRIOR_SD²)), observation noise OBS_SD;
-    ``pseudo_zeros`` extra observations of z = 0 stand for live claims whose results are not in yet.
-    """
-    total = n + pseudo_zeros
-    precision = 1.0 / prior.sd**2 + total / OBS_SD**2
-    observed = (mean_z or 0.0) * n if n else 0.0
-    mean = (prior.mean / prior.sd**2 + observed / OBS_SD**2) / precision
-    return Posterior(mean=mean, sd=math.sqrt(1.0 / precision), n=total)
-
-
 def counts_toward_gain(directions: Sequence[str]) -> bool:
     """Whether an experiment's z and gain belong in its direction's gain distribution.
 
@@ -221,29 +174,6 @@ def counts_toward_gain(directions: Sequence[str]) -> bool:
     keeps and crashes still count every experiment. Seed-only changes never count.
     """
     return len(directions) == 1 and directions[0] != SEED
-
-
-def gain_probability(zs: Sequence[float]) -> float:
-    """Posterior probability that an experiment truly improves on its parent, from the z of each of
-    its runs (the original first, then its replications), under the default prior N(0, PRIOR_SD²).
-    """
-    if not zs:
-        return 0.5
-    return posterior(sum(zs) / len(zs), len(zs)).p_gain
-
-
-def trusted(zs: Sequence[float]) -> bool:
-    """The trust rule recommended for a community best: ``gain_probability(zs) ≥ TRUST_P`` and, once
-    replicated, the replications agree (their mean z is positive).
-
-    With TRUST_P = 0.95 one run needs z ≥ 4.0 (pure noise gets there about 1 time in 450: z of a
-    null change has sd √2) and two runs a mean z ≥ 2.33. The agreement clause guards against the
-    winner's curse: an original kept *because* its z was high is not confirmed by a replication that
-    shows nothing.
-    """
-    if gain_probability(zs) < TRUST_P:
-        return False
-    return len(zs) < 2 or sum(zs[1:]) / (len(zs) - 1) > 0.0
 
 
 def thompson_rng(track: str, client: str | None, now: datetime) -> random.Random:
@@ -417,7 +347,8 @@ def _fails_on_class(stat: DirectionStats | None, hardware_class: str | None) -> 
 
 
 def _z_of(view: ExperimentView) -> float | None:
-    z: float | None = view.record.normalised.z
+    """The hub's z of a run (from the signer's verified calibration), never the record's claim."""
+    z: float | None = view.normalised.z
     return z
 
 
@@ -575,35 +506,29 @@ def _replicate_suggestions(
     best_id: str | None,
     rng: random.Random,
 ) -> list[Suggestion]:
-    best = next((v for v in kept if v.id == best_id), None)
-    on_best = best.record.child_canonical_sha256 if best else None
+    """``replicate`` for every run flagged ``needs_replication`` that would be its class's best once
+    confirmed: no qualified run of its class in ``kept`` has a lower val_bpb."""
+    best_bpb: dict[str, float] = {}
+    for view in kept:
+        bpb = view.record.metrics.val_bpb
+        if view.verdict == "qualified" and bpb is not None:
+            cls = view.record.hardware_class
+            best_bpb[cls] = min(bpb, best_bpb.get(cls, bpb))
     out: list[Suggestion] = []
     for view in kept:
-        z = _z_of(view)
-        if z is None or z < REPLICATE_MIN_Z or (client is not None and view.key_id == client):
+        bpb = view.record.metrics.val_bpb
+        if view.verdict != "needs_replication" or bpb is None or (client is not None and view.key_id == client):
             continue
-        if view.replications.n <= 1 and trusted([z]):
-            continue  # strong enough on its own: a replication would add little
-        seen = view.replications.hardware_classes or [view.record.hardware_class]
-        other_class = hardware_class is not None and hardware_class not in seen
-        if not (
-            (other_class and view.replications.n < REPLICATE_ENOUGH) or view.replications.n <= 1
-        ):
-            continue
-        is_best = view.id == best_id
-        challenger = on_best is not None and view.record.parent_canonical_sha256 == on_best
-        if best is not None and not (is_best or challenger):
-            continue  # superseded: confirming it would move nobody
+        if bpb >= best_bpb.get(view.record.hardware_class, math.inf):
+            continue  # beaten by a qualified run of its class: confirming it would move nobody
         child = source_of(view.record.child_sha256)
         if child is None:
             continue
+        z = _z_of(view)
         post = posterior(z, 1)
-        role = (
-            "community best" if is_best else "challenger of the best" if challenger else "promising"
-        )
-        bonus = BEST_BONUS if is_best or challenger else 0.0
-        score = post.mean + post.sd * rng.gauss(0.0, 1.0) + bonus
-        where = "another hardware class" if other_class else "another client"
+        score = post.mean + post.sd * rng.gauss(0.0, 1.0) + BEST_BONUS
+        reason = view.assessment.reason if view.assessment is not None else "needs replication"
+        where = f"on {hardware_class}" if hardware_class and hardware_class != view.record.hardware_class else "here"
         out.append(
             Suggestion(
                 kind="replicate",
@@ -614,9 +539,9 @@ def _replicate_suggestions(
                 parent_sha256=view.record.parent_sha256,
                 train_py=child,
                 rationale=(
-                    f"{role} (z {z:+.2f}) seen only on "
-                    f"{', '.join(seen)}; re-run it on {where} to confirm"
-                ),
+                    f"would be the community best of {view.record.hardware_class} (val_bpb {bpb:.4f}, "
+                    f"z {z if z is not None else float('nan'):+.2f}) — {reason}; re-run it {where} to confirm"
+                )[:500],
             )
         )
     return out

@@ -263,17 +263,20 @@ class DirectionRow:
 
 
 def direction_rows(stats: Sequence[DirectionStats], limit: int | None = None) -> list[DirectionRow]:
-    """Directions ordered by mean gain (best first, untested gains last), then tries; at most ``limit``."""
+    """Directions ordered by ECM ratio, else val_bpb ratio (best first, untested last), then tries;
+    at most ``limit``. Per class: (class, tries, keeps, ECM ratio or else val_bpb ratio)."""
 
     def order(s: DirectionStats) -> tuple[int, float, int]:
-        return (s.mean_gain is None, -(s.mean_gain or 0.0), -s.tries)
+        gain = s.mean_gain if s.mean_gain is not None else s.mean_bpb_ratio
+        return (gain is None, -(gain or 0.0), -s.tries)
 
     rows = [
         DirectionRow(
             stats=s,
             keep_rate=(s.keeps / s.tries) if s.tries else None,
             classes=sorted(
-                ((hw, c.tries, c.keeps, c.mean_gain) for hw, c in s.by_hardware_class.items()),
+                ((hw, c.tries, c.keeps, c.mean_gain if c.mean_gain is not None else c.mean_bpb_ratio)
+                 for hw, c in s.by_hardware_class.items()),
                 key=lambda r: -r[1],
             ),
         )

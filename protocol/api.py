@@ -9,11 +9,13 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .best import Assessment, Candidate, Verdict
 from .records import (
     CalibrationRecord,
     ExperimentRecord,
     FiniteFloat,
     NonNegFloat,
+    Normalised,
     Outcome,
     PositiveFloat,
     Sha256Hex,
@@ -63,7 +65,14 @@ class Replications(ApiModel):
 
 
 class ExperimentView(ApiModel):
-    """One stored experiment: the signed record plus what the hub derived from it."""
+    """One stored experiment: the signed record plus what the hub derived from it.
+
+    ``normalised`` holds the hub's own figures (z, ECM and gain from the signer's calibration the hub
+    verified, ``calibration_id``), never the record's claim (``record.normalised``). ``verdict`` and
+    ``assessment``: the community-best rule (:mod:`autoresearch.protocol.best`) on this run; None
+    for runs that cannot rank (discards, crashes, seed-only or empty changes).
+    ``needs_replication`` is ``verdict == "needs_replication"``; ``provisional``: no verified
+    calibration (shown, never community best)."""
 
     id: Sha256Hex
     key_id: Sha256Hex
@@ -72,7 +81,12 @@ class ExperimentView(ApiModel):
     record: ExperimentRecord
     directions: list[str] = Field(default_factory=list)
     replications: Replications
+    normalised: Normalised = Field(default_factory=Normalised)
+    calibration_id: Sha256Hex | None = None
+    verdict: Verdict | None = None
+    assessment: Assessment | None = None
     needs_replication: bool = False
+    provisional: bool = False
     near_duplicate_of: Sha256Hex | None = None
     revoked: bool = False
 
@@ -114,11 +128,17 @@ class LeaderboardEntry(ApiModel):
     gain: PositiveFloat | None = None
     description: str
     created_at: datetime
+    z: FiniteFloat | None = Field(default=None, description="the hub's z (from the signer's calibration)")
+    verdict: Verdict | None = None
     needs_replication: bool = False
+    provisional: bool = False
+    community_best: bool = Field(default=False, description="the community best of this board")
 
 
 class Leaderboard(ApiModel):
-    """Raw val_bpb leaderboards per hardware class, and the ECM leaderboard across classes."""
+    """Raw val_bpb leaderboards per hardware class, and the ECM leaderboard across classes: every
+    kept run that may rank, with its verdict; ``community_best`` marks the one the rule picked
+    (the same as ``/best``), which need not be rank 1 (a provisional or unconfirmed run can be lower)."""
 
     track: str
     by_hardware_class: dict[str, list[LeaderboardEntry]]
@@ -136,12 +156,19 @@ class CommunityBest(ApiModel):
     val_bpb: PositiveFloat | None = None
     ecm: PositiveFloat | None = None
     lineage: list[Sha256Hex] = Field(default_factory=list)
+    candidate: Candidate | None = Field(
+        default=None, description="the evidence the rule judged (protocol.best.assess re-checks it)"
+    )
 
 
 class DirectionByClass(ApiModel):
+    """One hardware class's share of a direction: ``mean_gain`` (ECM ratio, calibrated runs) and
+    ``mean_bpb_ratio`` (parent/child val_bpb, every run with both numbers); > 1 is better."""
+
     tries: int
     keeps: int
     mean_gain: FiniteFloat | None = None
+    mean_bpb_ratio: FiniteFloat | None = None
 
 
 class DirectionStats(ApiModel):
@@ -151,9 +178,17 @@ class DirectionStats(ApiModel):
     tries: int
     keeps: int
     crashes: int
-    mean_gain: FiniteFloat | None = Field(default=None, description="mean of ECM ratio child/parent")
+    mean_gain: FiniteFloat | None = Field(
+        default=None, description="mean ECM ratio child/parent over calibrated single-direction runs"
+    )
     std_gain: NonNegFloat | None = None
-    mean_z: FiniteFloat | None = None
+    gain_n: int = Field(default=0, description="runs behind mean_gain")
+    mean_bpb_ratio: FiniteFloat | None = Field(
+        default=None, description="mean parent/child val_bpb (same machine) over single-direction runs"
+    )
+    std_bpb_ratio: NonNegFloat | None = None
+    bpb_ratio_n: int = Field(default=0, description="runs behind mean_bpb_ratio")
+    mean_z: FiniteFloat | None = Field(default=None, description="mean of the hub's z (calibrated runs)")
     by_hardware_class: dict[str, DirectionByClass] = Field(default_factory=dict)
     hardware_dependent: bool = False
     evidence: list[Sha256Hex] = Field(default_factory=list)

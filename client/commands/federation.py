@@ -125,33 +125,43 @@ def findings_cmd(
     out.print(t(board.track, "bold") + t(f" on {url}   page: {url.rstrip('/')}/tracks/{board.track}"))
     for klass, entries in classes.items():
         table = Table(title=t(f"leaderboard — {klass}"), title_justify="left")
-        for col in ("#", "val_bpb", "ECM", "client", "description", "experiment"):
+        for col in ("#", "val_bpb", "ECM", "z", "mark", "client", "description", "experiment"):
             table.add_column(col)
         for e in entries[:limit]:
             table.add_row(
-                str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), t(e.client_name), t(e.description), t(e.experiment_id[:12])
-            )
+                str(e.rank), _fmt(e.val_bpb), _fmt(e.ecm, ".2f"), _fmt(e.z, "+.1f"), _mark(e.community_best, e.needs_replication, e.provisional),
+                t(e.client_name), t(e.description), t(e.experiment_id[:12]),
+            )  # fmt: skip
         out.print(table)
     if not classes:
         out.print("no kept experiments yet")
     table = Table(title="recent keeps", title_justify="left")
-    for col in ("val_bpb", "Δ", "z", "hardware class", "client", "description", "experiment"):
+    for col in ("val_bpb", "Δ", "z", "mark", "hardware class", "client", "description", "experiment"):
         table.add_column(col)
     for v in recent:
         r = v.record
-        table.add_row(
-            _fmt(r.metrics.val_bpb), _fmt(r.normalised.delta_val_bpb, "+.4f"), _fmt(r.normalised.z, "+.1f"),
-            t(r.hardware_class), t(v.client_name), t(r.description), t(v.id[:12]),
+        table.add_row(  # the hub's figures (from the signer's verified calibration), never the claim
+            _fmt(r.metrics.val_bpb), _fmt(v.normalised.delta_val_bpb, "+.4f"), _fmt(v.normalised.z, "+.1f"),
+            _mark(v.verdict == "qualified", v.needs_replication, v.provisional), t(r.hardware_class), t(v.client_name),
+            t(r.description), t(v.id[:12]),
         )  # fmt: skip
     out.print(table)
     table = Table(title="top directions", title_justify="left")
-    for col in ("direction", "tries", "keeps", "crashes", "mean gain", "hardware-dependent"):
+    for col in ("direction", "tries", "keeps", "crashes", "ECM ratio", "val_bpb ratio", "hardware-dependent"):
         table.add_column(col)
     for d in directions:
         table.add_row(
-            t(d.direction), str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"), "yes" if d.hardware_dependent else ""
-        )
+            t(d.direction), str(d.tries), str(d.keeps), str(d.crashes), _fmt(d.mean_gain, ".3f"),
+            _fmt(d.mean_bpb_ratio, ".3f"), "yes" if d.hardware_dependent else "",
+        )  # fmt: skip
+    out.print("marks: best = community best; needs replication = waiting for another key's calibrated run; "
+              "provisional = no calibration the hub verified (never best)", highlight=False)
     out.print(table)
+
+
+def _mark(best: bool, needs_replication: bool, provisional: bool) -> str:
+    """The findings tables' mark column: ``best``, ``needs replication``, ``provisional`` (or empty)."""
+    return ", ".join(m for m, on in (("best", best), ("needs replication", needs_replication), ("provisional", provisional)) if on)
 
 
 def _recent_keeps(client: HubClient, track: str, hardware_class: str | None, limit: int) -> list[ExperimentView]:
@@ -178,7 +188,7 @@ def show_cmd(
         console.print_json(dump_json(detail))
         return
     r = detail.record
-    n = r.normalised
+    n = detail.normalised  # the hub's figures; the record's own claim is r.normalised
     t = console.text  # every string of the record and the view came from a hub
     out = console.out()
     out.print(t(r.description, "bold") + t(f"   {detail.id}"))
@@ -201,7 +211,7 @@ def show_cmd(
         t(
             f"replications: n={rep.n}  mean {_fmt(rep.val_bpb_mean)}  std {_fmt(rep.val_bpb_std)}  "
             f"on {', '.join(rep.hardware_classes) or '—'}"
-            f"{'  (needs replication)' if detail.needs_replication else ''}"
+            f"{'  (needs replication)' if detail.needs_replication else ''}{'  (provisional)' if detail.provisional else ''}"
         )
     )
     if detail.lineage:
@@ -291,7 +301,7 @@ def pull_cmd(
     if pulled.source == local:
         console.info(f"train.py already equals {pulled.record_id[:12]}; nothing to do")
         return
-    from ..sources import unified_diff
+    from autoresearch.protocol.source import unified_diff
 
     console.out().print(_diff(unified_diff(local, pulled.source)))
     console.info(

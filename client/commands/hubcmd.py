@@ -179,5 +179,19 @@ def revoke(key_id: Annotated[str, typer.Argument(help="Key id to revoke.")], db:
     _set_status(key_id, "revoked", db)
 
 
+@admin_app.command("rederive")
+def rederive(
+    db: DbOption = None,
+    track: Annotated[str | None, typer.Option("--track", help="Only this track id (default: all).")] = None,
+) -> None:
+    """Recompute the hub's figures, verdicts, direction statistics and bests from the stored records
+    (run once after upgrading to migration 0005)."""
+    from autoresearch.hub import store
+
+    with _session(db) as session:
+        n = store.rederive(session, track)
+    console.info(f"rederived {n} experiment run(s)")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(hub_app, name="hub")

@@ -25,10 +25,10 @@ from typing import Any
 
 import anthropic
 
+from autoresearch.protocol.source import canonical_sha256_or_none
 from autoresearch.trainer.policy import check_source
 
 from ..errors import ProposerError
-from ..sources import canonical_sha256_or_none
 from ..workspace import ProposerUsage
 from . import DEFAULT_MODEL, Proposal, ProposalContext
 

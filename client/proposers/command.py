@@ -19,9 +19,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from autoresearch.protocol.source import canonical_sha256_or_none, changed_lines
+
 from ..errors import ProposerError
 from ..results import atomic_write_text
-from ..sources import canonical_sha256_or_none, changed_lines
 from ..workspace import ProposerUsage
 from . import Proposal, ProposalContext
 

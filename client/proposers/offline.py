@@ -8,7 +8,8 @@ formatting stay and the result always parses. Mutation rules:
   other integers step by about 25 %;
 - floats are scaled (× 0.5 … × 2); a value in (0, 1) stays below 1;
 - strings of ``S``/``L`` (the sliding-window pattern) are swapped for another pattern;
-- seeds and the track's fixed settings are never touched.
+- seed names (:func:`autoresearch.protocol.source.seed_names`: values that only seed random number
+  generators, whatever their spelling) and the track's fixed settings are never touched.
 
 Hub suggestions are sampled first: ``combine``/``replicate`` run the suggestion's ``train_py``;
 ``exploit NAME ↑/↓`` mutates that name that way; ``avoid`` directions are skipped.
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from autoresearch.protocol import SchemaError
+from autoresearch.protocol.source import canonical_sha256_or_none, seed_names
+
 from ..errors import ProposerError
-from ..sources import canonical_sha256_or_none
 from . import Proposal, ProposalContext
 
 _logger = logging.getLogger(__name__)
@@ -83,13 +86,17 @@ def find_constants(source: str | cst.Module) -> list[Constant]:
         ProposerError: the source does not parse.
     """
     module = parse(source) if isinstance(source, str) else source
+    try:
+        seeds = seed_names(module.code)  # the one seed rule (protocol.source): whatever the spelling
+    except SchemaError as exc:
+        raise ProposerError(str(exc)) from exc
     found: list[Constant] = []
     for stmt in module.body:
         if not isinstance(stmt, cst.SimpleStatementLine):
             continue
         for small in stmt.body:
             name, value = _assignment(small)
-            if name is None or value is None or name in FIXED_NAMES or "SEED" in name:
+            if name is None or value is None or name in FIXED_NAMES or name in seeds:
                 continue
             const = _constant(name, value)
             if const is not None:

@@ -283,14 +283,15 @@ def page_experiment(request: Request, experiment_id: str, session: SessionDep, s
     record = detail.record
     try:
         spec = state.catalog.get(record.track)
-        track_name, budget = spec.name, f"{spec.time_budget:g}"
+        track_name, budget, reference_sha = spec.name, f"{spec.time_budget:g}", spec.reference_sha256
     except NotFound:
-        track_name, budget = record.track, "?"
+        track_name, budget, reference_sha = record.track, "?", None
     added, removed = views.diff_stats(record.diff)
     return render(request, "experiment.html", {
         "e": detail,
         "track_name": track_name,
         "track_budget": budget,
+        "track_reference_sha": reference_sha,
         "diff": views.diff_html(record.diff),
         "added": added,
         "removed": removed,

@@ -55,7 +55,7 @@ def test_sources_round_trip_through_directions(sim: ModuleType) -> None:
     ref = sim.State.reference()
     child = ref.apply(("up", 0)).apply(("flip", 2))
     assert sources.parse(sources.render(child)) == child
-    from autoresearch.hub.directions import extract_directions
+    from autoresearch.protocol.source import extract_directions
 
     assert extract_directions(sources.render(ref), sources.render(child)) == sorted(
         [f"{sim.PARAM_NAMES[0]} ↑", sim.SWITCH_NAMES[2]]

@@ -29,9 +29,11 @@ from autoresearch.client.federation import HubHooks, JoinOptions, join, register
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.loop import HubContext, LoopStats
 from autoresearch.client.outbox import Outbox
-from autoresearch.client.sources import unified_diff
 from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import (
+    CalibrationPoint,
+    CalibrationRecord,
+    CurveFit,
     ExperimentRecord,
     ExperimentView,
     KeyPair,
@@ -41,8 +43,10 @@ from autoresearch.protocol import (
     canonical_source_sha256,
     record_id,
     sha256_hex,
+    sign,
     utc_now,
 )
+from autoresearch.protocol.source import unified_diff
 from autoresearch.trainer import tracks
 
 TINY = tracks.get_track("tiny")
@@ -75,6 +79,31 @@ def _record(child: str, val_bpb: float, *, parent: str = REFERENCE, description:
     )  # fmt: skip
 
 
+def _calibrate(hooks: HubHooks, machine: int) -> str:
+    """Publish a calibration for ``hooks``' key on the curve ``bpb(t) = 2 + 1/t`` (σ 0.01; ``machine``
+    shifts the points so two keys' calibrations differ). Returns its id."""
+    points = [
+        CalibrationPoint(budget_seconds=b, seed=seed, val_bpb=2.0 + 1.0 / b + machine * 1e-4, training_seconds=b,
+                         num_steps=10, tokens_per_second=1000.0)
+        for b, seed in [(1.0, 0), (2.0, 0), (4.0, 0), (4.0, 1), (8.0, 0)]
+    ]  # fmt: skip
+    cal = CalibrationRecord(
+        track=TINY.id, hardware_class=HW, harness_version=TINY.harness_version, software=SoftwareVersions(python="3.11"),
+        reference_sha256=TINY.reference_sha256, time_budget_seconds=TINY.time_budget, points=points,
+        fit=CurveFit(a=1.0, b=1.0, c=2.0, rmse=0.001), sigma=0.01, min_budget_seconds=1.0, max_budget_seconds=8.0,
+        tokens_per_second=1000.0, matmul_tflops=0.1, created_at=utc_now(),
+    )  # fmt: skip
+    hooks.outbox.enqueue("calibration", sign(cal, hooks.keys))
+    report = hooks.outbox.send_pending(hooks.hub, force=True)
+    assert report.pending == 0 and not report.rejected, report
+    return record_id(cal)
+
+
+def _calibrated(record: ExperimentRecord, calibration_id: str) -> ExperimentRecord:
+    """``record`` measured against the calibrated parent (2.25 at the 4 s budget)."""
+    return record.model_copy(update={"parent_val_bpb": 2.25, "calibration_id": calibration_id})
+
+
 def _hooks(client: HubClient, tmp_path: Path, name: str, *, trust: bool = False) -> HubHooks:
     keys = KeyPair.generate()
     outbox = Outbox(tmp_path / f"{name}.sqlite")
@@ -102,7 +131,7 @@ def _one_error(err: str) -> str:
 
 @pytest.fixture(autouse=True)
 def short_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTORESEARCH_HUB_DEADLINE", "1")
+    monkeypatch.setenv("AUTORESEARCH_HUB_DEADLINE", "3")  # short for the drip tests; long enough for a loaded CI machine
 
 
 @pytest.fixture()
@@ -203,12 +232,14 @@ def test_adoption_runs_no_code_that_its_signature_does_not_name(  # type: ignore
 ) -> None:
     """Attack: bob trusts alice. Mallory publishes a better train.py; the hub serves it as the community
     best with alice's key id (lying signer), or serves alice's best with the code swapped."""
-    alice_hooks, _, _ = alice
+    alice_hooks, _, child = alice
     (clean_env / "trusted_keys.txt").write_text(alice_hooks.keys.key_id + "\n")
-    with HubClient(hub.url) as client:
+    with HubClient(hub.url) as client:  # a community best needs calibrated runs that qualify (protocol.best)
+        _publish(alice_hooks, _calibrated(_record(child, 2.20), _calibrate(alice_hooks, 1)))  # z = 5
         mallory = _hooks(client, tmp_path, "mallory")
         if attack == "lying_signer":
-            _publish(mallory, _record(_set(REFERENCE, "EMBEDDING_LR", "0.7"), 4.0))
+            cal = _calibrate(mallory, 2)
+            _publish(mallory, _calibrated(_record(_set(REFERENCE, "EMBEDDING_LR", "0.7"), 2.19), cal))  # z = 6
             hub.lie_key_id = alice_hooks.keys.key_id
         bob = _hooks(client, tmp_path, "bob")
         hub.attack(r"^GET /api/v1/tracks/[^/]+/best$", attack)

@@ -12,7 +12,6 @@ from autoresearch.client.cli import app
 from autoresearch.client.commands.workspace import program_template
 from autoresearch.client.errors import WorkspaceError
 from autoresearch.client.results import ResultRow, compact_table, read_results, write_results
-from autoresearch.client.sources import MergeConflict, only_seed_changed, three_way_merge
 from autoresearch.client.workspace import Workspace
 from autoresearch.protocol import ExperimentRecord, RunMetrics, SoftwareVersions, utc_now
 from autoresearch.trainer import tracks
@@ -130,20 +129,3 @@ def test_compact_table_is_bounded() -> None:
     assert len(lines) == 12  # header, summary of the 90 hidden, 10 rows
     assert "90 earlier experiments, 30 kept" in lines[1]
     assert lines[-1].startswith("100 ")
-
-
-def test_seed_only_change() -> None:
-    parent = "SEED = 1\nLR = 0.1\n"
-    assert only_seed_changed(parent, "SEED = 2  # new\nLR = 0.1\n")
-    assert only_seed_changed("# a\n" + parent, "# b\n" + parent.replace("SEED = 1", "SEED = 2"))  # comments do not count
-    assert not only_seed_changed(parent, "SEED = 2\nLR = 0.2\n")
-    assert not only_seed_changed(parent, parent)
-
-
-def test_three_way_merge_rebases_or_conflicts() -> None:
-    base = "A = 1\nB = 2\nC = 3\nD = 4\nE = 5\n"
-    ours = base.replace("A = 1", "A = 10")
-    theirs = base.replace("E = 5", "E = 50")
-    assert three_way_merge(base, ours, theirs) == "A = 10\nB = 2\nC = 3\nD = 4\nE = 50\n"
-    with pytest.raises(MergeConflict):
-        three_way_merge(base, ours, base.replace("A = 1", "A = 20"))

@@ -15,8 +15,10 @@ from autoresearch.client.federation import HubHooks, check_track, register_key
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.loop import HubContext
 from autoresearch.client.outbox import Outbox
-from autoresearch.client.sources import unified_diff
 from autoresearch.protocol import (
+    CalibrationPoint,
+    CalibrationRecord,
+    CurveFit,
     ExperimentRecord,
     KeyPair,
     RunMetrics,
@@ -24,8 +26,10 @@ from autoresearch.protocol import (
     canonical_source_sha256,
     record_id,
     sha256_hex,
+    sign,
     utc_now,
 )
+from autoresearch.protocol.source import unified_diff
 from autoresearch.trainer import tracks
 
 TINY = tracks.get_track("tiny")
@@ -38,6 +42,33 @@ def _set(source: str, name: str, value: str) -> str:
     changed, n = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value}  ", source, count=1, flags=re.M)
     assert n == 1 and changed != source
     return changed
+
+
+def _calibrated(hooks: HubHooks, val_bpb: float, parent_val_bpb: float = 4.6) -> str:
+    """Sign and submit a calibration of ``hooks``' own machine whose σ makes the run
+    parent → ``val_bpb`` a z = 5 result (significant and plausible: the hub qualifies it alone).
+    Curve: ``4 + 0.6·(T/t)`` (4.6 at the budget T, asymptote 4.0). Returns its id."""
+    budget = TINY.time_budget
+    machine = int(hooks.keys.key_id[:6], 16) * 1e-9  # each machine measures its own points
+    points = [
+        CalibrationPoint(budget_seconds=f * budget, seed=seed, val_bpb=4.0 + 0.6 / f + machine, training_seconds=f * budget,
+                         num_steps=10, tokens_per_second=100.0)
+        for f, seed in ((0.25, 0), (0.5, 0), (1.0, 0), (1.0, 1), (2.0, 0))
+    ]
+    cal = CalibrationRecord(
+        track=TINY.id, hardware_class=HW, harness_version=TINY.harness_version, software=SoftwareVersions(python="3.11"),
+        reference_sha256=sha256_hex(REFERENCE), time_budget_seconds=budget, points=points,
+        fit=CurveFit(a=0.6 * budget, b=1.0, c=4.0, rmse=0.0), sigma=(parent_val_bpb - val_bpb) / 5,
+        min_budget_seconds=0.25 * budget, max_budget_seconds=2 * budget, tokens_per_second=100.0, matmul_tflops=0.01,
+        created_at=utc_now(),
+    )
+    hooks.hub.submit_calibration(sign(cal, hooks.keys))
+    return record_id(cal)
+
+
+def _calibrated_record(hooks: HubHooks, child: str, val_bpb: float, parent: str = REFERENCE) -> ExperimentRecord:
+    """A kept run the hub can check (and so may make community best): on its own calibration."""
+    return _record(child, val_bpb, parent).model_copy(update={"calibration_id": _calibrated(hooks, val_bpb)})
 
 
 def _record(child: str, val_bpb: float, parent: str = REFERENCE) -> ExperimentRecord:
@@ -104,7 +135,7 @@ def test_claims_publish_and_context(server: HubServer, tmp_path: Path) -> None:
         # the lease covers the budget plus a margin
         assert first.lease_expires_at is not None
 
-        rid = _publish(alice, _record(child, 4.5))
+        rid = _publish(alice, _calibrated_record(alice, child, 4.5))
         done = bob.claim(REFERENCE, child, "same idea")
         assert done is not None and done.status == "done"
         assert done.experiment is not None and done.experiment.id == rid
@@ -145,7 +176,7 @@ def test_adopt_follows_the_trust_rule_and_the_policy(
         alice = _hooks(client, tmp_path, "alice")
         bob = _hooks(client, tmp_path, "bob")
         trusting = _hooks(client, tmp_path, "carol", trust=True)
-        rid = _publish(alice, _record(better, 4.3))
+        rid = _publish(alice, _calibrated_record(alice, better, 4.3))
 
         assert alice.adopt(4.5) is None  # her own
         assert bob.adopt(4.2) is None  # ours is better
@@ -160,7 +191,7 @@ def test_adopt_follows_the_trust_rule_and_the_policy(
         assert bob.adopt(4.5) is not None
 
         hostile = REFERENCE + "\nimport socket\n"
-        _publish(bob, _record(hostile, 4.1))
+        _publish(bob, _calibrated_record(bob, hostile, 4.1))
         with caplog.at_level(logging.WARNING):
             assert _hooks(client, tmp_path, "dave", trust=True).adopt(4.5) is None  # the policy refuses it
         assert "fails the policy check" in caplog.text
@@ -227,7 +258,7 @@ def test_pull_verifies_the_served_source_against_the_signed_record(server: HubSe
     child = _set(REFERENCE, "MATRIX_LR", "0.14")
     with HubClient(server.url) as client:
         alice = _hooks(client, tmp_path, "alice")
-        rid = _publish(alice, _record(child, 4.2))
+        rid = _publish(alice, _calibrated_record(alice, child, 4.2))
         pulled = fetch_pull(client, TINY.id, experiment_id=rid)
         assert (pulled.source, pulled.key_id, pulled.record_id) == (child, alice.keys.key_id, rid)
         best = fetch_pull(client, TINY.id, hardware_class=HW)

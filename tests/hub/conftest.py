@@ -21,7 +21,7 @@ from autoresearch.hub.db import normalise_url
 from autoresearch.hub.migrate import upgrade
 from autoresearch.hub.models import Base
 from autoresearch.hub.settings import HubSettings
-from autoresearch.protocol import KeyPair, TrackSpec
+from autoresearch.protocol import KeyPair, TrackSpec, record_id
 from autoresearch.protocol.records import WireModel
 
 from . import factory
@@ -103,6 +103,17 @@ class Hub:
 
     def post(self, path: str, record: WireModel, signer: str) -> httpx.Response:
         return self.client.post(f"/api/v1/{path}", content=factory.envelope_bytes(record, self.key(signer)))
+
+    calibrations: dict[str, str] = field(default_factory=dict)  # who → calibration id (tests)
+
+    def calibrate(self, name: str, *, sigma: float = 0.01, hardware_class: str = factory.HARDWARE) -> str:
+        """Post a calibration signed by ``name`` (its own machine: points differ per key); its id."""
+        machine = sorted(self.keys).index(name) + 1 if name in self.keys else 0
+        cal = factory.calibration(self.track, hardware_class=hardware_class, sigma=sigma, machine=machine)
+        response = self.post("calibrations", cal, name)
+        assert response.status_code in (200, 201), response.text
+        rid: str = record_id(cal)
+        return rid
 
     def counts(self) -> dict[str, int]:
         """Row count of every table (to show a rejected request stored nothing)."""

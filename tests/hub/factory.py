@@ -109,6 +109,7 @@ def experiment(
     created_at: datetime | None = None,
     seed: int = 0,
     diff: str | None = None,
+    calibration_id: str | None = None,
 ) -> ExperimentRecord:
     """A valid experiment record parent → child (status: keep if it improved, else discard/crash)."""
     if status is None:
@@ -134,6 +135,7 @@ def experiment(
         software=SOFTWARE,
         harness_version=track.harness_version,
         seed=seed,
+        calibration_id=calibration_id,
         created_at=created_at or utc_now(),
     )
 
@@ -155,9 +157,14 @@ def claim(track: TrackSpec, parent: str, child: str, *, lease_seconds: int = 60,
     )
 
 
-def calibration(track: TrackSpec, *, hardware_class: str = HARDWARE, sigma: float = 0.01) -> CalibrationRecord:
+def calibration(
+    track: TrackSpec, *, hardware_class: str = HARDWARE, sigma: float = 0.01, machine: int = 0
+) -> CalibrationRecord:
+    """A calibration on the curve ``bpb(t) = 2 + 1/t`` (2.2 at the 5 s budget, asymptote 2.0);
+    ``machine`` shifts the measured points a little, so two machines' calibrations differ."""
     points = [
-        CalibrationPoint(budget_seconds=b, seed=s, val_bpb=2.0 + 1.0 / b, training_seconds=b, num_steps=10, tokens_per_second=1000.0)
+        CalibrationPoint(budget_seconds=b, seed=s, val_bpb=2.0 + 1.0 / b + machine * 1e-4, training_seconds=b,
+                         num_steps=10, tokens_per_second=1000.0)
         for b, s in [(1.25, 0), (2.5, 0), (5.0, 0), (5.0, 1), (10.0, 0)]
     ]
     return CalibrationRecord(

@@ -203,10 +203,12 @@ def test_only_single_direction_runs_feed_a_directions_gain(hub: Hub) -> None:
     from autoresearch.protocol import DirectionStats
 
     hub.register("alice")
+    cal = hub.calibrate("alice")  # σ 0.01, parent at 2.2 on its curve: z = (2.2 − val_bpb) / 0.01
     both = factory.with_constant(lr(0.05), "EMBED_LR", 0.5)
-    assert hub.post("experiments", factory.experiment(hub.track, REF, both, z=3.0), "alice").status_code == 201
-    assert hub.post("experiments", factory.experiment(hub.track, REF, lr(0.06), z=2.0), "alice").status_code == 201
+    for child, val_bpb in ((both, 2.17), (lr(0.06), 2.18)):
+        record = factory.experiment(hub.track, REF, child, val_bpb=val_bpb, parent_val_bpb=2.2, calibration_id=cal)
+        assert hub.post("experiments", record, "alice").status_code == 201
     response = hub.client.get(f"/api/v1/tracks/{hub.track.id}/directions")
     stats = {d.direction: d for d in (DirectionStats.model_validate(x) for x in response.json())}
-    assert (stats["MATRIX_LR ↑"].tries, stats["MATRIX_LR ↑"].mean_z) == (2, 2.0)
+    assert (stats["MATRIX_LR ↑"].tries, stats["MATRIX_LR ↑"].mean_z) == (2, pytest.approx(2.0))
     assert (stats["EMBED_LR ↓"].tries, stats["EMBED_LR ↓"].mean_z) == (1, None)

@@ -6,8 +6,8 @@ import ast
 
 import pytest
 
-from autoresearch.hub.combine import CombineRefused, combine_sources, merge_three_way
-from autoresearch.hub.directions import extract_directions
+from autoresearch.hub.combine import CombineRefused, combine_sources
+from autoresearch.protocol.source import MergeConflict, extract_directions, merge_three_way
 from autoresearch.trainer.policy import check_source
 
 try:  # tests/hub is a package in some layouts and a rootdir on sys.path in others
@@ -86,7 +86,7 @@ def test_refused(left: str, right: str, reason: str) -> None:
 def test_same_point_insertions_conflict() -> None:
     left = edit("SEED = 42\n", "SEED = 42\nA_NEW = 1\n")
     right = edit("SEED = 42\n", "SEED = 42\nB_NEW = 2\n")
-    with pytest.raises(CombineRefused) as info:
+    with pytest.raises(MergeConflict) as info:
         merge_three_way(PARENT, left, right)
     assert info.value.reason == "conflict"
 

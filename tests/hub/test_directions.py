@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from autoresearch.hub.directions import (
+from autoresearch.protocol.errors import SchemaError
+from autoresearch.protocol.source import (
     changed_constants,
     extract_directions,
     is_seed_only,
     near_duplicate_constants,
     possible_directions,
 )
-from autoresearch.protocol.errors import SchemaError
 
 PARENT = '''"""Pretrain a small GPT. The one file the agent edits."""
 import math

@@ -98,8 +98,14 @@ def test_pending_until_approved(approving: Hub) -> None:
 def test_revoked_key_is_refused_and_its_records_are_marked(hub: Hub) -> None:
     hub.register("alice")
     hub.register("bob")
-    a = hub.post("experiments", factory.experiment(hub.track, factory.REFERENCE, factory.with_constant(factory.REFERENCE, "MATRIX_LR", 0.05), val_bpb=1.3), "alice").json()["id"]
-    b = hub.post("experiments", factory.experiment(hub.track, factory.REFERENCE, factory.with_constant(factory.REFERENCE, "MATRIX_LR", 0.06), val_bpb=1.4), "bob").json()["id"]
+    cals = {who: hub.calibrate(who) for who in ("alice", "bob")}  # parent at 2.2, σ 0.01: z 5 and 4.5
+
+    def run(who: str, value: float, val_bpb: float) -> str:
+        child = factory.with_constant(factory.REFERENCE, "MATRIX_LR", value)
+        record = factory.experiment(hub.track, factory.REFERENCE, child, val_bpb=val_bpb, parent_val_bpb=2.2, calibration_id=cals[who])
+        return str(hub.post("experiments", record, who).json()["id"])
+
+    a, b = run("alice", 0.05, 2.15), run("bob", 0.06, 2.155)
     with _session(hub) as session:
         store.set_client_status(session, hub.key("alice").key_id, "revoked")
         session.commit()

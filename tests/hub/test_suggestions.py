@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from autoresearch.hub import suggestions
-from autoresearch.hub.directions import extract_directions
 from autoresearch.hub.suggestions import posterior, suggest
 from autoresearch.protocol import (
+    CurveFit,
     DirectionByClass,
     DirectionStats,
     ExperimentRecord,
@@ -24,6 +24,8 @@ from autoresearch.protocol import (
     record_id,
     sha256_hex,
 )
+from autoresearch.protocol import best as rule
+from autoresearch.protocol.source import extract_directions
 
 try:  # tests/hub is a package in some layouts and a rootdir on sys.path in others
     from .test_directions import PARENT, edit
@@ -74,6 +76,15 @@ def make_view(
         created_at=NOW - timedelta(hours=1),
     )
     rid = record_id(record)
+    candidate = rule.Candidate(
+        track=record.track,
+        hardware_class=hardware_class,
+        run=rule.Evidence(
+            experiment_id=rid, key_id=key_id, val_bpb=1.0 - 0.002 * z, parent_val_bpb=1.0,
+            calibration=calibration_of(key_id),
+        ),
+    )
+    assessment = rule.assess(candidate)
     return ExperimentView(
         id=rid,
         key_id=key_id,
@@ -84,6 +95,20 @@ def make_view(
         replications=Replications(
             n=replications, hardware_classes=[hardware_class], experiment_ids=[rid]
         ),
+        normalised=rule.normalise(candidate.run.calibration, 1.0 - 0.002 * z, 1.0),
+        calibration_id=calibration_of(key_id).id,
+        verdict=assessment.verdict,
+        assessment=assessment,
+        needs_replication=assessment.verdict == "needs_replication",
+    )
+
+
+def calibration_of(key_id: str) -> rule.CalibrationFacts:
+    """The key's own calibration: σ = 0.002 bpb, curve 0.9 + 0.1·t^(−0.5) (budget units)."""
+    return rule.CalibrationFacts(
+        id=fake_id(f"cal-{key_id}"), fingerprint=fake_id(f"points-{key_id}"), sigma=0.002,
+        fit=CurveFit(a=0.1, b=0.5, c=0.9, rmse=0.0), time_budget_seconds=1.0, min_budget_seconds=0.25,
+        max_budget_seconds=2.0,
     )
 
 
@@ -241,9 +266,10 @@ def test_live_claims_push_other_directions_up() -> None:
     free = posterior(1.8, 4)
     busy = posterior(1.8, 4, pseudo_zeros=4)
     assert busy.mean < free.mean and busy.sd < free.sd
-    tops = [run(client=fake_id(f"c{i}"), limit=3) for i in range(30)]
+    # limit 5: the two flagged would-be bests (replicate, with BEST_BONUS) take the first places
+    tops = [run(client=fake_id(f"c{i}"), limit=5) for i in range(30)]
     claimed = [
-        run(client=fake_id(f"c{i}"), limit=3, in_flight={"MATRIX_LR ↑": 6}) for i in range(30)
+        run(client=fake_id(f"c{i}"), limit=5, in_flight={"MATRIX_LR ↑": 6}) for i in range(30)
     ]
     count = sum(any(s.direction == "MATRIX_LR ↑" and s.kind == "exploit" for s in t) for t in tops)
     count_claimed = sum(
@@ -285,12 +311,7 @@ def test_combine_builds_on_the_best_and_folds_in_every_sibling() -> None:
     assert extract_directions(LR_UP, greedy.train_py) == ["EMBEDDING_LR ↓", "MLP.forward"]
 
 
-def test_trust_rule() -> None:
-    assert not suggestions.trusted([2.5])  # one good run: replicate first
-    assert suggestions.trusted([4.2])  # far outside the seed noise
-    assert suggestions.trusted([2.5, 2.4])
-    assert suggestions.gain_probability([6.0, -0.2]) > suggestions.TRUST_P
-    assert not suggestions.trusted([6.0, -0.2])  # the replication disagrees: winner's curse
+def test_only_single_direction_runs_count_toward_gain() -> None:
     assert suggestions.counts_toward_gain(["MATRIX_LR ↑"])
     assert not suggestions.counts_toward_gain(["MATRIX_LR ↑", "MLP.forward"])
     assert not suggestions.counts_toward_gain(["seed"])
