@@ -61,7 +61,7 @@ from autoresearch.protocol.best import assess
 from . import config
 from .errors import BadHubResponse, HubError, HubUnavailable, RecordRejected, UsageError
 from .hubclient import HubClient, format_duration
-from .hubtrust import screen_suggestions, source_problem, verify_served_code
+from .hubtrust import derive_combined, screen_suggestions, source_problem, verify_served_code
 from .outbox import Outbox, OutboxSender, SendReport
 from .results import atomic_write_text
 from .safetext import safe_text
@@ -170,7 +170,7 @@ class HubHooks:
         self._retry_delay = DOWN_RETRY_SECONDS
         self._offered: set[str] = set()  # experiment ids already offered for adoption
         self._replicating: set[str] = set()  # child canonical hashes the hub asked us to re-run
-        self._code_checks: dict[tuple[str, str], str | None] = {}  # (experiment id, sha256) → problem
+        self._code_checks: dict[tuple[str, str, str], str | None] = {}  # (kind, experiment ids, sha256) → problem
 
     # -- hub availability ---------------------------------------------------------------------------
 
@@ -226,27 +226,32 @@ class HubHooks:
     def _check_code(self, s: Suggestion) -> str | None:
         """Why the code of suggestion ``s`` must not run here (None: it may).
 
-        ``replicate``: the named experiment's envelope must verify and sign this code, and its signer
-        be trusted (``--yes`` or ``trusted_keys.txt``). Other kinds carry code the hub made itself
-        (``combine``: a merge of two signed experiments), which runs only when the user trusts the hub
-        (``join --yes``). Verdicts are cached per (experiment, code).
+        ``replicate``: the named experiment's envelope must verify and sign this code. ``combine``:
+        the merge must be re-derived here, byte for byte, from the signed experiments it names
+        (:func:`~autoresearch.client.hubtrust.derive_combined`). Either way every signer must be
+        trusted (``--yes`` or ``trusted_keys.txt``); other kinds carry no code this client runs.
+        Verdicts are cached per (suggestion, code). The code then runs only in the sandboxed worker.
         """
         assert s.train_py is not None
-        if s.kind != "replicate":
-            return None if self.trust_community_best else f"hub-made {s.kind} code runs only with `join --yes`"
-        if s.experiment_id is None:
+        if s.kind not in ("replicate", "combine"):
+            return f"a {s.kind} suggestion carries no code this client runs"
+        if s.kind == "replicate" and s.experiment_id is None:
             return "no experiment named to verify the code against"
-        key = (s.experiment_id, sha256_hex(s.train_py))
+        key = (s.kind, s.experiment_id or ",".join(s.evidence), sha256_hex(s.train_py))
         if key not in self._code_checks:
             try:
-                signer = verify_served_code(self.hub, s.experiment_id, s.train_py).keyid
+                if s.kind == "replicate":
+                    assert s.experiment_id is not None
+                    signers = [verify_served_code(self.hub, s.experiment_id, s.train_py).keyid]
+                else:
+                    signers = derive_combined(self.hub, s)[1]
             except BadHubResponse as exc:
                 self._code_checks[key] = str(exc)
             except HubError as exc:  # not cached: the next context() asks again
                 return f"its signed record could not be fetched ({exc})"
             else:
-                trusted = self.trust_community_best or is_trusted(signer)
-                self._code_checks[key] = None if trusted else f"its signer {signer[:16]}… is not trusted"
+                untrusted = [k for k in signers if not (self.trust_community_best or is_trusted(k))]
+                self._code_checks[key] = f"its signer {untrusted[0][:16]}… is not trusted" if untrusted else None
         return self._code_checks[key]
 
     def expect_replications(self, suggestions: Sequence[Suggestion]) -> None:

@@ -94,6 +94,67 @@ def verify_served_code(hub: HubClient, experiment_id: str, source: str, *, claim
     return verified
 
 
+def served_source(hub: HubClient, sha256: str) -> str:
+    """The ``train.py`` the hub stores under ``sha256``, checked to hash to it and be safe to handle.
+
+    Raises:
+        HubUnavailable, RecordRejected: fetching failed.
+        BadHubResponse: the body hashes to something else, or :func:`source_problem` refuses it.
+    """
+    text = hub.source(sha256)
+    if sha256_hex(text) != sha256:
+        raise BadHubResponse(f"the hub's source {sha256[:12]}… does not hash to its name")
+    problem = source_problem(text)
+    if problem is not None:
+        raise BadHubResponse(f"the hub's source {sha256[:12]}… is refused: {problem}")
+    return text
+
+
+def derive_combined(hub: HubClient, suggestion: Suggestion) -> tuple[str, list[str]]:
+    """Re-derive a ``combine`` suggestion's merged ``train.py`` here, from signed experiments only.
+
+    A combine is made by the hub and signed by nobody. Its ``evidence`` names the experiments merged
+    (the first is the base of the fold) and ``parent_sha256`` their common parent. Each experiment's
+    envelope is verified, its child fetched by hash, the parent too, and the fold redone with
+    :func:`autoresearch.protocol.source.merge_three_way` — the merge the hub uses. The hub's file is
+    accepted only when it is byte-identical to that result. Returns ``(train.py, signer key ids)``:
+    decide trust on the signers.
+
+    Raises:
+        HubUnavailable, RecordRejected: fetching failed.
+        BadHubResponse: a record does not verify, is not a child of the named parent, or the merge
+            differs from the hub's file (or does not merge at all).
+    """
+    from autoresearch.protocol.source import MergeConflict, merge_three_way
+
+    ids, parent_sha = suggestion.evidence, suggestion.parent_sha256
+    if len(ids) < 2 or parent_sha is None or suggestion.train_py is None:
+        raise BadHubResponse("a combine suggestion must name its parent and at least two experiments")
+    parent = served_source(hub, parent_sha)
+    children: list[str] = []
+    signers: list[str] = []
+    for experiment_id in ids:
+        try:
+            verified = verify(hub.envelope(experiment_id), expected_schema=EXPERIMENT_SCHEMA)
+        except ProtocolError as exc:
+            raise BadHubResponse(safe_text(f"the envelope of {experiment_id[:12]} does not verify: {exc}", one_line=True)) from exc
+        record = verified.record
+        assert isinstance(record, ExperimentRecord)
+        if verified.record_id != experiment_id or record.parent_sha256 != parent_sha:
+            raise BadHubResponse(f"experiment {experiment_id[:12]} is not a signed child of the combine's parent")
+        children.append(served_source(hub, record.child_sha256))
+        signers.append(verified.keyid)
+    merged = children[0]
+    try:
+        for child in children[1:]:
+            merged = merge_three_way(parent, merged, child)
+    except MergeConflict as exc:
+        raise BadHubResponse(f"the experiments of the combine do not merge here: {exc}") from exc
+    if merged != suggestion.train_py:
+        raise BadHubResponse("the hub's merged train.py is not the merge of the signed experiments it names")
+    return merged, signers
+
+
 def screen_suggestions(
     suggestions: Iterable[Suggestion],
     *,

@@ -131,7 +131,7 @@ def _one_error(err: str) -> str:
 
 @pytest.fixture(autouse=True)
 def short_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTORESEARCH_HUB_DEADLINE", "3")  # short for the drip tests; long enough for a loaded CI machine
+    monkeypatch.setenv("AUTORESEARCH_HUB_DEADLINE", "8")  # short for the drip tests; long enough for a loaded CI machine
 
 
 @pytest.fixture()
@@ -498,3 +498,34 @@ def test_a_real_join_on_a_dripping_hub_trains_solo_and_delivers_later(hub: Hosti
     assert Outbox.for_workspace(ws).counts()["pending"] == 0
     with HubClient(hub.url) as client:
         assert [v.id for v in client.iter_experiments(track=TINY.id)] == [record_id(local[0].record)]
+
+
+def test_combine_code_is_rederived_from_the_signed_experiments(  # type: ignore[no-untyped-def]
+    hub: HostileHub, alice, tmp_path: Path, clean_env: Path
+) -> None:
+    """Attack: a combine suggestion is made by the hub and signed by nobody, so a hub could slip any
+    code into "the merge of A and B". The client redoes the merge from A's and B's signed records and
+    runs the hub's file only when it is that merge, byte for byte, and both signers are trusted."""
+    from autoresearch.client.hubtrust import derive_combined
+    from autoresearch.protocol.source import merge_three_way
+
+    alice_hooks, a_id, a_child = alice
+    with HubClient(hub.url) as client:
+        carol = _hooks(client, tmp_path, "carol")
+        b_child = _set(REFERENCE, "EMBEDDING_LR", "0.7")
+        b_id = _publish(carol, _record(b_child, 4.3))
+        merged = merge_three_way(REFERENCE, a_child, b_child)
+        honest = Suggestion(kind="combine", direction="EMBEDDING_LR ↑ + MATRIX_LR ↑", rationale="merge",
+                            evidence=[a_id, b_id], parent_sha256=sha256_hex(REFERENCE), train_py=merged)  # fmt: skip
+        assert derive_combined(client, honest) == (merged, [alice_hooks.keys.key_id, carol.keys.key_id])
+        smuggled = honest.model_copy(update={"train_py": merged + "\nimport os\nos.system('id')\n"})
+        with pytest.raises(BadHubResponse, match="not the merge of the signed experiments"):
+            derive_combined(client, smuggled)
+        wrong_parent = honest.model_copy(update={"parent_sha256": sha256_hex(a_child)})
+        with pytest.raises(BadHubResponse):
+            derive_combined(client, wrong_parent)
+        bob = _hooks(client, tmp_path, "bob")  # trusts nobody yet
+        assert "not trusted" in (bob._check_code(honest) or "")
+        (clean_env / "trusted_keys.txt").write_text(f"{alice_hooks.keys.key_id}\n{carol.keys.key_id}\n")
+        bob = _hooks(client, tmp_path, "bob2")
+        assert bob._check_code(honest) is None and "not the merge" in (bob._check_code(smuggled) or "")
