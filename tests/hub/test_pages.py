@@ -235,6 +235,7 @@ def test_experiment_page_diff_lineage_replications_and_envelope(hub: Hub, page: 
     assert pg.locator("#val-bpb").inner_text() == "1.5700"
     assert pg.locator("#record-id").inner_text() == hub.ids["e2"]
     assert pg.locator("#key-id").inner_text() == hub.keys["alice"].key_id
+    assert pg.locator("#isolation").inner_text().startswith("none")  # the factory's records say no isolation
     assert pg.locator("#lineage li.ancestor a").all_inner_texts() == [hub.ids["e1"][:12]]
     _shot(pg, "experiment-discard")
 
