@@ -170,6 +170,7 @@ class HubHooks:
         self._retry_delay = DOWN_RETRY_SECONDS
         self._offered: set[str] = set()  # experiment ids already offered for adoption
         self._replicating: set[str] = set()  # child canonical hashes the hub asked us to re-run
+        self._adopting: set[str] = set()  # community bests adopted: measured here even if run elsewhere
         self._code_checks: dict[tuple[str, str, str], str | None] = {}  # (kind, experiment ids, sha256) → problem
 
     # -- hub availability ---------------------------------------------------------------------------
@@ -310,10 +311,10 @@ class HubHooks:
         self._up()
         if (
             answer.status == "done"
-            and record.child_canonical_sha256 in self._replicating
+            and record.child_canonical_sha256 in self._replicating | self._adopting
             and (answer.experiment is None or answer.experiment.key_id != self.keys.key_id)
         ):
-            _logger.info("claim %s: done by another client, replicating it as the hub asked", description)
+            _logger.info("claim %s: done by another client; running it here all the same (replication or adoption)", safe_text(description, one_line=True))
             return answer.model_copy(update={"status": "granted"})
         _logger.info("claim %s: %s", safe_text(description, one_line=True), answer.status)
         return answer
@@ -381,6 +382,7 @@ class HubHooks:
             _logger.warning("community best from %s… fails the policy check: %s", signer[:12], "; ".join(findings))
             return None
         self._offered.add(best.experiment.id)
+        self._adopting.add(canonical_source_sha256(best.train_py))  # its claim is "done" by its author
         return Adoption(source=best.train_py, description=adopt_message(best), experiment_id=best.experiment.id)
 
 

@@ -35,10 +35,11 @@ from autoresearch.protocol import (
     utc_now,
 )
 from autoresearch.protocol.source import unified_diff
-from autoresearch.trainer import sandbox, tracks
+from autoresearch.trainer import hardware, sandbox, tracks
 from autoresearch.trainer.policy import check_source
 
 TINY = tracks.get_track("tiny")
+HW = hardware.hardware_class_for("cpu")  # bob's class: the community best he is offered is his class's
 REFERENCE = tracks.reference_source(TINY)
 SECRETS = {
     "ANTHROPIC_API_KEY": "fake-anthropic-key-for-tests-1",
@@ -70,14 +71,14 @@ def _mallory_publishes(url: str, child: str, tmp_path: Path) -> str:  # returns 
     keys = KeyPair.generate()
     with HubClient(url) as client:
         outbox = Outbox(tmp_path / "mallory.sqlite")
-        assert register_key(client, outbox, keys, "mallory", "cpu:mallory:2")
+        assert register_key(client, outbox, keys, "mallory", HW)
         points = [
             CalibrationPoint(budget_seconds=b, seed=s, val_bpb=2.0 + 1.0 / b, training_seconds=b, num_steps=10,
                              tokens_per_second=1000.0)
             for b, s in [(1.0, 0), (2.0, 0), (4.0, 0), (4.0, 1), (8.0, 0)]
         ]  # fmt: skip
         cal = CalibrationRecord(
-            track=TINY.id, hardware_class="cpu:mallory:2", harness_version=TINY.harness_version,
+            track=TINY.id, hardware_class=HW, harness_version=TINY.harness_version,
             software=SoftwareVersions(python="3.11"), reference_sha256=TINY.reference_sha256,
             time_budget_seconds=TINY.time_budget, points=points, fit=CurveFit(a=1.0, b=1.0, c=2.0, rmse=0.001),
             sigma=0.01, min_budget_seconds=1.0, max_budget_seconds=8.0, tokens_per_second=1000.0, matmul_tflops=0.1,
@@ -87,18 +88,18 @@ def _mallory_publishes(url: str, child: str, tmp_path: Path) -> str:  # returns 
             track=TINY.id, parent_sha256=sha256_hex(REFERENCE), child_sha256=sha256_hex(child),
             parent_canonical_sha256=canonical_source_sha256(REFERENCE), child_canonical_sha256=canonical_source_sha256(child),
             diff=unified_diff(REFERENCE, child), description="faster warmdown", outcome="ok", status="keep",
-            metrics=RunMetrics(val_bpb=2.20), parent_val_bpb=2.25, hardware_class="cpu:mallory:2",
+            metrics=RunMetrics(val_bpb=2.20), parent_val_bpb=2.25, hardware_class=HW,
             software=SoftwareVersions(python="3.11"), harness_version=TINY.harness_version,
             calibration_id=record_id(cal), isolation="sandbox", created_at=utc_now(),
         )  # fmt: skip
         hooks = HubHooks(hub=client, outbox=outbox, sender=None, keys=keys, track=TINY.id, time_budget=TINY.time_budget,
-                         hardware_class="cpu:mallory:2")  # fmt: skip
+                         hardware_class=HW)  # fmt: skip
         outbox.enqueue("calibration", sign(cal, keys))
         hooks.remember_source(child)
         hooks.publish(record)
         report = outbox.send_pending(client, force=True)
         assert report.pending == 0 and not report.rejected, report
-        best = client.best(TINY.id)
+        best = client.best(TINY.id, hardware_class=HW)
         assert best.experiment is not None and best.experiment.id == record_id(record), "mallory's run is not the best"
     return keys.key_id
 
@@ -128,14 +129,14 @@ def test_a_hostile_community_best_cannot_touch_the_volunteer(
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     try:
-        bob.join(hub.url, 2, "--adopt-every", "1")
+        joined = bob.join(hub.url, 2, "--adopt-every", "1")
         with pytest.raises(BlockingIOError):
             listener.accept()
     finally:
         listener.close()
     runs = [e for e in bob.ws.experiments() if e.kind == "run"]
     adopted = [e for e in runs if e.description.startswith("adopt community best") and mallory[:16] in e.description]
-    assert adopted, [e.description for e in runs]
+    assert adopted, ([e.description for e in runs], joined.stderr[-2000:])
     log = (bob.workspace / adopted[0].run_dir / "run.log").read_text()  # type: ignore[operator]
     assert "train.py| HOSTILE-RAN" in log and "train.py| HOSTILE-SYSTEM" in log, log[-3000:]
     # the attack ran and reached nothing
