@@ -115,13 +115,13 @@ _REFERENCE_OVERRIDES: dict[str, dict[str, str]] = {
         "WINDOW_PATTERN": '"SL"',
         "TOTAL_BATCH_SIZE": "2**9",
         "DEVICE_BATCH_SIZE": "4",
-        "MATRIX_LR": "0.1",
-        "EMBEDDING_LR": "0.6",
-        "UNEMBEDDING_LR": "0.02",
+        "MATRIX_LR": "0.2",
+        "EMBEDDING_LR": "0.3",
+        "UNEMBEDDING_LR": "0.01",
         "SCALAR_LR": "0.5",
         "WEIGHT_DECAY": "0.0",
         "WARMUP_RATIO": "0.0",
-        "WARMDOWN_RATIO": "0.3",
+        "WARMDOWN_RATIO": "0.5",
     },
 }
 
