@@ -432,3 +432,23 @@ def test_tiny_reference_trains_prefetches_and_returns_a_picklable_module(tmp_pat
     idx = torch.randint(0, 257, (2, h.max_seq_len))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(idx), model.eval()(idx), atol=0, rtol=0)
+
+
+@pytest.mark.slow  # about a minute of Dynamo tracing on a small CPU
+def test_cuda_code_paths_capture_whole_graphs() -> None:
+    """What ``torch.compile`` gets on CUDA — the model with FlexAttention block masks, the two
+    optimizer updates — traces with ``fullgraph=True`` (no graph break), here with the eager backend
+    on CPU (FlexAttention has no CPU backward, so the flex forward runs without gradients)."""
+    model = _model(pattern="SL", seq_len=128)
+    masks = model.flex_block_masks(128, "cpu")
+    fwd = torch.compile(model, dynamic=False, fullgraph=True, backend="aot_eager")
+    x, y = torch.randint(0, 257, (2, 128)), torch.randint(0, 257, (2, 128))
+    with torch.no_grad():
+        torch.testing.assert_close(fwd(x, None, masks), model(x), atol=1e-5, rtol=1e-5)
+    fwd(x, y, None).backward()
+    opt = rt.make_optimizer(model)
+    opt._adamw = torch.compile(rt.adamw_update, dynamic=False, fullgraph=True, backend="aot_eager")
+    opt._muon = torch.compile(rt.muon_update, dynamic=False, fullgraph=True, backend="aot_eager")
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
