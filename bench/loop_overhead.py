@@ -9,11 +9,14 @@ Runs the real loop (real harness, ``tiny`` track, CPU) in a fresh workspace for 
    what the prefetch hides.
 
 For each it prints: wall seconds, training seconds (harness clock), non-training seconds per
-experiment, split into harness overhead (``run_training`` wall − training: process start, data,
-evaluation, exit) and loop overhead (everything else: git, records, waiting for the proposer), the
-proposer wait alone, and the duty cycle (training s ÷ wall s).
+experiment, split into harness overhead (``run_training`` wall − training) and loop overhead
+(everything else: git, records, waiting for the proposer), the proposer wait alone, and the duty
+cycle (training s ÷ wall s). The harness overhead is itself split per experiment into start-up
+(process, imports, data: the run's ``startup_seconds``), compile (from the end of start-up to the
+first reported step, i.e. compilation plus one step; ~0 on CPU, where nothing compiles), evaluation
+(``eval_seconds``) and the rest (model hand-over, exit, result).
 
-    .venv/bin/python bench/loop_overhead.py [--experiments 5] [--delay 5] [--json]
+    .venv/bin/python bench/loop_overhead.py [--experiments 5] [--delay 5] [--track tiny] [--json]
     .venv/bin/python bench/loop_overhead.py --bookkeeping 300   # loop cost alone, no training
 
 ``--bookkeeping N`` replaces training by an instant stand-in and prints the loop's own seconds per
@@ -53,25 +56,42 @@ class SlowProposer:
         return self.inner.propose(ctx)
 
 
-def measure(label: str, proposer: object, experiments: int, prefetch: bool) -> dict[str, float | str]:
+def measure(label: str, proposer: object, experiments: int, prefetch: bool, track_name: str = "tiny") -> dict[str, float | str]:
     """Run one configuration in a fresh workspace; returns its figures."""
-    track = tracks.get_track("tiny")
+    track = tracks.get_track(track_name)
     run_walls: list[float] = []
+    parts: dict[str, list[float]] = {"startup": [], "compile": [], "eval": []}
 
     def runner(*args, **kwargs):  # type: ignore[no-untyped-def]
         start = time.monotonic()
+        first_step: list[float] = []
+        inner = kwargs.get("on_progress")
+
+        def on_progress(p):  # type: ignore[no-untyped-def]
+            if not first_step:
+                first_step.append(time.monotonic())
+            if inner is not None:
+                inner(p)
+
+        kwargs["on_progress"] = on_progress
         result = run_training(*args, **kwargs)
         run_walls.append(time.monotonic() - start)
+        m = result.metrics
+        parts["startup"].append(m.startup_seconds or 0.0)
+        parts["eval"].append(m.eval_seconds or 0.0)
+        if first_step and m.startup_seconds is not None:
+            parts["compile"].append(max(0.0, first_step[0] - start - m.startup_seconds))
         return result
 
     with tempfile.TemporaryDirectory(prefix="ar-bench-loop-") as tmp:
-        ws = Workspace.init(Path(tmp) / "ws", track="tiny", reference_source=tracks.reference_source(track), program_md="bench\n")
+        ws = Workspace.init(Path(tmp) / "ws", track=track_name, reference_source=tracks.reference_source(track), program_md="bench\n")
         loop = AgentLoop(ws, track, proposer, LoopOptions(tag="bench", max_experiments=experiments, prefetch=prefetch), runner=runner)  # type: ignore[arg-type]
         start = time.monotonic()
         stats = loop.run()
         wall = time.monotonic() - start
     training = stats.training_seconds
     harness = sum(run_walls) - training
+    startup, compiled, evaluation = (sum(parts[k]) for k in ("startup", "compile", "eval"))
     return {
         "config": label,
         "experiments": stats.runs,
@@ -79,6 +99,10 @@ def measure(label: str, proposer: object, experiments: int, prefetch: bool) -> d
         "training_s": round(training, 2),
         "non_training_s_per_exp": round((wall - training) / stats.runs, 2),
         "harness_overhead_s_per_exp": round(harness / stats.runs, 2),
+        "startup_s_per_exp": round(startup / stats.runs, 2),
+        "compile_s_per_exp": round(compiled / stats.runs, 2),
+        "eval_s_per_exp": round(evaluation / stats.runs, 2),
+        "other_harness_s_per_exp": round((harness - startup - compiled - evaluation) / stats.runs, 2),
         "loop_overhead_s_per_exp": round((wall - sum(run_walls)) / stats.runs, 2),
         "proposer_wait_s_per_exp": round(stats.proposer_seconds / stats.runs, 2),
         "duty_cycle": round(training / wall, 3),
@@ -119,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=5.0, help="seconds the slow proposer takes")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--bookkeeping", type=int, metavar="N", help="only measure the loop's own cost over N instant runs")
+    parser.add_argument("--track", default="tiny", help="track to run the loop on (climbmix on a GPU machine with data)")
     args = parser.parse_args(argv)
     if args.bookkeeping:
         print(json.dumps(bookkeeping(args.bookkeeping)))
         return 0
     rows = [
-        measure("offline", OfflineProposer(seed=7), args.experiments, prefetch=True),
-        measure(f"{args.delay:g} s proposer, prefetch", SlowProposer(args.delay), args.experiments, prefetch=True),
-        measure(f"{args.delay:g} s proposer, no prefetch", SlowProposer(args.delay), args.experiments, prefetch=False),
+        measure("offline", OfflineProposer(seed=7), args.experiments, prefetch=True, track_name=args.track),
+        measure(f"{args.delay:g} s proposer, prefetch", SlowProposer(args.delay), args.experiments, prefetch=True, track_name=args.track),
+        measure(f"{args.delay:g} s proposer, no prefetch", SlowProposer(args.delay), args.experiments, prefetch=False, track_name=args.track),
     ]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)

@@ -50,6 +50,7 @@ BOS_TOKEN = SPECIAL_TOKENS[0]
 TOKENIZER_MAX_CHARS = 1_000_000_000  # training text for the tokenizer, as upstream
 TOKENIZER_DOC_CAP = 10_000  # characters per document used for tokenizer training, as upstream
 CHUNK_BYTES = 1 << 20
+UPSTREAM_DOC_BATCH = 128  # documents per tokenizer batch in upstream's dataloader (the eval rows depend on it)
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -312,6 +313,12 @@ def ensure_tokenizer(root: Path | None = None, vocab_size: int = tracks.CLIMBMIX
     shards = _train_shards(root)
     if not shards:
         raise PrepareError("no climbmix training shard to train the tokenizer on; run prepare with --num-shards ≥ 1")
+    _train_tokenizer(shards, directory, vocab_size)
+    return directory
+
+
+def _train_tokenizer(shards: list[Path], directory: Path, vocab_size: int = tracks.CLIMBMIX_VOCAB_SIZE) -> None:
+    """Upstream's recipe: rustbpe on the shards' text, then a pickled ``tiktoken.Encoding``."""
     try:
         import rustbpe
         import tiktoken
@@ -327,7 +334,6 @@ def ensure_tokenizer(root: Path | None = None, vocab_size: int = tracks.CLIMBMIX
     tmp = directory / "tokenizer.pkl.tmp"
     tmp.write_bytes(pickle.dumps(enc))
     os.replace(tmp, directory / "tokenizer.pkl")
-    return directory
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,6 +370,41 @@ class StreamingCorpus(TokenizedCorpus):
         assert self.val_path is not None
         return self._stream((self.val_path,))
 
+    def val_doc_batches(self) -> Iterator[list[np.ndarray]]:
+        """Endless batches of ``[BOS, *tokens]`` documents from the validation shard, cut as upstream's
+        ``_document_batches``: :data:`UPSTREAM_DOC_BATCH` documents at a time within each row group,
+        epochs repeated (the stream :func:`autoresearch.trainer.data.upstream_rows` packs)."""
+        import pyarrow.parquet as pq
+
+        assert self.val_path is not None
+        while True:
+            pf = pq.ParquetFile(self.val_path)
+            for rg in range(pf.num_row_groups):
+                texts = pf.read_row_group(rg, columns=["text"]).column("text").to_pylist()
+                for start in range(0, len(texts), UPSTREAM_DOC_BATCH):
+                    ids = self.encoding.encode_ordinary_batch(texts[start : start + UPSTREAM_DOC_BATCH])  # type: ignore[attr-defined]
+                    yield [np.array([self.bos_id, *doc], dtype=np.int64) for doc in ids]
+
+
+def upstream_token_bytes(enc: object) -> np.ndarray:
+    """``(V,)`` int64 bytes per token as upstream's ``prepare.py`` counts them for val_bpb.
+
+    Upstream decodes each token on its own to ``str`` and counts the UTF-8 bytes of that string
+    (special tokens: 0). A token that ends or starts inside a multi-byte character decodes to
+    U+FFFD replacement characters, 3 bytes each, so it counts 3 where its raw bytes are 1 or 2: the
+    byte total of a text is then slightly above its UTF-8 length and val_bpb slightly below the
+    exact figure (docs/trainer.md has the size of the effect). The climbmix track counts as
+    upstream does, so its val_bpb compares with upstream's numbers.
+    """
+    specials = set(enc._special_tokens.values())  # type: ignore[attr-defined]
+    return np.array([0 if i in specials else len(enc.decode([i]).encode("utf-8")) for i in range(enc.n_vocab)], dtype=np.int64)  # type: ignore[attr-defined]
+
+
+def exact_token_bytes(enc: object) -> np.ndarray:
+    """``(V,)`` int64 raw byte length of each token (special tokens: 0): exact UTF-8 counting."""
+    specials = set(enc._special_tokens.values())  # type: ignore[attr-defined]
+    return np.array([0 if i in specials else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)], dtype=np.int64)  # type: ignore[attr-defined]
+
 
 def load_climbmix(track: TrackSpec, root: Path | None = None) -> StreamingCorpus:
     """The prepared climbmix data for the harness.
@@ -380,11 +421,72 @@ def load_climbmix(track: TrackSpec, root: Path | None = None) -> StreamingCorpus
     enc = pickle.loads(pkl.read_bytes())  # the user's own cache, in upstream's format
     if enc.n_vocab != track.vocab_size:
         raise DataError(f"climbmix tokenizer has {enc.n_vocab} tokens, track {track.id} expects {track.vocab_size}")
-    token_bytes = np.array(
-        [0 if i in enc._special_tokens.values() else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)],
-        dtype=np.int64,
-    )
+    token_bytes = upstream_token_bytes(enc)
     return StreamingCorpus(
         vocab_size=enc.n_vocab, bos_id=enc.encode_single_token(BOS_TOKEN), token_bytes=token_bytes,
         train_docs=[], val_docs=[], encoding=enc, train_paths=tuple(train), val_path=val,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# An offline cache in upstream's layout (for GPU checks on machines without internet)
+
+OFFLINE_TRAIN_SHARDS = 2  # training shards the offline cache splits the shipped corpus into
+OFFLINE_ROW_GROUP = 64  # documents per parquet row group in the offline cache
+
+
+def build_offline_cache(root: Path, *, train_shards: int = OFFLINE_TRAIN_SHARDS) -> Path:
+    """Write a small climbmix cache in upstream's exact layout under ``root``; returns ``root``.
+
+    ``root/data/shard_00000.parquet`` … (the shipped corpus's train documents, in file order, split
+    over ``train_shards`` shards) and ``root/data/shard_06542.parquet`` (its val documents), each a
+    parquet file with one ``text`` column in row groups of :data:`OFFLINE_ROW_GROUP` documents; then
+    ``root/tokenizer/tokenizer.pkl`` trained by upstream's recipe (:func:`ensure_tokenizer`: rustbpe,
+    upstream's split pattern, 8188 merges + 4 specials) and, when torch is installed,
+    ``root/tokenizer/token_bytes.pt`` as upstream's ``prepare.py`` writes it. ``root`` can serve as
+    upstream's ``~/.cache/autoresearch`` (``$HOME/.cache/autoresearch``) or as our cache
+    (``$AUTORESEARCH_CACHE/climbmix``). The text is the offline corpus (``trainer/data/``, checked
+    against the ``cpu`` track's SHA-256), so this needs no network; it is not climbmix, and val_bpb
+    on it says nothing about climbmix, but shapes, layout, tokenizer and throughput are upstream's.
+
+    Raises:
+        DataError: the shipped corpus is missing or fails its checksum.
+        PrepareError: rustbpe or tiktoken is not installed.
+    """
+    import lzma
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .data import sha256_file
+
+    corpus = tracks.pycorpus_path()
+    if not corpus.is_file() or sha256_file(corpus) != tracks.PYCORPUS_SHA256:
+        raise DataError(f"offline corpus {corpus} is missing or fails its checksum")
+    train: list[str] = []
+    val: list[str] = []
+    with lzma.open(corpus, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            (val if doc["split"] == "val" else train).append(doc["text"])
+    data_dir = root / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    per_shard = -(-len(train) // train_shards)
+    shards = {shard_name(i): train[i * per_shard : (i + 1) * per_shard] for i in range(train_shards)}
+    shards[shard_name(VAL_SHARD)] = val
+    for name, texts in shards.items():
+        tmp = data_dir / (name + ".tmp")
+        pq.write_table(pa.table({"text": texts}), tmp, row_group_size=OFFLINE_ROW_GROUP)
+        os.replace(tmp, data_dir / name)
+    directory = root / "tokenizer"
+    if not (directory / "tokenizer.pkl").is_file():
+        _train_tokenizer(sorted(p for p in data_dir.glob("shard_*.parquet") if p.name != shard_name(VAL_SHARD)), directory)
+    try:
+        import torch
+    except ImportError:
+        return root
+    enc = pickle.loads((directory / "tokenizer.pkl").read_bytes())
+    tmp = directory / "token_bytes.pt.tmp"
+    torch.save(torch.tensor(upstream_token_bytes(enc), dtype=torch.int32), tmp)
+    os.replace(tmp, directory / "token_bytes.pt")
+    return root

@@ -14,6 +14,18 @@ row starts with BOS, there is no padding, inputs are ``row[:-1]`` and targets ``
 
 The offline corpus (``cpu``/``tiny``) is read from the file shipped in ``trainer/data/`` after its
 SHA-256 is checked against the track spec; its tokenizer is bytes (ids 0–255) plus BOS (256).
+
+Evaluation rows (:func:`eval_rows`) are fixed per track and never repeat a piece of text:
+
+- ``climbmix``: exactly upstream's ``evaluate_bpb`` rows, i.e. the first ``eval_tokens // T`` rows of
+  upstream's ``make_dataloader(..., "val")`` (best fit from a buffer of ≥ 1000 documents refilled
+  128 at a time, the *shortest* document cropped when none fits and its remainder dropped, epochs
+  of the validation shard repeated as upstream does if it runs out): :func:`upstream_rows`.
+- ``cpu``/``tiny``: the 27-document val split packed once, in file order, by :class:`BestFitPacker`
+  without wrapping into a second epoch, then ``eval_tokens // T`` rows taken evenly spaced over the
+  whole pass. Packing an endless stream (as before) let copies of the same document from later
+  epochs sit in the buffer together and be cut the same way: 127 of the cpu track's 256 rows were
+  duplicates, and the rows covered only the first half of each document.
 """
 
 from __future__ import annotations
@@ -75,6 +87,11 @@ class TokenizedCorpus:
             for doc in self.val_docs:
                 yield doc, epoch
             epoch += 1
+
+    def val_doc_batches(self) -> Iterator[list[np.ndarray]] | None:
+        """Upstream's view of the val split (endless batches of documents), or None when the track
+        packs its evaluation rows from the in-memory split (:func:`eval_rows`)."""
+        return None
 
 
 def sha256_file(path: Path) -> str:
@@ -217,12 +234,62 @@ class BestFitPacker:
             yield row
 
 
+def upstream_rows(doc_batches: Iterator[list[np.ndarray]], row_len: int, n_rows: int, buffer_size: int = 1000) -> np.ndarray:
+    """The first ``n_rows`` rows of upstream's best-fit packing: ``(n_rows, row_len)`` int64.
+
+    A transcription of the row loop of upstream karpathy/autoresearch ``prepare.py``
+    ``make_dataloader`` (with its data, the validation rows of ``evaluate_bpb``): before each
+    placement the buffer is topped up to ``buffer_size`` documents a batch at a time; the first
+    (oldest) of the largest documents that fit the space left is placed whole; when none fits, the
+    first of the shortest is cropped to fill the row and the rest of it is dropped. The lists
+    upstream scans are replaced by a sorted index of ``(length, arrival)``, which picks the same
+    documents. ``doc_batches`` yields lists of ``[BOS, *tokens]`` arrays (upstream: 128 documents of
+    a parquet row group at a time, endless over epochs).
+    """
+    by_len: list[tuple[int, int]] = []  # sorted (length, arrival)
+    docs: dict[int, np.ndarray] = {}
+    arrival = 0
+    out = np.empty((n_rows, row_len), dtype=np.int64)
+    for r in range(n_rows):
+        pos = 0
+        while pos < row_len:
+            while len(docs) < buffer_size:
+                for doc in next(doc_batches):
+                    bisect.insort(by_len, (len(doc), arrival))
+                    docs[arrival] = doc
+                    arrival += 1
+            remaining = row_len - pos
+            i = bisect.bisect_right(by_len, (remaining, arrival)) - 1  # the largest length that fits…
+            if i >= 0:
+                i = bisect.bisect_left(by_len, (by_len[i][0], -1))  # …its oldest document
+                length, key = by_len.pop(i)
+                out[r, pos : pos + length] = docs.pop(key)
+                pos += length
+            else:
+                _, key = by_len.pop(0)  # the oldest of the shortest, cropped; the rest is dropped
+                out[r, pos:] = docs.pop(key)[:remaining]
+                pos = row_len
+    return out
+
+
 def eval_rows(corpus: TokenizedCorpus, max_seq_len: int, eval_tokens: int) -> np.ndarray:
     """The fixed evaluation rows: ``(eval_tokens // max_seq_len, max_seq_len + 1)`` int64.
 
-    Packed from the val split in file order, so the same rows come back for every run, whatever
-    batch size evaluates them.
+    Upstream's rows where the corpus offers upstream's document stream (climbmix,
+    :func:`upstream_rows`); otherwise the val split packed once, without wrapping into a second
+    epoch, and the rows taken evenly spaced over that pass, so no piece of text is evaluated twice
+    and every part of every document is represented (module docstring). The same rows come back for
+    every run, whatever batch size evaluates them.
+
+    Raises:
+        DataError: the in-memory val split packs into fewer rows than the track asks for.
     """
     n_rows = max(1, eval_tokens // max_seq_len)
-    packer = BestFitPacker(corpus.val_stream(), max_seq_len + 1, corpus.bos_id)
-    return np.stack([packer.next_row() for _ in range(n_rows)])  # type: ignore[misc]
+    batches = corpus.val_doc_batches()
+    if batches is not None:
+        return upstream_rows(batches, max_seq_len + 1, n_rows)
+    packed = list(BestFitPacker(((doc, 1) for doc in corpus.val_docs), max_seq_len + 1, corpus.bos_id))
+    if len(packed) < n_rows:
+        raise DataError(f"the val split packs into {len(packed)} rows of {max_seq_len + 1} tokens; the track asks for {n_rows}")
+    picked = (np.arange(n_rows) * len(packed)) // n_rows  # strictly increasing: len(packed) >= n_rows
+    return np.stack([packed[i] for i in picked])

@@ -128,6 +128,7 @@ class _Run:
         self.error: str | None = None
         self.mfu_estimated = False
         self.probes = 0
+        self.eval_peak_vram = 0.0  # MiB, the evaluation workers' CUDA peak (reported; display only)
         self.losses: list[tuple[int, float, float]] = []  # (step, clock seconds, loss) as reported
         self.train_py = Path(args.train_py)
         source = self.train_py.read_bytes() if self.train_py.is_file() else b""
@@ -259,6 +260,16 @@ class _Run:
         if self.limits.num_threads is None or "OMP_NUM_THREADS" in os.environ:
             return None  # the user's OMP_NUM_THREADS (passed to the worker) decides
         return self.limits.num_threads
+
+    def _cpu_threads(self) -> int | None:
+        """The torch threads the training worker used on the CPU (for the CPU's measured peak)."""
+        threads = self._threads()
+        if threads is not None:
+            return threads
+        try:
+            return int(os.environ["OMP_NUM_THREADS"])
+        except (KeyError, ValueError):
+            return None
 
     def _clock(self, trainer: Worker) -> BudgetClock:
         limits, budget = self.limits, float(self.track.time_budget)
@@ -403,6 +414,8 @@ class _Run:
             worker.finish()
         val_bpb = evaluate.bits_per_byte(a_lse, a_tgt, targets, corpus.token_bytes)
         self.metrics["eval_seconds"] = time.monotonic() - t
+        peak = self.metrics.get("peak_vram_mib")  # upstream's figure includes evaluation
+        self.metrics["peak_vram_mib"] = max(float(peak) if isinstance(peak, float) else 0.0, self.eval_peak_vram)
         if not math.isfinite(val_bpb) or val_bpb <= 0:
             self.fail("nan", f"val_bpb is {val_bpb}: the returned model's scores are not a distribution")
             return
@@ -440,6 +453,8 @@ class _Run:
                 continue
             if len(payload) != size:
                 raise WorkerError(f"the evaluation worker returned {len(payload)} bytes of scores, expected {size}")
+            assert isinstance(msg, Scores)
+            self.eval_peak_vram = max(self.eval_peak_vram, msg.peak_vram_mib)
             flat = np.frombuffer(payload, dtype=np.float32).reshape(2, stop - start, T)
             lse[start:stop], tgt[start:stop] = flat[0], flat[1]
             positions = [[i - start, p] for i in range(start, stop) for p in audits.get(i, [])]
@@ -462,7 +477,7 @@ class _Run:
         flops = loaded.flops_per_token if loaded.flops_per_token else 6.0 * loaded.num_params
         seconds = float(m.get("training_seconds") or 0.0)  # type: ignore[arg-type]
         tokens_per_second = m.get("tokens_per_second")
-        peak, self.mfu_estimated = hardware.peak_flops(self.gpu)
+        peak, self.mfu_estimated = hardware.peak_flops(self.gpu, threads=self._cpu_threads() if self.gpu is None else None)
         if seconds > 0 and isinstance(tokens_per_second, float) and math.isfinite(flops) and flops > 0:
             m["mfu_percent"] = min(100.0 * flops * tokens_per_second / peak, 1e6)
 

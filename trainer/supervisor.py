@@ -81,6 +81,7 @@ class Loaded(_Msg):
 
 class Scores(_Msg):
     op: Literal["scores"]
+    peak_vram_mib: float = Field(default=0.0, ge=0.0, le=1e9, allow_inf_nan=False)
 
 
 class Audit(_Msg):

@@ -112,3 +112,76 @@ def test_long_documents_are_spread_round_robin_not_cut_into_consecutive_rows() -
     first = [next(iter(packer)) for _ in range(8)]
     sources = [int(row[1]) for row in first]
     assert sorted(sources) == list(range(1, 9))  # eight rows, eight different documents
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation rows
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_eval_rows_are_unique_and_spread_over_one_pass_of_the_val_split(name: str) -> None:
+    track = tracks.get_track(name)
+    corpus = data.load_corpus(track)
+    rows = data.eval_rows(corpus, track.max_seq_len, track.eval_tokens)
+    n = track.eval_tokens // track.max_seq_len
+    assert rows.shape == (n, track.max_seq_len + 1) and len(np.unique(rows, axis=0)) == n  # was 69 / 127 unique
+    one_pass = list(data.BestFitPacker(((d, 1) for d in corpus.val_docs), track.max_seq_len + 1, corpus.bos_id))
+    index = {row.tobytes(): i for i, row in enumerate(one_pass)}
+    picked = [index[row.tobytes()] for row in rows]  # every row is a row of the single pass
+    assert picked == sorted(picked) and picked[0] == 0 and picked[-1] >= len(one_pass) - len(one_pass) // n - 1
+    gaps = np.diff(picked)
+    assert gaps.max() - gaps.min() <= 1  # evenly spaced, so late parts of documents count as much as starts
+
+
+def test_eval_rows_refuse_a_split_too_small_for_the_track() -> None:
+    corpus = data.TokenizedCorpus(257, data.BYTES_BOS_ID, np.ones(257, dtype=np.int64), [], [data.encode_bytes("x" * 100)])
+    with pytest.raises(data.DataError, match="asks for 8"):
+        data.eval_rows(corpus, 16, 128)
+
+
+def _upstream_loop(batches, row_len: int, n_rows: int, buffer_size: int) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """The row loop of upstream's ``make_dataloader`` (prepare.py), transcribed with lists."""
+    doc_buffer: list[list[int]] = []
+    rows = []
+    for _ in range(n_rows):
+        row = [0] * row_len
+        pos = 0
+        while pos < row_len:
+            while len(doc_buffer) < buffer_size:
+                doc_buffer.extend(next(batches))
+            remaining = row_len - pos
+            best_idx, best_len = -1, 0
+            for i, doc in enumerate(doc_buffer):
+                if len(doc) <= remaining and len(doc) > best_len:
+                    best_idx, best_len = i, len(doc)
+            if best_idx >= 0:
+                doc = doc_buffer.pop(best_idx)
+                row[pos : pos + len(doc)] = doc
+                pos += len(doc)
+            else:
+                shortest_idx = min(range(len(doc_buffer)), key=lambda i: len(doc_buffer[i]))
+                doc = doc_buffer.pop(shortest_idx)
+                row[pos : pos + remaining] = doc[:remaining]
+                pos += remaining
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=30),
+    row_len=st.integers(min_value=2, max_value=48),
+    buffer_size=st.integers(min_value=1, max_value=12),
+    batch=st.integers(min_value=1, max_value=5),
+)
+def test_upstream_rows_pick_the_documents_upstreams_loader_picks(lengths: list[int], row_len: int, buffer_size: int, batch: int) -> None:
+    docs = _docs(lengths)
+
+    def batches():  # type: ignore[no-untyped-def]
+        while True:  # endless epochs, as upstream's _document_batches
+            for i in range(0, len(docs), batch):
+                yield [d.copy() for d in docs[i : i + batch]]
+
+    expected = _upstream_loop(([list(map(int, d)) for d in b] for b in batches()), row_len, 12, buffer_size)
+    got = data.upstream_rows(batches(), row_len, 12, buffer_size=buffer_size)
+    assert got.tolist() == expected

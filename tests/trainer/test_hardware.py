@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -71,5 +73,25 @@ def test_peak_flops_table_and_estimates() -> None:
     assert hardware.peak_flops("NVIDIA GeForce RTX 4090") == (165e12, False)
     flops, estimated = hardware.peak_flops("Some Future GPU")
     assert estimated and flops > 0
-    cpu_flops, cpu_estimated = hardware.peak_flops(None)
-    assert cpu_estimated and cpu_flops == hardware.cpu_cores() * hardware.CPU_ASSUMED_HZ * hardware.CPU_FLOPS_PER_CORE_CYCLE
+
+
+def test_cpu_peak_is_measured_once_per_thread_count_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "CPU_PEAK_MATMUL", 256)  # small and quick; the real one times 1024²
+    peak = hardware.measured_cpu_peak(1, cache_dir=tmp_path)
+    assert peak is not None and 1e8 < peak < 1e13  # FLOP/s of one thread: between 0.1 GFLOP/s and 10 TFLOP/s
+    cached = json.loads((tmp_path / hardware.CPU_PEAK_CACHE).read_text())
+    assert list(cached.values()) == [peak] and "threads=1" in next(iter(cached))
+
+    def no_subprocess(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured again instead of reading the cache")
+
+    monkeypatch.setattr(hardware.subprocess, "run", no_subprocess)
+    assert hardware.measured_cpu_peak(1, cache_dir=tmp_path) == peak
+
+
+def test_cpu_peak_falls_back_to_a_labelled_estimate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(hardware, "_CPU_PEAK_SCRIPT", "raise SystemExit(3)")
+    assert hardware.measured_cpu_peak(2) is None
+    flops, estimated = hardware.peak_flops(None, threads=2)
+    assert estimated and flops == 2 * hardware.CPU_ASSUMED_HZ * hardware.CPU_FLOPS_PER_CORE_CYCLE

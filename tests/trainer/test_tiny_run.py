@@ -41,7 +41,8 @@ def test_tiny_reference_learns_context_within_its_budget(tmp_path: Path) -> None
     assert m.training_seconds is not None
     upper = track.time_budget * (1 + limits.budget_tolerance) + limits.budget_slack_seconds
     assert 0.75 * track.time_budget <= m.training_seconds <= upper  # should_stop() may end half a step early
-    assert m.depth == 2 and m.num_params and m.num_steps and m.mfu_percent is not None and result.mfu_estimated
+    assert m.depth == 2 and m.num_params and m.num_steps and m.mfu_percent is not None
+    assert not result.mfu_estimated  # against the matmul peak measured on this CPU (hardware.measured_cpu_peak)
     assert result.train_py_sha256 == track.reference_sha256 and result.track == track.id
     assert result.hardware_class and result.hardware_class.startswith("cpu:")
 

@@ -88,4 +88,5 @@ def main(conn: Connection, train_py: Path, weights: Path) -> int:
             report_error(conn, exc)
             continue
         out = torch.cat([lse.reshape(-1), tgt.reshape(-1)]).cpu().contiguous()
-        conn.send({"op": "scores"}, out.numpy().tobytes())
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
+        conn.send({"op": "scores", "peak_vram_mib": peak}, out.numpy().tobytes())
