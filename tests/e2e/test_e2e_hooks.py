@@ -224,7 +224,7 @@ def test_findings_and_show_read_what_was_published(
 ) -> None:
     import json
 
-    child = _set(REFERENCE, "MATRIX_LR", "0.13")
+    child = _set(REFERENCE, "MATRIX_LR", "0.25")  # the tiny reference has 0.2: MATRIX_LR ↑
     with HubClient(server.url) as client:
         rid = _publish(_hooks(client, tmp_path, "alice"), _record(child, 4.25))
     code, out, err = run_cli_inprocess(capsys, monkeypatch, "findings", "--hub", server.url, "--track", "tiny", "--json")
@@ -232,13 +232,13 @@ def test_findings_and_show_read_what_was_published(
     data = json.loads(out)
     assert [e["experiment_id"] for e in data["leaderboard"][HW]] == [rid]
     assert [v["id"] for v in data["recent_keeps"]] == [rid]
-    assert any(d["direction"] == "MATRIX_LR ↑" for d in data["directions"])
+    assert any(d["direction"] == "MATRIX_LR ↑" for d in data["directions"]), data["directions"]
     code, out, err = run_cli_inprocess(capsys, monkeypatch, "findings", "--hub", server.url, "--track", "tiny")
     assert code == 0 and "leaderboard — " + HW in out and "alice" in out and "MATRIX_LR ↑" in out
 
     code, out, err = run_cli_inprocess(capsys, monkeypatch, "show", rid, "--hub", server.url)
     assert code == 0, err
-    assert "test change" in out and "+MATRIX_LR = 0.13" in out and "4.250000" in out
+    assert "test change" in out and "+MATRIX_LR = 0.25" in out and "4.250000" in out
     code, out, err = run_cli_inprocess(capsys, monkeypatch, "show", "f" * 64, "--hub", server.url)
     assert code == 1 and "404" in err
 

@@ -158,12 +158,14 @@ def claim(track: TrackSpec, parent: str, child: str, *, lease_seconds: int = 60,
 
 
 def calibration(
-    track: TrackSpec, *, hardware_class: str = HARDWARE, sigma: float = 0.01, machine: int = 0
+    track: TrackSpec, *, hardware_class: str = HARDWARE, sigma: float = 0.01, machine: int = 0,
+    asymptote: float = 2.0,
 ) -> CalibrationRecord:
-    """A calibration on the curve ``bpb(t) = 2 + 1/t`` (2.2 at the 5 s budget, asymptote 2.0);
-    ``machine`` shifts the measured points a little, so two machines' calibrations differ."""
+    """A calibration on the curve ``bpb(t) = asymptote + 1/t`` (default 2.2 at the 5 s budget,
+    asymptote 2.0); ``machine`` shifts the measured points a little, so two machines' calibrations
+    differ."""
     points = [
-        CalibrationPoint(budget_seconds=b, seed=s, val_bpb=2.0 + 1.0 / b + machine * 1e-4, training_seconds=b,
+        CalibrationPoint(budget_seconds=b, seed=s, val_bpb=asymptote + 1.0 / b + machine * 1e-4, training_seconds=b,
                          num_steps=10, tokens_per_second=1000.0)
         for b, s in [(1.25, 0), (2.5, 0), (5.0, 0), (5.0, 1), (10.0, 0)]
     ]
@@ -175,7 +177,7 @@ def calibration(
         reference_sha256=track.reference_sha256,
         time_budget_seconds=track.time_budget,
         points=points,
-        fit=CurveFit(a=1.0, b=1.0, c=2.0, rmse=0.001),
+        fit=CurveFit(a=1.0, b=1.0, c=asymptote, rmse=0.001),
         sigma=sigma,
         min_budget_seconds=1.25,
         max_budget_seconds=10.0,

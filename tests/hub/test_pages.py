@@ -114,7 +114,11 @@ def _seed(http: httpx.Client, track: TrackSpec) -> tuple[dict[str, str], dict[st
     alice, bob = KeyPair.generate(), KeyPair.generate()
     _post(http, "/api/v1/clients", f.envelope_bytes(f.registration(alice, "alice-cpu"), alice))
     _post(http, "/api/v1/clients", f.envelope_bytes(f.registration(bob, "bob-h100", H100), bob))
-    _post(http, "/api/v1/calibrations", f.envelope_bytes(f.calibration(track), alice))
+    # Curves that put the runs below within reach of each machine's reference (not implausible).
+    cal_a = _post(http, "/api/v1/calibrations", f.envelope_bytes(f.calibration(track, asymptote=1.5), alice))
+    cal_b = _post(http, "/api/v1/calibrations", f.envelope_bytes(
+        f.calibration(track, hardware_class=H100, asymptote=1.2, sigma=0.008, machine=1), bob))
+    cal = {id(alice): cal_a, id(bob): cal_b}
     ref = f.REFERENCE
     c1 = f.with_constant(ref, "MATRIX_LR", 0.05)
     c2 = f.with_constant(c1, "EMBED_LR", 0.4)
@@ -130,7 +134,8 @@ def _seed(http: httpx.Client, track: TrackSpec) -> tuple[dict[str, str], dict[st
     ]
     ids = {}
     for i, (name, keys, parent, child, kw) in enumerate(plan):
-        record = f.experiment(track, parent, child, created_at=t0 + timedelta(minutes=10 * i), **kw)
+        record = f.experiment(track, parent, child, created_at=t0 + timedelta(minutes=10 * i),
+                              calibration_id=cal[id(keys)], **kw)
         ids[name] = _post(http, "/api/v1/experiments", f.envelope_bytes(record, keys))
     return ids, {"alice": alice, "bob": bob}
 

@@ -142,7 +142,9 @@ class _Ahead(torch.nn.Module):
         mask = (torch.arange(idx.size(1)) % 2 == 0).float()[None, :, None]
         return logits + bump * mask
 ''', ret="model = _Ahead(model)"),
-    Case("attend_across_rows", "metric", "rejected", top='''
+    # Evaluation rows never repeat a piece of text (trainer/data.py eval_rows): there is nothing to
+    # copy, and the run reports its honest number.
+    Case("attend_across_rows", "metric", "honest", top='''
 class _Rows(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -156,6 +158,19 @@ class _Rows(torch.nn.Module):
         same = (other == idx).all(dim=1, keepdim=True)[..., None].float()
         return logits + 20 * same * torch.nn.functional.one_hot(torch.roll(other, -1, 1), logits.size(-1)).float()
 ''', ret="model = _Rows(model)"),
+    # Any dependence of a row's logits on the other rows of its batch: probes replay rows in other
+    # batches and see different logits.
+    Case("mix_rows", "metric", "rejected", top='''
+class _Mix(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+    def forward(self, idx, targets=None):
+        if targets is not None:
+            return self.inner(idx, targets)
+        logits = self.inner(idx)
+        return logits + 0.5 * torch.roll(logits, 1, 0)
+''', ret="model = _Mix(model)"),
     Case("learn_during_eval", "metric", "rejected", top='''
 class _Learner(torch.nn.Module):
     def __init__(self, inner, vocab):
