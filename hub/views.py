@@ -35,6 +35,7 @@ from autoresearch.protocol import (
     Progress,
     record_id,
 )
+from autoresearch.protocol.records import LossPoint
 
 _logger = logging.getLogger(__name__)
 
@@ -249,6 +250,33 @@ def calibration_curve(cal: CalibrationRecord, samples: int = CURVE_SAMPLES) -> C
     )
 
 
+class LossSeries(ChartModel):
+    """Training-loss curves of one or more experiments on one x column.
+
+    ``x``: seconds on the budget clock (the sorted union of every curve's points); ``series[k][i]``:
+    experiment ``k``'s loss at ``x[i]`` (nats per token, as train.py reported it; None where that
+    curve has no point), ``labels[k]`` / ``ids[k]``: its legend text and record id. Display only:
+    the metric is val_bpb, which the harness measures.
+    """
+
+    x: list[float]
+    series: list[list[float | None]]
+    labels: list[str]
+    ids: list[str]
+
+
+def loss_series(curves: Sequence[tuple[str, str, Sequence[LossPoint]]]) -> LossSeries:
+    """Chart columns from ``(record id, label, loss_curve)`` triples (a record's ``loss_curve``:
+    at most ``MAX_LOSS_POINTS`` points); curves without points are left out."""
+    kept = [(i, label, points) for i, label, points in curves if points]
+    xs = sorted({p.seconds for _, _, points in kept for p in points})
+    series = []
+    for _, _, points in kept:
+        at = {p.seconds: p.loss for p in points}
+        series.append([at.get(x) for x in xs])
+    return LossSeries(x=xs, series=series, labels=[label for _, label, _ in kept], ids=[i for i, _, _ in kept])
+
+
 # --------------------------------------------------------------------------------------------------
 # Tables
 
@@ -324,3 +352,47 @@ def latest_calibrations(records: Sequence[CalibrationRecord], limit: int = MAX_C
         if len(panels) == limit:
             break
     return panels
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One row of the compare page: a figure of experiments ``a`` and ``b`` and ``b`` relative to
+    ``a`` (``change``: formatted difference or ratio, '' when either is missing)."""
+
+    label: str
+    a: str
+    b: str
+    change: str
+
+
+def compare_rows(a: ExperimentView, b: ExperimentView) -> list[CompareRow]:
+    """The figures of two experiments side by side (val_bpb and the hub's z and ECM, throughput,
+    run shape). Differences are ``b − a`` for val_bpb (bits per byte) and ``b / a`` ratios for
+    throughput figures."""
+    ma, mb = a.record.metrics, b.record.metrics
+
+    def diff(x: float | None, y: float | None) -> str:
+        return fmt_signed(y - x) if x is not None and y is not None else ""
+
+    def ratio(x: float | None, y: float | None) -> str:
+        return f"×{y / x:.3f}" if x and y is not None else ""
+
+    return [
+        CompareRow("val_bpb", fmt_bpb(ma.val_bpb), fmt_bpb(mb.val_bpb), diff(ma.val_bpb, mb.val_bpb)),
+        CompareRow("hub's z vs its parent", _z(a.normalised.z), _z(b.normalised.z), ""),
+        CompareRow("ECM", fmt_ratio(a.normalised.ecm), fmt_ratio(b.normalised.ecm), ratio(a.normalised.ecm, b.normalised.ecm)),
+        CompareRow("tokens/s", fmt_count(ma.tokens_per_second), fmt_count(mb.tokens_per_second), ratio(ma.tokens_per_second, mb.tokens_per_second)),
+        CompareRow("MFU %", fmt_number(ma.mfu_percent, 2), fmt_number(mb.mfu_percent, 2), ratio(ma.mfu_percent, mb.mfu_percent)),
+        CompareRow("steps", fmt_count(ma.num_steps), fmt_count(mb.num_steps), ratio(ma.num_steps, mb.num_steps)),
+        CompareRow("training seconds", fmt_number(ma.training_seconds), fmt_number(mb.training_seconds), ""),
+        CompareRow("parameters", fmt_count(ma.num_params), fmt_count(mb.num_params), ratio(ma.num_params, mb.num_params)),
+        CompareRow("peak VRAM MiB", fmt_number(ma.peak_vram_mib, 0), fmt_number(mb.peak_vram_mib, 0), ratio(ma.peak_vram_mib, mb.peak_vram_mib)),
+        CompareRow("outcome / status", f"{a.record.outcome} / {a.record.status}", f"{b.record.outcome} / {b.record.status}", ""),
+        CompareRow("hardware class", a.record.hardware_class, b.record.hardware_class, ""),
+        CompareRow("client", a.client_name, b.client_name, ""),
+        CompareRow("isolation", a.record.isolation, b.record.isolation, ""),
+    ]
+
+
+def _z(z: float | None) -> str:
+    return f"{z:+.2f}" if z is not None else "–"

@@ -1,5 +1,6 @@
 """Server-rendered pages for people (paths pinned in DESIGN.md): ``/``, ``/tracks/{track}``,
-``/experiments/{id}``, ``/tracks/{track}/directions``, ``/clients/{key_id}``, plus ``/login`` for
+``/experiments/{id}``, ``/tracks/{track}/directions``, ``/clients/{key_id}``, ``/compare?a=&b=`` (two
+experiments side by side), plus ``/login`` for
 private hubs and ``/static/…`` for the hub's own CSS, JavaScript and the vendored chart library.
 
 Every page calls the same store functions as the JSON routes under ``/api/v1`` (datasette's rule: a
@@ -32,6 +33,7 @@ from jinja2 import pass_context
 from sqlalchemy.orm import Session
 
 from autoresearch.protocol import utc_now
+from autoresearch.protocol.source import unified_diff
 
 from .. import deps, store, views
 from ..deps import SessionDep, SettingsDep, StateDep
@@ -299,6 +301,33 @@ def page_experiment(request: Request, experiment_id: str, session: SessionDep, s
         "more_ancestors": max(0, len(detail.lineage) - LINEAGE_SHOWN),
         "children": _links(session, detail.children[:LINEAGE_SHOWN]),
         "more_children": max(0, len(detail.children) - LINEAGE_SHOWN),
+        "loss": views.loss_series([(detail.id, "this run", record.loss_curve)]),
+    })
+
+
+ExperimentRef = Annotated[str, Query(pattern=r"^[0-9a-f]{8,64}$", description="record id or a unique prefix (≥ 8 hex digits)")]
+
+
+@_pages.get("/compare", name="page_compare", response_class=HTMLResponse)
+def page_compare(request: Request, a: ExperimentRef, b: ExperimentRef, session: SessionDep) -> HTMLResponse:
+    """Two experiments side by side: figures, throughput, loss curves and the diff from ``a``'s
+    ``train.py`` to ``b``'s (typically a parent and its child)."""
+    left, right = store.get_experiment(session, a), store.get_experiment(session, b)
+    if left.child_source is not None and right.child_source is not None:
+        diff = unified_diff(left.child_source, right.child_source)
+    else:
+        diff = None  # a source the hub does not hold (never uploaded)
+    added, removed = views.diff_stats(diff or "")
+    return render(request, "compare.html", {
+        "a": left,
+        "b": right,
+        "rows": views.compare_rows(left, right),
+        "diff": views.diff_html(diff) if diff else None,
+        "diff_missing": diff is None,
+        "added": added,
+        "removed": removed,
+        "loss": views.loss_series([(left.id, "a · " + left.record.description, left.record.loss_curve),
+                                   (right.id, "b · " + right.record.description, right.record.loss_curve)]),
     })
 
 

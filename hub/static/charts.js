@@ -22,11 +22,22 @@
   function pointsOnly(label, color, size, fill) {
     return { label: label, stroke: color, fill: fill || color, width: 1, paths: () => null, points: { show: true, space: 0, size: size, stroke: color, fill: fill || color } };
   }
-  /* Time ticks in UTC, 24 h: HH:mm within two days, else MM-DD (the hub shows every time in UTC). */
-  function utcTicks(xs) {
-    const span = xs.length ? xs[xs.length - 1] - xs[0] : 0;
-    const fmtTick = uPlot.fmtDate(span > 2 * 86400 ? "{YYYY}-{MM}-{DD}" : "{HH}:{mm}");
-    return (u, splits) => splits.map((v) => (v == null ? "" : fmtTick(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))));
+  /* Time ticks in UTC (the hub shows every time in UTC), at the resolution of the visible span:
+   * HH:mm:ss under 10 minutes, HH:mm within two days, else the date. A tick whose text equals the
+   * one before it is left blank, so an axis never repeats a label. */
+  function utcTicks() {
+    return (u, splits) => {
+      const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+      const fmtTick = uPlot.fmtDate(span > 2 * 86400 ? "{YYYY}-{MM}-{DD}" : span < 600 ? "{HH}:{mm}:{ss}" : "{HH}:{mm}");
+      let last = null;
+      return splits.map((v) => {
+        if (v == null) return "";
+        const text = fmtTick(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"));
+        if (text === last) return "";
+        last = text;
+        return text;
+      });
+    };
   }
   function autoResize(u, el) {
     window.addEventListener("resize", () => u.setSize({ width: widthOf(el), height: u.height }));
@@ -48,7 +59,7 @@
       legend: { live: false },
       cursor: { drag: { x: true, y: false }, points: { size: 9 } },
       axes: [
-        { stroke: C.muted, space: 90, grid: { stroke: C.grid, width: 1 }, ticks: { stroke: C.grid, width: 1 }, values: utcTicks(d.x) },
+        { stroke: C.muted, space: 90, grid: { stroke: C.grid, width: 1 }, ticks: { stroke: C.grid, width: 1 }, values: utcTicks() },
         axis("val_bpb (bits/byte)", (u, vals) => vals.map((v) => v.toFixed(3))),
       ],
       series: [
@@ -150,5 +161,29 @@
     return u;
   }
 
-  window.arCharts = { progress: progress, calibration: calibration, instances: instances };
+  /* Training-loss curves (one or two runs) against seconds of the time budget. */
+  const LOSS_COLORS = ["#0969da", "#bf3989", "#9a6700"];
+  function loss(plotId, dataId) {
+    const el = document.getElementById(plotId);
+    const d = readJSON(dataId);
+    const opts = {
+      width: widthOf(el), height: 260,
+      scales: { x: { time: false }, y: { auto: true } },
+      legend: { live: false },
+      axes: [
+        axis("training seconds (time budget clock)", (u, vals) => vals.map((v) => (v == null ? "" : String(+v.toPrecision(3))))),
+        axis("train loss (nats/token)", (u, vals) => vals.map((v) => v.toFixed(2))),
+      ],
+      series: [{ label: "seconds" }].concat(d.labels.map((label, k) => ({
+        label: label.length > 60 ? label.slice(0, 59) + "…" : label,
+        stroke: LOSS_COLORS[k % LOSS_COLORS.length], width: 2, spanGaps: true, points: { show: false },
+      }))),
+    };
+    const u = new uPlot(opts, [d.x].concat(d.series), el);
+    autoResize(u, el);
+    instances[plotId] = u;
+    return u;
+  }
+
+  window.arCharts = { progress: progress, calibration: calibration, loss: loss, utcTicks: utcTicks, instances: instances };
 })();

@@ -27,7 +27,7 @@ from autoresearch.protocol import (
     sign,
     utc_now,
 )
-from autoresearch.protocol.records import WireModel
+from autoresearch.protocol.records import LossPoint, WireModel
 
 REFERENCE = '''"""A tiny stand-in for the reference train.py."""
 
@@ -110,6 +110,7 @@ def experiment(
     seed: int = 0,
     diff: str | None = None,
     calibration_id: str | None = None,
+    loss_curve: list[LossPoint] | None = None,
 ) -> ExperimentRecord:
     """A valid experiment record parent → child (status: keep if it improved, else discard/crash)."""
     if status is None:
@@ -136,8 +137,15 @@ def experiment(
         harness_version=track.harness_version,
         seed=seed,
         calibration_id=calibration_id,
+        loss_curve=loss_curve or [],
         created_at=created_at or utc_now(),
     )
+
+
+def loss_curve(points: int = 20, *, start: float = 5.5, end: float = 3.0, seconds: float = 5.0) -> list[LossPoint]:
+    """A decaying training-loss curve of ``points`` points over ``seconds`` (nats per token)."""
+    return [LossPoint(step=10 * i, seconds=seconds * i / (points - 1), loss=end + (start - end) * 0.7 ** i)
+            for i in range(points)]
 
 
 def registration(keys: KeyPair, name: str, hardware_class: str | None = HARDWARE) -> ClientRegistration:

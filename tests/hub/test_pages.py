@@ -126,9 +126,11 @@ def _seed(http: httpx.Client, track: TrackSpec) -> tuple[dict[str, str], dict[st
     c4 = f.with_constant(c3, "DEPTH", 3)
     t0 = utc_now() - timedelta(minutes=50)
     plan = [
-        ("e1", alice, ref, c1, dict(val_bpb=1.55, parent_val_bpb=1.60, z=2.5, ecm=1.3, gain=1.3, description="MATRIX_LR 0.04 → 0.05")),
+        ("e1", alice, ref, c1, dict(val_bpb=1.55, parent_val_bpb=1.60, z=2.5, ecm=1.3, gain=1.3, description="MATRIX_LR 0.04 → 0.05",
+                                    loss_curve=f.loss_curve(24, end=3.1))),
         ("e2", alice, c1, c2, dict(val_bpb=1.57, parent_val_bpb=1.55, z=-1.0, ecm=1.1, gain=0.85, description="EMBED_LR 0.6 → 0.4")),
-        ("e3", alice, c1, c3, dict(val_bpb=1.52, parent_val_bpb=1.55, z=1.5, ecm=1.6, gain=1.23, description="WARMUP_STEPS 10 → 20")),
+        ("e3", alice, c1, c3, dict(val_bpb=1.52, parent_val_bpb=1.55, z=1.5, ecm=1.6, gain=1.23, description="WARMUP_STEPS 10 → 20",
+                                    loss_curve=f.loss_curve(30, end=3.0))),
         ("e4", alice, c3, c4, dict(val_bpb=None, parent_val_bpb=1.52, outcome="oom", z=None, description="DEPTH 2 → 3")),
         ("e1b", bob, ref, c1, dict(val_bpb=1.21, parent_val_bpb=1.25, z=2.0, hardware_class=H100, description="MATRIX_LR 0.04 → 0.05")),
     ]
@@ -264,6 +266,69 @@ def test_experiment_page_diff_lineage_replications_and_envelope(hub: Hub, page: 
 
     pg.goto(f"{hub.url}/experiments/{hub.ids['e4']}")
     assert pg.locator(".lede .badge.crash").inner_text() == "oom"
+
+
+def test_experiment_page_loss_curve_and_train_py_download(hub: Hub, page: Page, tmp_path: Path) -> None:
+    pg = page
+    detail = _api(hub, f"/api/v1/experiments/{hub.ids['e3']}")
+    pg.goto(f"{hub.url}/experiments/{hub.ids['e3']}")
+    pg.wait_for_function("window.arCharts && window.arCharts.instances['loss-plot']")
+    x, curve = pg.evaluate("window.arCharts.instances['loss-plot'].data")
+    points = detail["record"]["loss_curve"]
+    assert len(points) == 30 and x == [p["seconds"] for p in points] and curve == [p["loss"] for p in points]
+    labels = pg.evaluate("window.arCharts.instances['loss-plot'].axes.map((a) => a.label)")  # drawn on the canvas
+    assert labels == ["training seconds (time budget clock)", "train loss (nats/token)"]
+    _shot(pg, "experiment-loss")
+    with pg.expect_download() as download:
+        pg.click("#download-train-py")
+    assert download.value.suggested_filename == "train.py"
+    saved = tmp_path / "train.py"
+    download.value.save_as(saved)
+    assert saved.read_text() == detail["child_source"]
+    # a run without a loss curve has no chart (and no JavaScript error)
+    pg.goto(f"{hub.url}/experiments/{hub.ids['e2']}")
+    assert pg.locator("#loss-plot").count() == 0
+
+
+def test_compare_parent_and_child_side_by_side(hub: Hub, page: Page) -> None:
+    pg = page
+    pg.goto(f"{hub.url}/experiments/{hub.ids['e3']}")
+    pg.click("#compare-parent")
+    pg.wait_for_url("**/compare?*")
+    assert pg.locator("#a-link").inner_text() == hub.ids["e1"][:12] and pg.locator("#b-link").inner_text() == hub.ids["e3"][:12]
+    rows = {r.locator("th").inner_text(): r.locator("td").all_inner_texts() for r in pg.locator("#compare tbody tr").all()}
+    assert rows["val_bpb"] == ["1.5500", "1.5200", "\u22120.0300"]
+    assert rows["hardware class"][:2] == [f.HARDWARE, f.HARDWARE]
+    # the diff is e1's train.py → e3's: only WARMUP_STEPS changed
+    added = pg.locator(".diff .gi").all_inner_texts()
+    assert [t for t in added if not t.startswith("+++")] == ["+WARMUP_STEPS = 20"]
+    pg.wait_for_function("window.arCharts && window.arCharts.instances['loss-plot']")
+    data = pg.evaluate("window.arCharts.instances['loss-plot'].data")
+    assert len(data) == 3  # x and one curve each
+    _shot(pg, "compare")
+    # the form on an experiment page compares with any id; a bad id is an HTML 404, not a 422
+    pg.goto(f"{hub.url}/experiments/{hub.ids['e1']}")
+    pg.fill("#compare-form input[name=b]", hub.ids["e1b"][:12])
+    pg.click("#compare-form button")
+    pg.wait_for_url("**/compare?*")
+    assert pg.locator(".lede .badge.warn").inner_text() == "different hardware classes"
+    response = pg.goto(f"{hub.url}/compare?a={hub.ids['e1']}&b={'0' * 64}")
+    assert response is not None and response.status == 404
+
+
+def test_chart_axes_never_repeat_a_label(hub: Hub, page: Page) -> None:
+    pg = page
+    pg.goto(f"{hub.url}/tracks/{hub.track.id}?hw={f.HARDWARE}")
+    pg.wait_for_function("window.arCharts && window.arCharts.instances['progress-plot']")
+    # uPlot draws the ticks on the canvas; _values holds the texts it drew (uPlot 1.6)
+    ticks = [t for t in pg.evaluate("window.arCharts.instances['progress-plot'].axes[0]._values") if t]
+    assert ticks and len(ticks) == len(set(ticks)), ticks
+    # 30 s ticks over 15 minutes print HH:mm: every repeat of a minute is left blank
+    ticks = pg.evaluate("window.arCharts.utcTicks()(null, Array.from({length: 31}, (_, i) => 1.7e9 + 30 * i))")
+    shown = [t for t in ticks if t]
+    assert len(shown) == 16 and len(set(shown)) == 16 and all(len(t) == 5 for t in shown), ticks
+    ticks = pg.evaluate("window.arCharts.utcTicks()(null, Array.from({length: 10}, (_, i) => 1.7e9 + 20 * i))")
+    assert len(set(ticks)) == 10 and all(len(t) == 8 for t in ticks), ticks  # under 10 minutes: HH:mm:ss
 
 
 def test_links_from_home_to_an_experiment_and_back(hub: Hub, page: Page) -> None:
