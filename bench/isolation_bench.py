@@ -49,6 +49,7 @@ def _in_process_child(track_name: str, budget: float) -> None:
     corpus = data.load_corpus(track)
     rows = data.eval_rows(corpus, track.max_seq_len, track.eval_tokens)
     module = types.ModuleType("train")
+    sys.modules["train"] = module  # dataclasses in train.py look their module up
     exec(compile(tracks.reference_source(track), "train.py", "exec"), module.__dict__)  # noqa: S102 - our own reference
     packer = data.BestFitPacker(corpus.train_stream(0), track.max_seq_len + 1, corpus.bos_id)
 

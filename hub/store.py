@@ -706,6 +706,7 @@ class ExperimentFilter:
     track: str | None = None
     hardware_class: str | None = None
     outcome: str | None = None
+    status: str | None = None
     client: str | None = None
     since: datetime | None = None
 
@@ -738,6 +739,8 @@ def list_experiments(session: Session, flt: ExperimentFilter, *, cursor: str | N
         query = query.where(Experiment.hardware_class == flt.hardware_class)
     if flt.outcome is not None:
         query = query.where(Experiment.outcome == flt.outcome)
+    if flt.status is not None:
+        query = query.where(Experiment.status == flt.status)
     if flt.client is not None:
         query = query.where(Experiment.key_id == flt.client)
     if flt.since is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
@@ -101,6 +101,7 @@ def list_experiments(
     track: Annotated[str | None, Query(max_length=64, description="track id or short name")] = None,
     hardware_class: Annotated[str | None, Query(max_length=200)] = None,
     outcome: Annotated[str | None, Query(max_length=16, description=", ".join(OUTCOMES))] = None,
+    status: Annotated[Literal["keep", "discard", "crash"] | None, Query(description="keep, discard or crash")] = None,
     client: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="key id")] = None,
     since: Annotated[datetime | None, Query(description="received at or after (ISO 8601, UTC)")] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
@@ -112,7 +113,7 @@ def list_experiments(
     if since is not None and since.tzinfo is None:
         raise BadRequest("since must carry a timezone (e.g. 2026-01-01T00:00:00Z)", code="bad_request")
     track_id = state.catalog.get(track).id if track is not None else None
-    flt = store.ExperimentFilter(track=track_id, hardware_class=hardware_class, outcome=outcome, client=client, since=since)
+    flt = store.ExperimentFilter(track=track_id, hardware_class=hardware_class, outcome=outcome, status=status, client=client, since=since)
     return store.list_experiments(session, flt, cursor=cursor, limit=min(limit, state.settings.page_limit_max))
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -243,13 +243,17 @@ def page_track(
     session: SessionDep,
     state: StateDep,
     hw: Annotated[str | None, Query(max_length=200, description="hardware class of the chart")] = None,
+    status: Annotated[Literal["keep", "discard", "crash"] | None, Query(description="recent experiments: only this status")] = None,
+    hardware_class: Annotated[str | None, Query(max_length=200, description="recent experiments: only this class")] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> HTMLResponse:
-    """Progress chart, ECM and raw leaderboards, top directions, recent experiments of a track."""
+    """Progress chart, ECM and raw leaderboards, top directions, recent experiments of a track
+    (filtered by ``status`` and ``hardware_class`` when given)."""
     spec = state.catalog.get(track)
     leaderboard = store.leaderboard(session, spec.id)
     best = store.community_best(session, spec, state.catalog.reference_source(spec), None)
-    recent = store.list_experiments(session, store.ExperimentFilter(track=spec.id), cursor=cursor, limit=RECENT_PAGE_SIZE)
+    flt = store.ExperimentFilter(track=spec.id, status=status, hardware_class=hardware_class or None)
+    recent = store.list_experiments(session, flt, cursor=cursor, limit=RECENT_PAGE_SIZE)
     classes = sorted(set(leaderboard.by_hardware_class) | {e.record.hardware_class for e in recent.items})
     chart_class = hw or (best.experiment.record.hardware_class if best.experiment else None) or (classes[0] if classes else None)
     progress = store.progress(session, spec.id, chart_class, limit=PROGRESS_MAX_POINTS) if chart_class else None
@@ -264,6 +268,7 @@ def page_track(
         "direction_count": len(directions),
         "recent": recent,
         "cursor": cursor,
+        "filters": {k: v for k, v in (("status", status), ("hardware_class", hardware_class)) if v},
         "experiment_url_prefix": str(request.app.url_path_for("page_experiment", experiment_id="x"))[:-1],
     })
 

@@ -316,6 +316,28 @@ def test_compare_parent_and_child_side_by_side(hub: Hub, page: Page) -> None:
     assert response is not None and response.status == 404
 
 
+def test_track_page_filters_recent_experiments(hub: Hub, page: Page) -> None:
+    pg = page
+    pg.goto(f"{hub.url}/tracks/{hub.track.id}")
+    pg.select_option("#filters select[name=status]", "keep")
+    pg.select_option("#filters select[name=hardware_class]", f.HARDWARE)
+    pg.click("#filters button")
+    pg.wait_for_url("**status=keep**")
+    links = "#recent ~ .tablewrap table.experiments tbody tr td:first-child a.mono"
+    shown = [a.get_attribute("title") for a in pg.locator(links).all()]
+    api = _api(hub, "/api/v1/experiments", track=hub.track.id, status="keep", hardware_class=f.HARDWARE)["items"]
+    assert shown == [e["id"] for e in api] == [hub.ids["e3"], hub.ids["e1"]]
+    assert pg.locator("#filters select[name=status]").input_value() == "keep"
+    pg.select_option("#filters select[name=status]", "crash")
+    pg.click("#filters button")
+    pg.wait_for_url("**status=crash**")
+    assert [a.get_attribute("title") for a in pg.locator(links).all()] == [hub.ids["e4"]]
+    pg.click("#clear-filters")
+    pg.wait_for_url(f"**/tracks/{hub.track.id}#recent")
+    assert pg.locator("#recent ~ .tablewrap table.experiments tbody tr").count() == 5
+    assert httpx.get(f"{hub.url}/api/v1/experiments", params={"status": "kept"}).status_code == 422
+
+
 def test_chart_axes_never_repeat_a_label(hub: Hub, page: Page) -> None:
     pg = page
     pg.goto(f"{hub.url}/tracks/{hub.track.id}?hw={f.HARDWARE}")
