@@ -17,7 +17,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
+import click
 import typer
+import typer.core
 
 from autoresearch.protocol import ProtocolError
 
@@ -25,6 +27,18 @@ from . import console
 from .commands import calibrate, demo, federation, hubcmd, keys, records, trainer, workspace
 from .errors import ClientError
 from .safetext import SafeLogFilter
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _no_flag_placeholder(self: typer.core.TyperOption, ctx: click.Context) -> str | None:
+    """``--help`` shows no ``<bool>`` after an on/off flag (typer ≥ 0.2x prints one): a flag takes no value."""
+    if self.is_bool_flag:
+        return None
+    return _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_flag_placeholder  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="autoresearch",

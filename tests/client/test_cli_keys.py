@@ -59,6 +59,15 @@ def test_help_lists_every_command_group(cli) -> None:  # type: ignore[no-untyped
     assert not missing, f"--help does not list {missing}:\n{result.out}"
 
 
+@pytest.mark.parametrize("command", [(), ("run",), ("join",), ("demo",), ("train",)])
+def test_help_shows_no_placeholder_after_a_flag(cli, command: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    """On/off flags take no value, so ``--help`` shows none (typer 0.29 prints ``<bool>``); valued options keep theirs."""
+    result = cli(*command, "--help")
+    assert result.code == 0, result.err
+    assert "<bool>" not in result.out, result.out
+    assert "--help" in result.out and (not command or "<" in result.out)
+
+
 def test_keys_generate_writes_a_0600_key_and_prints_its_id(cli, clean_env: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("keys", "generate")
     assert result.code == 0, result.err
