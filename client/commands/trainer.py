@@ -119,7 +119,8 @@ def register(app: typer.Typer) -> None:
         from autoresearch.trainer.run import run_training
 
         spec = _track(track, time_budget)
-        directory = run_dir or Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
+        # absolute: the harness hands the folder to workers whose working directory is not ours
+        directory = run_dir.expanduser().resolve() if run_dir else Path(tempfile.mkdtemp(prefix="autoresearch-run-"))
         directory.mkdir(parents=True, exist_ok=True)
         train_py = _resolve_train_py(file, spec, directory)
         from autoresearch.trainer import sandbox

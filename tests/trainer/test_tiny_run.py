@@ -48,10 +48,11 @@ def test_tiny_reference_learns_context_within_its_budget(tmp_path: Path) -> None
 
 
 def test_cli_train_prints_the_summary_block_and_writes_json(tmp_path: Path) -> None:
+    """``--run-dir runs/1`` relative to the working directory, as the docs write it."""
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [CLI, "train", "--track", "tiny", "--time-budget", "2",
-         "--json", str(out), "--run-dir", str(tmp_path / "run")],
+         "--json", str(out), "--run-dir", "runs/1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -62,6 +63,7 @@ def test_cli_train_prints_the_summary_block_and_writes_json(tmp_path: Path) -> N
                         "total_tokens_M", "num_steps", "num_params_M", "depth"]  # fmt: skip
     assert "startup_seconds" in keys and "eval_seconds" in keys
     assert '"outcome": "ok"' in out.read_text()
+    assert (tmp_path / "runs" / "1" / "run.log").is_file()
     assert tracks.get_track("tiny", time_budget=2).id in proc.stderr  # the derived track is named
 
 
