@@ -38,7 +38,12 @@ pytestmark = [
 ]
 
 TRACK = tracks.get_track("tiny", time_budget=1.0)
-HONEST_SLACK = 0.15  # bits per byte: far above the seed noise of a 1 s tiny run, far below any fake's gain
+# The floor a harmless case is held to: the honest reference given twice the budget, less a slack for
+# float noise. Tokens per CPU-second vary with what shares the cores (CI runs saw 29 to 42 steps in
+# the same 1 s, worth 0.15 bpb this early in training), so the same 1 s budget is no floor; twice
+# the steps is, and a fake (0.01, or a clock that never runs out) still lands far below it.
+FLOOR_TRACK = tracks.get_track("tiny", time_budget=2.0)
+HONEST_SLACK = 0.05  # bits per byte
 
 
 def _insert(case: Case, fill: dict[str, str]) -> str:
@@ -66,6 +71,7 @@ class World:
     before: dict[str, str]
     results: dict[str, RunResult]
     honest: RunResult
+    floor: RunResult
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -97,20 +103,22 @@ def world() -> Iterator[World]:
     os.environ.update(HOME=str(home), ANTHROPIC_API_KEY=secret, MY_HUB_TOKEN=secret)
     before = _snapshot(workspace)
 
-    def run(case: Case | None) -> tuple[str, RunResult]:
-        name = case.name if case else "honest"
+    def run(item: Case | str) -> tuple[str, RunResult]:
+        case = item if isinstance(item, Case) else None
+        name = case.name if case else str(item)
+        track = FLOOR_TRACK if name == "floor" else TRACK
         folder = root / "runs" / name
         folder.mkdir(parents=True)
         fill = dict(SECRET=secret, KEY=str(key), WORKSPACE=str(workspace), RUN_DIR=str(folder / "run"), HOME=str(home),
                     PORT=str(listener.getsockname()[1]), MARKER=marker)  # fmt: skip
         source = tracks.reference_source(TRACK) if case is None else _insert(case, fill)
         (folder / "train.py").write_text(source)
-        return name, run_training(folder / "train.py", TRACK, folder / "run", extra_env={"OMP_NUM_THREADS": "1"})
+        return name, run_training(folder / "train.py", track, folder / "run", extra_env={"OMP_NUM_THREADS": "1"})
 
     try:
         with ThreadPoolExecutor(2) as pool:
-            done = dict(pool.map(run, [None, *CASES]))
-        yield World(root, home, workspace, key, secret, marker, listener, before, done, done.pop("honest"))
+            done = dict(pool.map(run, ["honest", "floor", *CASES]))
+        yield World(root, home, workspace, key, secret, marker, listener, before, done, done.pop("honest"), done.pop("floor"))
     finally:
         listener.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -122,8 +130,10 @@ def world() -> Iterator[World]:
 
 
 def test_the_honest_reference_runs_ok(world: World) -> None:
-    assert world.honest.outcome == "ok" and world.honest.isolation == "sandbox", world.honest.error
-    assert world.honest.probes > 0
+    for run in (world.honest, world.floor):
+        assert run.outcome == "ok" and run.isolation == "sandbox", run.error
+        assert run.probes > 0
+    assert world.floor.metrics.val_bpb < world.honest.metrics.val_bpb  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -138,8 +148,9 @@ def test_hostile_case(world: World, case: Case) -> None:
     if case.expect == "rejected":
         assert result.outcome == "rejected" and "probe" in (result.error or ""), (result.outcome, result.error)
     elif case.expect == "honest" and result.outcome == "ok":
-        assert result.metrics.val_bpb is not None and world.honest.metrics.val_bpb is not None
-        assert result.metrics.val_bpb >= world.honest.metrics.val_bpb - HONEST_SLACK, (case.name, result.metrics)
+        floor = world.floor.metrics
+        assert result.metrics.val_bpb is not None and floor.val_bpb is not None
+        assert result.metrics.val_bpb >= floor.val_bpb - HONEST_SLACK, (case.name, result.metrics, floor)
         assert result.metrics.training_seconds is not None and result.metrics.training_seconds <= TRACK.time_budget * 1.05 + 1.0
     # … and the one summary block at the start of a line is the harness's own
     blocks = [line for line in log.splitlines() if line.startswith("val_bpb:")]
