@@ -2,7 +2,9 @@
 
 Both implement the loop's ``LoopEvents``. The live panel shows the experiment number and description,
 a bar of the training budget, the current loss, the best val_bpb so far and the keep/discard/crash
-counts. The plain form writes one line when an experiment starts and one when it ends.
+counts. The plain form (not a TTY, e.g. each volunteer of ``autoresearch demo``) writes one line when
+an experiment starts, one at each quarter of its training budget (step, loss, time left) and one when
+it ends: no escape codes, and never silent for more than a quarter of the budget.
 """
 
 from __future__ import annotations
@@ -47,20 +49,39 @@ def _counts(stats: LoopStats) -> str:
     )
 
 
+PROGRESS_MARKS = 4  # plain progress lines per experiment: at ¼, ½ and ¾ of the training budget
+
+
 class PlainDisplay:
-    """Log lines on a console (stderr): one per start, one per result, notes as they come."""
+    """Log lines on a console (stderr): one per start, one at each quarter of the budget, one per
+    result, notes as they come."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._number = 0
+        self._marks_shown = 0
 
     def experiment_started(self, number: int, description: str, time_budget: float) -> None:
+        self._number, self._marks_shown = number, 0
         self.console.print(
             f"[{number:04d}] start ({time_budget:g} s budget): {safe_text(description, one_line=True)}",
             highlight=False, markup=False, emoji=False,
         )
 
     def progress(self, progress: TrainProgress) -> None:
-        return None
+        """One line each time training passes the next quarter of the budget (¼, ½, ¾)."""
+        if progress.time_budget <= 0:
+            return
+        mark = min(int(PROGRESS_MARKS * progress.training_seconds / progress.time_budget), PROGRESS_MARKS - 1)
+        if mark <= self._marks_shown:
+            return
+        self._marks_shown = mark
+        left = max(progress.time_budget - progress.training_seconds, 0.0)
+        self.console.print(
+            f"[{self._number:04d}] step {progress.step} loss {progress.loss:.4f} "
+            f"{progress.training_seconds:.0f}/{progress.time_budget:g} s ({left:.0f} s left)",
+            highlight=False, markup=False, emoji=False,
+        )
 
     def experiment_finished(self, exp: LocalExperiment, stats: LoopStats) -> None:
         self.console.print(f"{_summary(exp)}  | {_counts(stats)}", highlight=False, markup=False, emoji=False)

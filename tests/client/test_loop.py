@@ -438,6 +438,18 @@ def test_displays_render_the_loop(ws: Workspace) -> None:
     assert lines[-1].startswith("[0002] keep val_bpb 2.000") and "Δ -0.0" in lines[-1] and "LR 0.10 → 0.06" in lines[-1]
     assert lines[-1].endswith("| best 2.000000 | 2 keep, 0 discard, 0 crash, 0 rejected")
 
+    # not silent while training: one plain line (no escape codes) per quarter of the budget passed
+    ticks = io.StringIO()
+    plain = PlainDisplay(Console(file=ticks, width=200))
+    plain.experiment_started(3, "DEPTH 2 → 3", 60.0)
+    for second in range(0, 61, 5):
+        plain.progress(TrainProgress(step=second, loss=4.0 - second / 100, training_seconds=float(second), time_budget=60.0))
+    assert ticks.getvalue().splitlines()[1:] == [
+        "[0003] step 15 loss 3.8500 15/60 s (45 s left)",
+        "[0003] step 30 loss 3.7000 30/60 s (30 s left)",
+        "[0003] step 45 loss 3.5500 45/60 s (15 s left)",
+    ]
+
     live_out = io.StringIO()
     with LiveDisplay(Console(file=live_out, width=120, force_terminal=True, no_color=True)) as live:
         live.experiment_started(7, "MATRIX_LR 0.04 → 0.06", 4.0)
