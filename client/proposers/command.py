@@ -30,12 +30,14 @@ agent that ran but changed nothing is not retried: that is its answer, and the l
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -50,8 +52,9 @@ _logger = logging.getLogger(__name__)
 
 PROMPT = """# Task
 
-You are the research agent of an autoresearch workspace. Edit `train.py` in this folder ({folder})
-in place: make ONE change that you expect to lower val_bpb (validation bits per byte) within the
+You are the research agent of an autoresearch workspace. Edit `train.py` in this folder ({folder},
+also named by $AUTORESEARCH_TRAIN_PY) in place: make ONE change that you expect to lower val_bpb
+(validation bits per byte) within the
 fixed training time budget. Then write a one-line description of the change (upstream style, e.g.
 `MATRIX_LR 0.04 → 0.06`) to `description.txt` in this folder. Do not run the training yourself:
 the loop does. Do not edit any other file.
@@ -90,6 +93,20 @@ def check_agent_command(command: str) -> None:
         raise UsageError("the agent command is empty", hint='e.g. --agent-command "my-agent --headless"')
     if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
         raise UsageError(f"agent command not found: {argv[0]}", hint="check --agent-command (is the agent CLI on PATH?)")
+
+
+_live: set[subprocess.Popen[bytes]] = set()  # agent calls running now (a prefetch thread's included)
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _kill_live_agents() -> None:
+    """At exit (Ctrl-C, loop abort), kill agents a background prefetch left running: they run in
+    their own session, so the terminal's SIGINT never reaches them."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _kill_group(proc, grace=0.0)
 
 
 class _AgentFailed(Exception):
@@ -192,6 +209,8 @@ class CommandProposer:
                 )  # fmt: skip
             except FileNotFoundError as exc:
                 raise ProposerError(f"agent command not found: {argv[0]}", hint="check --agent-command") from exc
+            with _live_lock:
+                _live.add(proc)
             try:
                 code = proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -200,6 +219,8 @@ class CommandProposer:
             finally:
                 if proc.poll() is None:  # interrupted (Ctrl-C, loop abort): leave no agent behind
                     _kill_group(proc)
+                with _live_lock:
+                    _live.discard(proc)
             _kill_group(proc, grace=0.0)  # tools it left running in the background
         if code != 0:
             tail = log_path.read_text(errors="replace")[-500:].strip()
