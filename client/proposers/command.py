@@ -12,6 +12,11 @@ keep/discard/crash, val_bpb, Δ, description — and the hub's suggestions). The
 - the prompt file's path substituted for ``{prompt}`` in the command, or appended as the last
   argument when the command has no ``{prompt}`` and does not name ``$AUTORESEARCH_PROMPT_FILE``.
 
+The command is split like a shell line (:func:`shlex.split`) but runs without a shell: only
+``{prompt}`` and ``$AUTORESEARCH_PROMPT_FILE`` / ``$AUTORESEARCH_TRAIN_PY`` / ``$AUTORESEARCH_AGENT_DIR``
+(also as ``${…}``) are replaced in its arguments; for pipes or ``$(…)`` wrap it in ``sh -c '…'`` or
+a script of your own.
+
 The agent edits ``train.py`` and may write a one-line ``description.txt``. The workspace's own
 ``train.py`` is never touched, so the loop's git state stays consistent while the agent works in the
 background (prefetch).
@@ -196,10 +201,11 @@ class CommandProposer:
         """
         prompt = folder / "prompt.md"
         train_py = folder / "train.py"
-        argv = [a.replace("{prompt}", str(prompt)) for a in self.argv]
+        values = {PROMPT_ENV: str(prompt), TRAIN_PY_ENV: str(train_py), AGENT_DIR_ENV: str(folder)}
+        argv = [_substitute(a, values) for a in self.argv]
         if not any("{prompt}" in a or PROMPT_ENV in a for a in self.argv):
             argv.append(str(prompt))
-        env = {**os.environ, PROMPT_ENV: str(prompt), TRAIN_PY_ENV: str(train_py), AGENT_DIR_ENV: str(folder)}
+        env = {**os.environ, **values}
         log_path = folder / "agent.log"
         with log_path.open("wb") as log:
             try:
@@ -262,6 +268,15 @@ class CommandProposer:
             if line:
                 return line[:500]
         return f"agent edit ({changed_lines(parent, child)} lines changed)"
+
+
+def _substitute(arg: str, values: dict[str, str]) -> str:
+    """``arg`` with ``{prompt}`` and ``$NAME`` / ``${NAME}`` of our own variables replaced (the
+    command runs without a shell, so nothing else is expanded)."""
+    arg = arg.replace("{prompt}", values[PROMPT_ENV])
+    for name, value in values.items():
+        arg = arg.replace("${" + name + "}", value).replace("$" + name, value)
+    return arg
 
 
 def _kill_group(proc: subprocess.Popen[bytes], *, grace: float = _KILL_GRACE) -> None:

@@ -36,6 +36,7 @@ state = pathlib.Path(sys.argv[2])
 calls = int(state.read_text()) + 1 if state.exists() else 1
 state.write_text(str(calls))
 mode = sys.argv[1]
+assert sys.argv[3:] == [os.environ["AUTORESEARCH_PROMPT_FILE"]], sys.argv  # substituted, not appended again
 prompt = pathlib.Path(os.environ["AUTORESEARCH_PROMPT_FILE"]).read_text()
 (state.parent / f"prompt-{calls}.md").write_text(prompt)
 if mode == "hang-always" or (mode == "hang-once" and calls == 1):
@@ -64,7 +65,7 @@ def agent_command(tmp_path: Path, mode: str) -> tuple[str, Path]:
     script.write_text(AGENT)
     state = tmp_path / "agent-state" / "calls"
     state.parent.mkdir(exist_ok=True)
-    # $AUTORESEARCH_PROMPT_FILE in the command: the proposer must not append the path as well
+    # $AUTORESEARCH_PROMPT_FILE in the command: replaced by the proposer (no shell), not appended again
     return f'{sys.executable} {script} {mode} {state} "$AUTORESEARCH_PROMPT_FILE"', state
 
 
