@@ -102,12 +102,14 @@ def check_agent_command(command: str) -> None:
 
 _live: set[subprocess.Popen[bytes]] = set()  # agent calls running now (a prefetch thread's included)
 _live_lock = threading.Lock()
+_exiting = threading.Event()  # set at exit: no agent call starts (or restarts) after it
 
 
 @atexit.register
 def _kill_live_agents() -> None:
     """At exit (Ctrl-C, loop abort), kill agents a background prefetch left running: they run in
     their own session, so the terminal's SIGINT never reaches them."""
+    _exiting.set()
     with _live_lock:
         procs = list(_live)
     for proc in procs:
@@ -163,6 +165,8 @@ class CommandProposer:
         attempts = 0
         while True:
             attempts += 1
+            if _exiting.is_set():
+                raise ProposerError("not starting the agent: autoresearch is exiting")
             folder = self._prepare(ctx)
             try:
                 self._call(folder)
@@ -207,7 +211,9 @@ class CommandProposer:
             argv.append(str(prompt))
         env = {**os.environ, **values}
         log_path = folder / "agent.log"
-        with log_path.open("wb") as log:
+        with log_path.open("wb") as log, _live_lock:
+            if _exiting.is_set():
+                raise ProposerError("not starting the agent: autoresearch is exiting")
             try:
                 proc = subprocess.Popen(
                     argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -215,19 +221,18 @@ class CommandProposer:
                 )  # fmt: skip
             except FileNotFoundError as exc:
                 raise ProposerError(f"agent command not found: {argv[0]}", hint="check --agent-command") from exc
-            with _live_lock:
-                _live.add(proc)
-            try:
-                code = proc.wait(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
+            _live.add(proc)  # the child holds its own copy of the log's descriptor
+        try:
+            code = proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise _AgentFailed(f"timed out after {self.timeout:g} s and was killed (output in {log_path})") from None
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C, loop abort): leave no agent behind
                 _kill_group(proc)
-                raise _AgentFailed(f"timed out after {self.timeout:g} s and was killed (output in {log_path})") from None
-            finally:
-                if proc.poll() is None:  # interrupted (Ctrl-C, loop abort): leave no agent behind
-                    _kill_group(proc)
-                with _live_lock:
-                    _live.discard(proc)
-            _kill_group(proc, grace=0.0)  # tools it left running in the background
+            with _live_lock:
+                _live.discard(proc)
+        _kill_group(proc, grace=0.0)  # tools it left running in the background
         if code != 0:
             tail = log_path.read_text(errors="replace")[-500:].strip()
             raise _AgentFailed(f"exited with status {code}: {tail}")

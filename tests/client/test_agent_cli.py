@@ -130,6 +130,43 @@ def test_an_agent_stuck_every_time_gives_up_after_the_retries(tmp_path: Path) ->
     assert "--agent-timeout" in (info.value.hint or "")
 
 
+def test_agents_left_running_by_a_background_prefetch_are_killed_at_exit(tmp_path: Path) -> None:
+    """A prefetch thread's agent runs in its own session (Ctrl-C never reaches it): the exit hook
+    kills its process group, and no restart follows."""
+    import threading
+
+    from autoresearch.client.proposers import command as command_module
+
+    command, state = agent_command(tmp_path, "hang-always")
+    proposer = CommandProposer(command, scratch_dir=tmp_path / "scratch", timeout=120, retries=2)
+    errors: list[Exception] = []
+
+    def work() -> None:
+        try:
+            proposer.propose(ctx())
+        except ProposerError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    pid_file = state.parent / "grandchild.pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    try:
+        command_module._kill_live_agents()
+        thread.join(timeout=30)
+    finally:
+        command_module._exiting.clear()
+    assert not thread.is_alive()
+    assert len(errors) == 1 and "exiting" in str(errors[0]) and calls(state) == 1
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+
+
 def test_a_crashed_agent_is_restarted(tmp_path: Path) -> None:
     command, state = agent_command(tmp_path, "crash-once")
     proposal = CommandProposer(command, scratch_dir=tmp_path / "scratch", retries=2).propose(ctx())
