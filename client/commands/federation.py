@@ -355,11 +355,9 @@ def join_cmd(
 ) -> None:
     """Join a hub and run the agent loop connected to it."""
     from ..demo import quiet_libraries
-    from ..proposers.command import check_agent_command
 
     quiet_libraries()
-    if agent_command:
-        check_agent_command(agent_command)  # before calibration, which takes minutes
+    _check_agent_early(proposer, agent_command, init or directory)  # before calibration, which takes minutes
     opts = JoinOptions(
         hub_url=hub_url,
         init=init,
@@ -384,6 +382,30 @@ def join_cmd(
         f"{stats.rejected} rejected, {stats.skipped} answered by the hub or held; best val_bpb {best}",
         highlight=False,
     )
+
+
+def _check_agent_early(proposer: str, agent_command: str | None, folder: Path) -> None:
+    """Refuse a missing agent CLI (from the option or the workspace's ``agent`` entry), or
+    ``--proposer command`` without one, before ``join`` registers and calibrates.
+
+    Raises:
+        UsageError: no agent command for ``--proposer command``, or its program is not found.
+    """
+    from ..proposers.command import check_agent_command
+
+    if not agent_command:
+        try:
+            configured = Workspace.open(folder).config.agent
+        except WorkspaceError:
+            configured = None  # a new workspace (--init), or none: the loop decides later
+        agent_command = configured.command if configured is not None else None
+    if agent_command and proposer in ("auto", "command"):
+        check_agent_command(agent_command)
+    elif proposer == "command" and not agent_command:
+        raise UsageError(
+            "the command proposer needs --agent-command",
+            hint='e.g. --agent-command "my-agent --headless", or an "agent" entry in .autoresearch/config.json',
+        )
 
 
 def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions, allow_unsandboxed: bool = False) -> LoopStats:

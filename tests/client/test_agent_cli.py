@@ -287,6 +287,17 @@ def test_join_refuses_a_missing_agent_cli_before_doing_anything(
     assert not (tmp_path / "ws").exists()
 
 
+def test_join_with_the_command_proposer_and_no_agent_says_so_before_doing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_cli(
+        capsys, monkeypatch, "join", "http://127.0.0.1:9", "--init", str(tmp_path / "ws"), "--track", "tiny",
+        "--proposer", "command", "--yes", "--no-calibrate",
+    )  # fmt: skip
+    assert result.code != 0 and "needs --agent-command" in result.err
+    assert not (tmp_path / "ws").exists()
+
+
 def test_join_help_names_the_agent_options(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     result = run_cli(capsys, monkeypatch, "join", "--help")
