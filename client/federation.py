@@ -532,6 +532,9 @@ class JoinOptions(BaseModel):
     token: str | None = None
     display_name: str
     proposer: str = "auto"
+    agent_command: str | None = None
+    agent_timeout: float | None = None
+    agent_retries: int | None = None
     max_experiments: int | None = None
     tag: str | None = None
     yes: bool = False

@@ -41,6 +41,20 @@ NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 GITIGNORE_LINES = (".autoresearch/", "results.tsv", "__pycache__/", "run.log")
 
 
+class AgentSettings(BaseModel):
+    """The ``agent`` entry of ``.autoresearch/config.json``: the agent CLI of the command proposer.
+
+    Used by ``run`` and ``join`` when ``--agent-command`` / ``AUTORESEARCH_AGENT_COMMAND`` is not
+    given, e.g. ``"agent": {"command": "claude -p ...", "timeout": 900, "retries": 2}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str = Field(min_length=1, description="agent CLI, run once per proposal (client/proposers/command.py)")
+    timeout: float | None = Field(default=None, gt=0, description="seconds per call before its process group is killed")
+    retries: int | None = Field(default=None, ge=0, description="restarts of a stuck or crashed agent per proposal")
+
+
 class WorkspaceConfig(BaseModel):
     """``.autoresearch/config.json``."""
 
@@ -51,6 +65,7 @@ class WorkspaceConfig(BaseModel):
     base_branch: str = Field(description="branch run branches start from")
     adopted: bool = Field(default=False, description="adopted from an upstream autoresearch checkout")
     created_at: datetime
+    agent: AgentSettings | None = Field(default=None, description="agent CLI of the command proposer (optional)")
 
 
 class ProposerUsage(BaseModel):

@@ -36,7 +36,7 @@ from ..hubclient import HubClient
 from ..outbox import Outbox, OutboxItem
 from ..safetext import safe_text
 from ..workspace import Workspace
-from . import AllowUnsandboxedOpt
+from . import AgentCommandOpt, AgentRetriesOpt, AgentTimeoutOpt, AllowUnsandboxedOpt
 
 if TYPE_CHECKING:  # the loop imports the trainer; keep it out of `autoresearch --help`
     from autoresearch.protocol import TrackSpec
@@ -333,7 +333,16 @@ def join_cmd(
     track: Annotated[str | None, typer.Option("--track", help="Track of the new workspace (with --init).")] = None,
     token: TokenOpt = None,
     name: Annotated[str | None, typer.Option("--name", envvar="AUTORESEARCH_NAME", help="Display name on the hub (default: host name).")] = None,
-    proposer: Annotated[str, typer.Option("--proposer", envvar="AUTORESEARCH_PROPOSER", help="offline, anthropic or command.")] = "auto",
+    proposer: Annotated[
+        str,
+        typer.Option(
+            "--proposer", envvar="AUTORESEARCH_PROPOSER",
+            help="offline, anthropic or command (default: command when an agent command is set, else anthropic with ANTHROPIC_API_KEY, else offline).",
+        ),
+    ] = "auto",
+    agent_command: AgentCommandOpt = None,
+    agent_timeout: AgentTimeoutOpt = None,
+    agent_retries: AgentRetriesOpt = None,
     max_experiments: Annotated[int | None, typer.Option("--max-experiments", help="Stop after this many experiments.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Run tag (branch autoresearch/<tag>).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Unattended: calibrate without asking; adopt the community best without asking.")] = False,
@@ -348,6 +357,7 @@ def join_cmd(
     from ..demo import quiet_libraries
 
     quiet_libraries()
+    _check_agent_early(proposer, agent_command, init or directory)  # before calibration, which takes minutes
     opts = JoinOptions(
         hub_url=hub_url,
         init=init,
@@ -355,6 +365,9 @@ def join_cmd(
         token=token,
         display_name=name or socket.gethostname()[:64] or "volunteer",
         proposer=proposer,
+        agent_command=agent_command,
+        agent_timeout=agent_timeout,
+        agent_retries=agent_retries,
         max_experiments=max_experiments,
         tag=tag,
         yes=yes,
@@ -371,19 +384,43 @@ def join_cmd(
     )
 
 
+def _check_agent_early(proposer: str, agent_command: str | None, folder: Path) -> None:
+    """Refuse a missing agent CLI (from the option or the workspace's ``agent`` entry), or
+    ``--proposer command`` without one, before ``join`` registers and calibrates.
+
+    Raises:
+        UsageError: no agent command for ``--proposer command``, or its program is not found.
+    """
+    from ..proposers.command import check_agent_command
+
+    if not agent_command:
+        try:
+            configured = Workspace.open(folder).config.agent
+        except WorkspaceError:
+            configured = None  # a new workspace (--init), or none: the loop decides later
+        agent_command = configured.command if configured is not None else None
+    if agent_command and proposer in ("auto", "command"):
+        check_agent_command(agent_command)
+    elif proposer == "command" and not agent_command:
+        raise UsageError(
+            "the command proposer needs --agent-command",
+            hint='e.g. --agent-command "my-agent --headless", or an "agent" entry in .autoresearch/config.json',
+        )
+
+
 def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions, allow_unsandboxed: bool = False) -> LoopStats:
     """The agent loop with the hub's hooks, the CLI's display and Ctrl-C handling of ``run``."""
     import signal
-    import zlib
     from contextlib import nullcontext
 
     from ..display import LiveDisplay, PlainDisplay
     from ..loop import AgentLoop, LoopOptions
-    from ..proposers import default_proposer_name, make_proposer
+    from ..proposers import choose_proposer
     from .workspace import _stop_on_sigint, default_tag
 
-    name = default_proposer_name() if opts.proposer == "auto" else opts.proposer
-    proposer = make_proposer(name, seed=zlib.crc32(str(ws.root).encode()), scratch_dir=ws.state_dir / "agent")
+    _, proposer = choose_proposer(
+        opts.proposer, ws, agent_command=opts.agent_command, agent_timeout=opts.agent_timeout, agent_retries=opts.agent_retries
+    )
     options = LoopOptions(tag=opts.tag or default_tag(ws), max_experiments=opts.max_experiments, adopt_every=opts.adopt_every,
                           allow_unsandboxed=allow_unsandboxed)  # fmt: skip
     err = console.err()

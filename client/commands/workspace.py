@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import zlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime
@@ -19,9 +18,9 @@ from autoresearch.protocol import TrackSpec
 from .. import console
 from ..errors import UsageError
 from ..loop import AgentLoop
-from ..proposers import DEFAULT_MODEL, PROPOSER_NAMES, default_proposer_name, make_proposer
+from ..proposers import DEFAULT_MODEL, PROPOSER_NAMES, choose_proposer
 from ..workspace import Workspace
-from . import AllowUnsandboxedOpt
+from . import AgentCommandOpt, AgentRetriesOpt, AgentTimeoutOpt, AllowUnsandboxedOpt
 
 # What ``signal.signal`` returns: the previous handler, to be restored later.
 _SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -84,14 +83,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run(
-        proposer: Annotated[str | None, typer.Option("--proposer", "-p", envvar="AUTORESEARCH_PROPOSER", help=f"One of {', '.join(PROPOSER_NAMES)} (default: anthropic when ANTHROPIC_API_KEY is set, else offline).")] = None,
+        proposer: Annotated[str | None, typer.Option("--proposer", "-p", envvar="AUTORESEARCH_PROPOSER", help=f"One of {', '.join(PROPOSER_NAMES)} (default: command when an agent command is set, else anthropic when ANTHROPIC_API_KEY is set, else offline).")] = None,
         max_experiments: Annotated[int | None, typer.Option("--max-experiments", "-n", min=1, help="Stop after this many training runs (default: until Ctrl-C).")] = None,
         tag: Annotated[str | None, typer.Option("--tag", help="Run tag; the branch is autoresearch/<tag> (default: the last tag, else today's date).")] = None,
         min_z: Annotated[float | None, typer.Option("--min-z", help="With a calibration, keep only improvements of at least this many seed-noise σ.")] = None,
         workspace: Annotated[Path, typer.Option("--workspace", "-w", envvar="AUTORESEARCH_WORKSPACE", help="Workspace folder.")] = Path("."),
         model: Annotated[str, typer.Option("--model", envvar="AUTORESEARCH_MODEL", help="Claude model of the anthropic proposer.")] = DEFAULT_MODEL,
-        agent_command: Annotated[str | None, typer.Option("--agent-command", envvar="AUTORESEARCH_AGENT_COMMAND", help="Agent CLI of the command proposer; gets the prompt file path ({prompt} or appended).")] = None,
-        agent_timeout: Annotated[float, typer.Option("--agent-timeout", help="Seconds the agent command may take.")] = 1800.0,
+        agent_command: AgentCommandOpt = None,
+        agent_timeout: AgentTimeoutOpt = None,
+        agent_retries: AgentRetriesOpt = None,
         seed: Annotated[int, typer.Option("--seed", help="Harness run seed.")] = 0,
         no_prefetch: Annotated[bool, typer.Option("--no-prefetch", help="Propose only after each run (no background proposal).")] = False,
         json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -103,14 +103,8 @@ def register(app: typer.Typer) -> None:
 
         ws = Workspace.open(workspace)
         spec = _track(ws.config.track)
-        name = proposer or default_proposer_name()
-        chosen = make_proposer(
-            name,
-            seed=zlib.crc32(str(ws.root).encode()),
-            model=model,
-            agent_command=agent_command,
-            agent_timeout=agent_timeout,
-            scratch_dir=ws.state_dir / "agent",
+        name, chosen = choose_proposer(
+            proposer, ws, model=model, agent_command=agent_command, agent_timeout=agent_timeout, agent_retries=agent_retries
         )
         options = LoopOptions(
             tag=tag or default_tag(ws), max_experiments=max_experiments, min_z=min_z, seed=seed, prefetch=not no_prefetch,

@@ -71,7 +71,7 @@ def test_repair_hands_over_the_crashed_file(tmp_path: Path) -> None:
     ],
 )
 def test_agent_failures_are_proposer_errors(tmp_path: Path, body: str, match: str) -> None:
-    proposer = CommandProposer(write_agent(tmp_path, body), scratch_dir=tmp_path / "s", timeout=3)
+    proposer = CommandProposer(write_agent(tmp_path, body), scratch_dir=tmp_path / "s", timeout=3, retries=0)
     with pytest.raises(ProposerError, match=match):
         proposer.propose(ctx())
 
