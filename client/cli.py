@@ -17,7 +17,6 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
-import click
 import typer
 import typer.core
 
@@ -31,7 +30,7 @@ from .safetext import SafeLogFilter
 _display_type_rich = typer.core.TyperOption.display_type_rich
 
 
-def _no_flag_placeholder(self: typer.core.TyperOption, ctx: click.Context) -> str | None:
+def _no_flag_placeholder(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
     """``--help`` shows no ``<bool>`` after an on/off flag (typer ≥ 0.2x prints one): a flag takes no value."""
     if self.is_bool_flag:
         return None
@@ -133,9 +132,21 @@ def main() -> None:
         )
         sys.exit(1)
     except Exception as exc:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if isinstance(exc, _usage_errors()):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage-error base class(es): typer ≥ 0.29 vendors click as ``typer._click`` (a bad option
+    value raises that one), older typer raises click's own."""
+    import importlib
+
+    found: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(found)

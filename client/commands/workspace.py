@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         proposer: Annotated[str | None, typer.Option("--proposer", "-p", envvar="AUTORESEARCH_PROPOSER", help=f"One of {', '.join(PROPOSER_NAMES)} (default: command when an agent command is set, else anthropic when ANTHROPIC_API_KEY is set, else offline).")] = None,
-        max_experiments: Annotated[int | None, typer.Option("--max-experiments", "-n", min=1, help="Stop after this many training runs (default: until Ctrl-C).")] = None,
+        max_experiments: Annotated[int | None, typer.Option("--experiments", "-n", "--max-experiments", min=1, help="Stop after this many experiments (default: until Ctrl-C; --max-experiments: the same).")] = None,
         tag: Annotated[str | None, typer.Option("--tag", help="Run tag; the branch is autoresearch/<tag> (default: the last tag, else today's date).")] = None,
         min_z: Annotated[float | None, typer.Option("--min-z", help="With a calibration, keep only improvements of at least this many seed-noise σ.")] = None,
         workspace: Annotated[Path, typer.Option("--workspace", "-w", envvar="AUTORESEARCH_WORKSPACE", help="Workspace folder.")] = Path("."),
