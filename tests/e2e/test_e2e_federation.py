@@ -242,10 +242,14 @@ def test_join_reuses_the_cached_calibration_and_publishes_it(
     assert [i.kind for i in sent] == ["calibration", "experiment"]
 
 
-def test_gpu_track_calibration_is_not_started_unattended_without_yes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("track", "hardware_class"), [("climbmix", "NVIDIA H100 80GB HBM3"), ("cpu", "cpu:unseen-test-class")])
+def test_calibration_is_not_started_unattended_without_yes(tmp_path: Path, track: str, hardware_class: str) -> None:
+    """GPU and CPU tracks alike: without --yes and without a terminal to ask on, nothing runs."""
     from autoresearch.client.errors import UsageError
     from autoresearch.client.federation import ensure_calibration
 
+    outbox = Outbox(tmp_path / "o")
     with pytest.raises(UsageError, match="minutes") as info:
-        ensure_calibration(tracks.get_track("climbmix"), "NVIDIA H100 80GB HBM3", KeyPair.generate(), Outbox(tmp_path / "o"), yes=False)
+        ensure_calibration(tracks.get_track(track), hardware_class, KeyPair.generate(), outbox, yes=False)
     assert info.value.hint and "--yes" in info.value.hint
+    assert outbox.items() == []
