@@ -70,7 +70,7 @@ from autoresearch.protocol import (
 from autoresearch.protocol import ProtocolError as _ProtocolError
 
 from .config import hub_deadline_seconds
-from .errors import BadHubResponse, HubUnavailable, RecordRejected
+from .errors import BadHubResponse, HubUnavailable, RecordRejected, UsageError
 from .safetext import safe_text
 
 _logger = logging.getLogger(__name__)
@@ -220,6 +220,25 @@ def _install_deadline(http: httpx.Client) -> bool:
     if not installed:
         _logger.debug("httpx internals changed: the total deadline is checked between chunks only")
     return installed
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def experiment_id_arg(text: str) -> str:
+    """An experiment id as a person types it (surrounding blanks, upper case) → the lowercase hex
+    the API takes: 64 digits, or a unique prefix of at least 8 as the tables show.
+
+    Raises:
+        UsageError: anything else, naming the text (instead of the API's raw pattern error).
+    """
+    value = text.strip().lower()
+    if not 8 <= len(value) <= 64 or not set(value) <= _HEX:
+        raise UsageError(
+            f"{safe_text(text, one_line=True)!r} is not an experiment id",
+            hint="give its 64 hex digits, or a unique prefix of at least 8 as the tables show",
+        )
+    return value
 
 
 class HubClient:
@@ -373,7 +392,15 @@ class HubClient:
         raise BadHubResponse(f"hub {self.base_url} paginated past {max_pages} pages")
 
     def experiment(self, experiment_id: str) -> ExperimentDetail:
-        """``GET /api/v1/experiments/{id}``: record, sources, lineage, replications."""
+        """``GET /api/v1/experiments/{id}``: record, sources, lineage, replications.
+
+        ``experiment_id``: 64 hex digits or a unique prefix of at least 8 (the hub resolves it).
+
+        Raises:
+            UsageError: ``experiment_id`` is not that shape (checked here: no request is made).
+            RecordRejected: ``unknown_experiment``, or ``ambiguous_id`` for a prefix of several.
+        """
+        experiment_id = experiment_id_arg(experiment_id)
         return self._parse(self._request("GET", f"/experiments/{experiment_id}"), ExperimentDetail)
 
     def envelope(self, experiment_id: str) -> Envelope:
@@ -382,6 +409,7 @@ class HubClient:
         Raises:
             BadHubResponse: the body is not a DSSE envelope.
         """
+        experiment_id = experiment_id_arg(experiment_id)
         reply = self._request("GET", f"/experiments/{experiment_id}/envelope")
         envelope = self._parse(reply, Envelope)
         try:

@@ -36,3 +36,25 @@ def test_hubclient_round_trip(hub: Hub) -> None:
     assert [d.direction for d in client.directions("tiny")] == ["MATRIX_LR ↑"]
     assert client.client(keys.key_id).experiments == 1
     assert client.source(sha256_hex(child)) == child
+
+
+def test_experiment_ids_as_people_type_them(hub: Hub) -> None:
+    """``show``/``pull`` take what the tables show: a prefix in any case is resolved by the hub; a
+    typo is a UsageError naming it, before any request (not the API's raw 422 pattern text)."""
+    from autoresearch.client.errors import UsageError
+
+    client = HubClient("http://testserver", http=hub.client)
+    keys = hub.key("alice")
+    client.register(sign(factory.registration(keys, "alice"), keys))
+    client.put_source(sha256_hex(factory.REFERENCE), factory.REFERENCE)
+    ids = []
+    for lr in (0.05, 0.06, 0.07):
+        child = factory.with_constant(factory.REFERENCE, "MATRIX_LR", lr)
+        ids.append(client.submit_experiment(sign(factory.experiment(hub.track, factory.REFERENCE, child), keys)).id)
+    first = ids[0]
+    assert client.experiment(f"  {first[:12].upper()} ").id == first
+    assert client.envelope(first[:8]).signatures[0].keyid == keys.key_id
+    for typo in (first[:7], first[:11] + "g", ""):
+        with pytest.raises(UsageError, match="not an experiment id") as info:
+            client.experiment(typo)
+        assert info.value.hint and "at least 8" in info.value.hint
