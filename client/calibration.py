@@ -90,6 +90,13 @@ class CalibrationProgress:
 ProgressFn = Callable[[CalibrationProgress], None]
 
 
+def log_runs(p: CalibrationProgress) -> None:
+    """A :data:`ProgressFn` for where no live bar can show (``join``, output that is not a TTY): one
+    log line as each run starts, e.g. ``calibration run 3/8: 30 s budget, seed 0``."""
+    if p.train is None:
+        _logger.info("calibration run %d/%d: %g s budget, seed %d", p.run_index + 1, p.n_runs, p.run.budget_seconds, p.run.seed)
+
+
 def plan_runs(time_budget: float, seeds: int = DEFAULT_SEEDS) -> list[PlannedRun]:
     """The runs of a calibration, shortest first: seed 0 at each budget factor, seeds 1…K−1 at 1×.
 

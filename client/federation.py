@@ -667,7 +667,7 @@ def ensure_calibration(spec: TrackSpec, hardware_class: str, keys: KeyPair, outb
             if not typer.confirm(f"calibrate {spec.name} on this machine now (about {minutes:.0f} minutes)?", err=True):
                 raise UsageError("calibration declined", hint="join with --no-calibrate to publish Δ val_bpb only")
         _logger.info("calibrating %s on %s (about %.0f minutes)", spec.name, hardware_class, minutes)
-        calibration.calibrate(spec, keys=keys)
+        calibration.calibrate(spec, keys=keys, progress=calibration.log_runs)
     env = calibration.load_cached_envelope(spec, hardware_class)
     if env is not None:
         outbox.enqueue("calibration", env)

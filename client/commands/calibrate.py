@@ -103,27 +103,28 @@ def _run(spec: TrackSpec, seeds: int, reference: Path | None, reference_ecm: flo
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console.err(), transient=True) as bar:
-        task = bar.add_task("calibrating", total=total)
 
-        def on_progress(p: calibration.CalibrationProgress) -> None:
-            trained = min(p.train.training_seconds, p.run.budget_seconds) if p.train is not None else 0.0
-            loss = f", loss {p.train.loss:.3f}" if p.train is not None and math.isfinite(p.train.loss) else ""
-            bar.update(
-                task,
-                completed=done_before[p.run_index] + trained,
-                description=f"run {p.run_index + 1}/{p.n_runs}: {p.run.budget_seconds:g} s, seed {p.run.seed}{loss}",
-            )
-
-        record = calibration.calibrate(
-            spec,
-            keys=keys,
-            seeds=seeds,
-            progress=on_progress,
-            reference=reference,
-            reference_ecm=reference_ecm,
-            force=True,
+    def run(progress: calibration.ProgressFn) -> CalibrationRecord:
+        return calibration.calibrate(
+            spec, keys=keys, seeds=seeds, progress=progress, reference=reference, reference_ecm=reference_ecm, force=True
         )
+
+    if not console.err().is_terminal:  # plain lines, no escape codes
+        record = run(calibration.log_runs)
+    else:
+        with Progress(*columns, console=console.err(), transient=True) as bar:
+            task = bar.add_task("calibrating", total=total)
+
+            def on_progress(p: calibration.CalibrationProgress) -> None:
+                trained = min(p.train.training_seconds, p.run.budget_seconds) if p.train is not None else 0.0
+                loss = f", loss {p.train.loss:.3f}" if p.train is not None and math.isfinite(p.train.loss) else ""
+                bar.update(
+                    task,
+                    completed=done_before[p.run_index] + trained,
+                    description=f"run {p.run_index + 1}/{p.n_runs}: {p.run.budget_seconds:g} s, seed {p.run.seed}{loss}",
+                )
+
+            record = run(on_progress)
     console.info(f"signed with key {keys.key_id[:16]}…; cached in {calibration.cache_path(spec, record.hardware_class)}")
     return record
 

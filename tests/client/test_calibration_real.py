@@ -84,6 +84,10 @@ def test_real_tiny_calibration_is_signed_verified_and_cached(clean_env: Path, tm
     first = _cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "5 reference runs" in first.stderr and "this takes about" in first.stderr
+    # not a TTY: each run is one plain line as it starts, no escape codes
+    assert [line.split("calibration run ", 1)[1][:3] for line in first.stderr.splitlines() if "calibration run " in line] == [
+        "1/5", "2/5", "3/5", "4/5", "5/5"]  # fmt: skip
+    assert "\x1b[" not in first.stderr
     data = json.loads(first.stdout)
     record = CalibrationRecord.model_validate(data["record"], strict=False)
     assert data["id"] == record_id(record)
