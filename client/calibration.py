@@ -47,7 +47,7 @@ from autoresearch.protocol.best import normalise as normalise
 # ecm and normalise: one definition, shared with the hub (which recomputes every record's figures)
 from . import config
 from .errors import ClientError
-from .fitting import bpb_at, fit_report, seed_sigma
+from .fitting import bpb_at, check_meaningful, fit_report, seed_sigma
 from .results import atomic_write_text
 
 if TYPE_CHECKING:  # the trainer imports torch; keep it out of import time
@@ -217,7 +217,8 @@ def calibrate(
 
     Raises:
         CalibrationError: a reference run did not end ``ok``, or ``seeds < 2``.
-        FitError: the runs cannot be fitted (flat, or val_bpb rising with the budget beyond 2σ).
+        FitError: the runs cannot be fitted (flat, or val_bpb rising with the budget beyond 2σ), or
+            the fit is one ECM cannot be read from (:func:`~autoresearch.client.fitting.check_meaningful`).
     """
     from autoresearch.trainer import hardware
 
@@ -244,6 +245,7 @@ def calibrate(
         [p.val_bpb for p in points],
         tolerance=NOISE_TOLERANCE_SIGMAS * sigma,
     )
+    check_meaningful(report, sigma, spec.time_budget)
     tflops = measure_matmul_tflops(_device(spec))  # imports torch, so software versions see CUDA
     record = CalibrationRecord(
         track=spec.id,

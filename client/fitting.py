@@ -10,6 +10,8 @@ Pure functions on numbers (numpy + scipy, no torch, no I/O), so they are tested 
   closed-form log-log least squares for a and b).
 - :func:`bpb_at` evaluates the curve, :func:`time_to_reach` inverts it:
   ``t*(bpb) = (a / (bpb − c))^(1/b)``, None when ``bpb ≤ c`` (the curve never gets there).
+- :func:`check_meaningful` refuses a fit that ECM cannot be read from (an asymptote within σ of the
+  full-budget value, or residuals that are a large share of the curve's drop).
 - :func:`seed_sigma` is the sample standard deviation (ddof=1) of val_bpb across seeds;
   :func:`min_detectable_delta` turns σ and a z threshold into the smallest improvement the loop can
   tell from noise.
@@ -145,6 +147,41 @@ def fit_report(
         residuals=tuple(float(x) for x in residuals),
         method=method,
     )
+
+
+MAX_RMSE_SHARE = 0.25  # refuse a fit whose rmse exceeds this share of the curve's drop over the budgets
+
+
+def check_meaningful(report: FitReport, sigma: float, time_budget: float) -> None:
+    """Refuse a fit that ECM (``t*(bpb) / time_budget``, docs/calibration.md) cannot be read from.
+
+    ``sigma`` (bits per byte) is the seed noise at ``time_budget`` (seconds). Two conditions, both
+    independent of how well σ itself was estimated:
+
+    - the asymptote ``c`` lies within σ of the curve at the full budget: a child better than the
+      reference by one σ would need infinite time (:func:`time_to_reach` is None), so every real
+      improvement reads as "infinitely faster";
+    - the rmse is more than :data:`MAX_RMSE_SHARE` of the fitted drop from the shortest to the
+      longest budget: the points do not follow the curve that ECM inverts.
+
+    Raises:
+        FitError: naming the condition, with a hint.
+    """
+    fit = report.fit
+    at_budget = bpb_at(fit, time_budget)
+    if sigma > 0 and at_budget - sigma <= fit.c:
+        raise FitError(
+            f"the fitted asymptote {fit.c:.4f} is within seed noise σ={sigma:.2e} of val_bpb {at_budget:.4f} at the "
+            f"full budget: a child better by σ would need infinite time, so ECM would mean nothing",
+            hint="the reference has stopped improving at this budget; calibrate with a longer --time-budget or more seeds",
+        )
+    drop = bpb_at(fit, min(report.budgets)) - bpb_at(fit, max(report.budgets))
+    if fit.rmse > MAX_RMSE_SHARE * drop:
+        raise FitError(
+            f"the fit's rmse {fit.rmse:.2e} is more than {MAX_RMSE_SHARE:.0%} of the curve's drop {drop:.2e} over "
+            f"the budgets (means {_fmt(np.asarray(report.budgets), np.asarray(report.means))})",
+            hint="the runs do not follow a power law (noise or a loaded machine); calibrate on an idle machine, with more seeds",
+        )
 
 
 def _per_budget_means(

@@ -145,7 +145,7 @@ def _print_record(cal: CalibrationRecord, *, json_: bool) -> None:
                 f"track:          {cal.track}",
                 f"hardware class: {cal.hardware_class}",
                 f"harness:        {cal.harness_version}",
-                f"curve:          val_bpb(t) = {f.c:.4f} + {f.a:.4g}·t^(−{f.b:.4f})   (rmse {f.rmse:.2e})",
+                f"curve:          val_bpb(t) = {f.c:.4f} + {f.a:.4g}·t^(−{f.b:.4f})   (rmse {f.rmse:.2e}{_in_sigmas(f.rmse, cal.sigma)})",
                 f"seed noise σ:   {cal.sigma:.2e} bits per byte ({_seeds_at_full(cal)} seeds at {cal.time_budget_seconds:g} s)",
                 f"valid budgets:  {cal.min_budget_seconds:g}–{cal.max_budget_seconds:g} s",
                 f"tokens/s:       {cal.tokens_per_second:,.0f}",
@@ -155,6 +155,10 @@ def _print_record(cal: CalibrationRecord, *, json_: bool) -> None:
         ),
         highlight=False,
     )
+
+
+def _in_sigmas(value: float, sigma: float) -> str:
+    return f" = {value / sigma:.2f} σ" if sigma > 0 else ""
 
 
 def _seeds_at_full(cal: CalibrationRecord) -> int:

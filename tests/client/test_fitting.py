@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from autoresearch.client.fitting import (
     FitError,
+    FitReport,
     bpb_at,
+    check_meaningful,
     fit_curve,
     fit_report,
     min_detectable_delta,
@@ -145,3 +147,29 @@ def test_min_detectable_delta() -> None:
     assert min_detectable_delta(0.001, 2.0) == pytest.approx(0.001 * (2.0 + 0.8416212 * math.sqrt(2)))
     with pytest.raises(ValueError):
         min_detectable_delta(0.001, 2.0, power=1.0)
+
+
+def test_a_fit_that_ecm_can_be_read_from_passes() -> None:
+    report = fit_report(*_points([75.0, 150.0, 300.0, 600.0], 1e-3, 1))
+    check_meaningful(report, sigma=1e-3, time_budget=300.0)  # no error
+
+
+def test_an_asymptote_within_seed_noise_of_the_full_budget_is_refused() -> None:
+    """bpb(300 s) − c = 2.5·300^−0.6 ≈ 0.082: with σ = 0.1 a child better by σ is below the asymptote."""
+    report = fit_report(*_points([75.0, 150.0, 300.0, 600.0], 0.0, 0))
+    with pytest.raises(FitError, match="asymptote .* within seed noise") as info:
+        check_meaningful(report, sigma=0.1, time_budget=300.0)
+    assert info.value.hint and "--time-budget" in info.value.hint
+
+
+def test_residuals_that_are_a_large_share_of_the_drop_are_refused() -> None:
+    """The same curve, but its rmse is half its drop over the budgets: the points do not follow it."""
+    exact = fit_report(*_points([75.0, 150.0, 300.0, 600.0], 0.0, 0))
+    drop = bpb_at(exact.fit, 75.0) - bpb_at(exact.fit, 600.0)
+    bad = FitReport(
+        fit=CurveFit(a=exact.fit.a, b=exact.fit.b, c=exact.fit.c, rmse=0.5 * drop),
+        budgets=exact.budgets, means=exact.means, counts=exact.counts, residuals=exact.residuals, method="curve_fit",
+    )  # fmt: skip
+    check_meaningful(exact, sigma=1e-3, time_budget=300.0)
+    with pytest.raises(FitError, match="rmse .* more than 25%"):
+        check_meaningful(bad, sigma=1e-3, time_budget=300.0)
