@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
     AST_LOCK,
@@ -277,6 +277,13 @@ def token_kind(session: Session, token: str) -> str | None:
 def get_source(session: Session, sha256: str) -> str | None:
     """The ``train.py`` text stored under this SHA-256, or None."""
     return session.scalar(select(Source.text).where(Source.sha256 == sha256))
+
+
+def get_sources(session: Session, sha256s: set[str]) -> dict[str, str]:
+    """The stored ``train.py`` sources with these SHA-256s (unknown ones are left out), one statement."""
+    if not sha256s:
+        return {}
+    return dict(session.execute(select(Source.sha256, Source.text).where(Source.sha256.in_(sha256s))).all())
 
 
 def put_source(session: Session, text: str, canonical_sha256: str | None = None) -> bool:
@@ -878,7 +885,8 @@ def _lineage(session: Session, row: Experiment) -> list[str]:
 
 
 def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]:
-    """ORM rows → views, with client names, revocation and replications in three queries."""
+    """ORM rows → views, with client names and revocation (one query) and replications (three, see
+    :func:`_replications`): four statements however many rows."""
     if not rows:
         return []
     key_ids = {r.key_id for r in rows}
@@ -938,7 +946,8 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
     hardware classes and its first :data:`REPLICATION_IDS` run ids. Reads the running sums of
     ``replication_groups``/``replication_classes`` (one row per group and class) and one short
-    index range per group, so a view costs the same however often the experiment was replicated."""
+    window query (``row_number() over (partition by group order by seq)``, from the group index) for
+    the ids: three statements however many groups."""
 
     def in_groups(table: type[ReplicationGroup] | type[ReplicationClass] | type[Experiment]):  # type: ignore[no-untyped-def]
         return or_(  # an OR of equalities: both engines answer it from the primary key / index
@@ -955,21 +964,28 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for r in session.scalars(select(ReplicationClass).where(in_groups(ReplicationClass))).all():
         classes[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)].append(r.hardware_class)
+    group_cols = (Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
+    numbered = (
+        select(*group_cols, Experiment.id, Experiment.seq,
+               func.row_number().over(partition_by=group_cols, order_by=Experiment.seq).label("n"))
+        .where(in_groups(Experiment))
+        .subquery()
+    )
+    ids: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for t, p, c, i in session.execute(  # the first REPLICATION_IDS of every group in one statement
+        select(numbered.c.track, numbered.c.parent_canonical_sha256, numbered.c.child_canonical_sha256, numbered.c.id)
+        .where(numbered.c.n <= REPLICATION_IDS)
+        .order_by(numbered.c.seq)
+    ):
+        ids[(t, p, c)].append(i)
     out: dict[tuple[str, str, str], Replications] = {}
     for group in groups:
-        t, p, c = group
-        ids = session.scalars(
-            select(Experiment.id)
-            .where(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
-            .order_by(Experiment.seq)
-            .limit(REPLICATION_IDS)
-        ).all()
         row = sums.get(group)
         mean = _positive(row.bpb_sum / row.ok_runs) if row is not None and row.ok_runs else None
         std = _spread(row.bpb_sumsq / row.ok_runs, mean) if row is not None and mean is not None else None
         out[group] = Replications(
             n=row.runs if row is not None else 0, val_bpb_mean=mean, val_bpb_std=std,
-            hardware_classes=sorted(classes[group]), experiment_ids=list(ids),
+            hardware_classes=sorted(classes[group]), experiment_ids=ids[group],
         )
     return out
 
@@ -1017,36 +1033,43 @@ def _add_replications(session: Session, items: Sequence[CheckedExperiment]) -> N
 def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) -> Leaderboard:
     """Per hardware class the ``limit`` lowest val_bpb, and across classes the ``limit`` highest ECM,
     of the runs that may rank, each with its verdict; the community best of each board (the
-    ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``."""
+    ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``.
+
+    Six statements however many classes: the best rows, the classes, every class's top ``limit`` in
+    one window query (``row_number() over (partition by hardware_class …)``), the ECM top, the best
+    runs that rank below ``limit``, and the client names."""
     bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
     classes = session.scalars(
         select(Experiment.hardware_class).where(Experiment.track == track, Experiment.verdict.is_not(None))
         .distinct().order_by(Experiment.hardware_class)
     ).all()
-    by_class: dict[str, list[LeaderboardEntry]] = {}
-    for hw in classes:
-        rows = session.scalars(
-            _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
-        ).all()
-        by_class[hw] = _entries(session, _with_best(session, list(rows), bests.get(hw)), bests.get(hw))
-    ecm_rows = session.scalars(
+    rank = func.row_number().over(partition_by=Experiment.hardware_class, order_by=(Experiment.val_bpb, Experiment.id))
+    numbered = _eligible(track).add_columns(rank.label("board_rank")).subquery()
+    ranked = aliased(Experiment, numbered)
+    tops: dict[str, list[Experiment]] = defaultdict(list)
+    for row in session.scalars(
+        select(ranked).where(numbered.c.board_rank <= limit)
+        .order_by(numbered.c.hardware_class, numbered.c.board_rank)
+    ):
+        tops[row.hardware_class].append(row)
+    ecm_rows = list(session.scalars(
         _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
-    ).all()
+    ).all())
+    boards = {hw: tops[hw] for hw in classes}
+    boards[ECM_SCOPE] = ecm_rows
+    missing = {best_id for scope, best_id in bests.items() if scope in boards and all(r.id != best_id for r in boards[scope])}
+    extra = {r.id: r for r in session.scalars(select(Experiment).where(Experiment.id.in_(missing)))} if missing else {}
+    for scope, best_id in bests.items():
+        if best_id in extra:
+            boards[scope] = [*boards[scope], extra[best_id]]
+    key_ids = {r.key_id for rows in boards.values() for r in rows}
+    names = dict(session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_(key_ids))).all()) if key_ids else {}
+    by_class = {hw: _entries(names, boards[hw], bests.get(hw)) for hw in classes}
     best_ecm = bests.get(ECM_SCOPE)
-    return Leaderboard(track=track, by_hardware_class=by_class,
-                       ecm=_entries(session, _with_best(session, list(ecm_rows), best_ecm), best_ecm))
+    return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], best_ecm))
 
 
-def _with_best(session: Session, rows: list[Experiment], best_id: str | None) -> list[Experiment]:
-    if best_id is None or any(r.id == best_id for r in rows):
-        return rows
-    return [*rows, _experiment_row(session, best_id)]
-
-
-def _entries(session: Session, rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
-    names = dict(
-        session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_({r.key_id for r in rows}))).all()
-    )
+def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
     rows = [r for r in rows if _positive(r.val_bpb) is not None]
     return [
         LeaderboardEntry(

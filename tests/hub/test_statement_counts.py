@@ -20,24 +20,24 @@ from autoresearch.hub.app import create_app
 from autoresearch.hub.catalog import TrackCatalog
 from autoresearch.hub.db import StatementCounter
 from autoresearch.hub.settings import HubSettings
-from autoresearch.protocol import KeyPair, TrackSpec
+from autoresearch.protocol import KeyPair, TrackSpec, record_id
 
 from . import factory
 
 CLIENTS = ("ada", "bob", "cy")
 CLASSES = (factory.HARDWARE, "cpu:other-cpu:4", "NVIDIA H100 80GB HBM3")
-CHILDREN = 12  # distinct child train.py files (experiment groups) at the larger size
+
 
 VIEWS: dict[str, tuple[str, int]] = {  # name → (path, most statements allowed)
-    "leaderboard": ("/api/v1/tracks/tiny/leaderboard", 4),
-    "best": (f"/api/v1/tracks/tiny/best?hardware_class={factory.HARDWARE}", 12),
-    "best_ecm": ("/api/v1/tracks/tiny/best", 12),
-    "suggestions": ("/api/v1/tracks/tiny/suggestions", 24),
+    "leaderboard": ("/api/v1/tracks/tiny/leaderboard", 6),
+    "best": (f"/api/v1/tracks/tiny/best?hardware_class={factory.HARDWARE}", 10),
+    "best_ecm": ("/api/v1/tracks/tiny/best", 10),
+    "suggestions": ("/api/v1/tracks/tiny/suggestions", 20),
     "experiments": ("/api/v1/experiments?limit=50", 5),
     "experiments_filtered": (f"/api/v1/experiments?track=tiny&hardware_class={factory.HARDWARE}&outcome=ok&limit=50", 5),
     "experiments_page": ("/api/v1/experiments?limit=3&cursor={cursor}", 5),
-    "home": ("/", 12),
-    "track_page": ("/tracks/tiny", 30),
+    "home": ("/", 9),
+    "track_page": ("/tracks/tiny", 26),
 }
 
 
@@ -46,13 +46,22 @@ def _seed(client: TestClient, track: TrackSpec, n: int) -> None:
     for name, k in keys.items():
         r = client.post("/api/v1/clients", content=factory.envelope_bytes(factory.registration(k, name), k))
         assert r.status_code in (200, 201), r.text
+    classes = CLASSES if n > 10 else CLASSES[:1]  # the larger hub has more boards, too
+    cals = {}
+    for m, (name, k) in enumerate(keys.items()):
+        for hw in classes:
+            cal = factory.calibration(track, hardware_class=hw, machine=m)
+            r = client.post("/api/v1/calibrations", content=factory.envelope_bytes(cal, k))
+            assert r.status_code in (200, 201), r.text
+            cals[name, hw] = record_id(cal)
     for i in range(n):
-        child = factory.with_constant(factory.REFERENCE, "MATRIX_LR", round(0.05 + 0.001 * (i % CHILDREN), 4))
+        signer, hw = f"{CLIENTS[i % len(CLIENTS)]}-{n}", classes[i % len(classes)]
+        child = factory.with_constant(factory.REFERENCE, "MATRIX_LR", round(0.05 + 0.001 * (i % max(2, n // 5)), 4))
         record = factory.experiment(
-            track, factory.REFERENCE, child, val_bpb=round(1.45 + 0.01 * (i % 17), 4), seed=i,
-            hardware_class=CLASSES[i % len(CLASSES)], ecm=1.01 + 0.001 * i, gain=1.01 + 0.001 * i,
+            track, factory.REFERENCE, child, val_bpb=round(2.17 - 0.002 * (i % 17), 4), parent_val_bpb=2.2, seed=i,
+            hardware_class=hw, calibration_id=cals[signer, hw],
         )
-        r = client.post("/api/v1/experiments", content=factory.envelope_bytes(record, keys[f"{CLIENTS[i % len(CLIENTS)]}-{n}"]))
+        r = client.post("/api/v1/experiments", content=factory.envelope_bytes(record, keys[signer]))
         assert r.status_code in (200, 201), r.text
 
 
