@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -1135,12 +1135,14 @@ def candidates(session: Session, track: str) -> list[rule.Candidate]:
 
 
 def track_view(session: Session, spec: TrackSpec) -> TrackView:
-    """A track's spec with its experiment and client counts and best figures."""
+    """A track's spec with its experiment and client counts and best figures (two statements)."""
     experiments, clients = session.execute(
         select(func.count(), func.count(Experiment.key_id.distinct())).where(Experiment.track == spec.id)
     ).one()
-    best_bpb = session.scalar(select(func.min(Best.val_bpb)).where(Best.track == spec.id, Best.scope != ECM_SCOPE))
-    best_ecm = session.scalar(select(Best.ecm).where(Best.track == spec.id, Best.scope == ECM_SCOPE))
+    best_bpb, best_ecm = session.execute(  # one row per scope: min over the classes, the ECM row's ecm
+        select(func.min(case((Best.scope != ECM_SCOPE, Best.val_bpb))), func.max(case((Best.scope == ECM_SCOPE, Best.ecm))))
+        .where(Best.track == spec.id)
+    ).one()
     return TrackView(spec=spec, experiments=experiments, clients=clients, best_val_bpb=_positive(best_bpb),
                      best_ecm=_positive(best_ecm))
 
