@@ -38,9 +38,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, and_, case, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -105,6 +106,7 @@ NEAR_DUPLICATE_CANDIDATES = 200
 LINEAGE_DEPTH = 100
 EVIDENCE_PER_DIRECTION = 5
 REPLICATION_IDS = 20  # run ids listed per experiment view (n counts them all)
+UNION_BRANCHES = 250  # limited selects per UNION ALL statement (SQLite allows 500 compound terms)
 
 
 @dataclass(frozen=True)
@@ -946,8 +948,9 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
     hardware classes and its first :data:`REPLICATION_IDS` run ids. Reads the running sums of
     ``replication_groups``/``replication_classes`` (one row per group and class) and one short
-    window query (``row_number() over (partition by group order by seq)``, from the group index) for
-    the ids: three statements however many groups."""
+    ``UNION ALL`` of one short index range per group (``… order by seq limit``) for the ids: three
+    statements for up to :data:`UNION_BRANCHES` groups (a listing page), and a view costs the same
+    however often the experiment was replicated."""
 
     def in_groups(table: type[ReplicationGroup] | type[ReplicationClass] | type[Experiment]):  # type: ignore[no-untyped-def]
         return or_(  # an OR of equalities: both engines answer it from the primary key / index
@@ -964,20 +967,19 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for r in session.scalars(select(ReplicationClass).where(in_groups(ReplicationClass))).all():
         classes[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)].append(r.hardware_class)
-    group_cols = (Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
-    numbered = (
-        select(*group_cols, Experiment.id, Experiment.seq,
-               func.row_number().over(partition_by=group_cols, order_by=Experiment.seq).label("n"))
-        .where(in_groups(Experiment))
-        .subquery()
-    )
     ids: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for t, p, c, i in session.execute(  # the first REPLICATION_IDS of every group in one statement
-        select(numbered.c.track, numbered.c.parent_canonical_sha256, numbered.c.child_canonical_sha256, numbered.c.id)
-        .where(numbered.c.n <= REPLICATION_IDS)
-        .order_by(numbered.c.seq)
-    ):
-        ids[(t, p, c)].append(i)
+    ordered = sorted(groups)
+    for start in range(0, len(ordered), UNION_BRANCHES):  # one statement per UNION_BRANCHES groups
+        branches = [
+            select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
+                   Experiment.id, Experiment.seq)
+            .where(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
+            .order_by(Experiment.seq)
+            .limit(REPLICATION_IDS)
+            for t, p, c in ordered[start:start + UNION_BRANCHES]
+        ]
+        for t, p, c, i, _seq in sorted(session.execute(_union_all(branches)).all(), key=lambda r: r[4]):
+            ids[(t, p, c)].append(i)
     out: dict[tuple[str, str, str], Replications] = {}
     for group in groups:
         row = sums.get(group)
@@ -1036,22 +1038,24 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
     ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``.
 
     Six statements however many classes: the best rows, the classes, every class's top ``limit`` in
-    one window query (``row_number() over (partition by hardware_class …)``), the ECM top, the best
-    runs that rank below ``limit``, and the client names."""
+    one ``UNION ALL`` of limited index scans, the ECM top, the best runs that rank below ``limit``
+    (only when some does), and the client names."""
     bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
     classes = session.scalars(
         select(Experiment.hardware_class).where(Experiment.track == track, Experiment.verdict.is_not(None))
         .distinct().order_by(Experiment.hardware_class)
     ).all()
-    rank = func.row_number().over(partition_by=Experiment.hardware_class, order_by=(Experiment.val_bpb, Experiment.id))
-    numbered = _eligible(track).add_columns(rank.label("board_rank")).subquery()
-    ranked = aliased(Experiment, numbered)
     tops: dict[str, list[Experiment]] = defaultdict(list)
-    for row in session.scalars(
-        select(ranked).where(numbered.c.board_rank <= limit)
-        .order_by(numbered.c.hardware_class, numbered.c.board_rank)
-    ):
-        tops[row.hardware_class].append(row)
+    if classes:  # every class's top ``limit`` from the (track, class, status, val_bpb) index, one statement
+        numbered = _union_all([
+            _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
+            for hw in classes
+        ]).subquery()
+        ranked = aliased(Experiment, numbered)
+        for row in session.scalars(select(ranked)):
+            tops[row.hardware_class].append(row)
+        for rows in tops.values():
+            rows.sort(key=_board_order)
     ecm_rows = list(session.scalars(
         _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
     ).all())
@@ -1067,6 +1071,19 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
     by_class = {hw: _entries(names, boards[hw], bests.get(hw)) for hw in classes}
     best_ecm = bests.get(ECM_SCOPE)
     return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], best_ecm))
+
+
+def _union_all(branches: Sequence[Select[Any]]) -> Select[Any]:
+    """One statement of ``branches``, each keeping its own ``ORDER BY … LIMIT`` (wrapped in a
+    subquery, which SQLite needs), so every branch is a short index scan (per-group top-N on both
+    engines without a window over whole groups). Row order across branches is not defined."""
+    wrapped = [b.subquery().select() for b in branches]
+    return wrapped[0] if len(wrapped) == 1 else union_all(*wrapped)  # type: ignore[return-value]
+
+
+def _board_order(row: Experiment) -> tuple[bool, float, str]:
+    """A class board's order: val_bpb, then id (NULL last; :func:`_entries` drops those anyway)."""
+    return (False, row.val_bpb, row.id) if row.val_bpb is not None else (True, 0.0, row.id)
 
 
 def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
