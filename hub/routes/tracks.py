@@ -32,7 +32,7 @@ PROGRESS_MAX_POINTS = 2000  # most points of one progress chart (docs/pages.md)
 @router.get("/tracks", response_model=list[TrackView], responses=ERRORS)
 def list_tracks(session: SessionDep, state: StateDep, _: ReadAccessDep) -> list[TrackView]:
     """Every track this hub knows, with counts and best figures."""
-    return [store.track_view(session, spec) for spec in state.catalog.all()]
+    return store.track_views(session, state.catalog.all())
 
 
 @router.get("/activity", response_model=Activity, responses=ERRORS)
