@@ -36,8 +36,8 @@ VIEWS: dict[str, tuple[str, int]] = {  # name → (path, most statements allowed
     "experiments": ("/api/v1/experiments?limit=50", 5),
     "experiments_filtered": (f"/api/v1/experiments?track=tiny&hardware_class={factory.HARDWARE}&outcome=ok&limit=50", 5),
     "experiments_page": ("/api/v1/experiments?limit=3&cursor={cursor}", 5),
-    "home": ("/", 9),
-    "track_page": ("/tracks/tiny", 26),
+    "home": ("/", 8),
+    "track_page": ("/tracks/tiny", 25),
 }
 
 
