@@ -1037,7 +1037,7 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
     of the runs that may rank, each with its verdict; the community best of each board (the
     ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``.
 
-    Six statements however many classes: the best rows, the classes, every class's top ``limit`` in
+    At most six statements however many classes: the best rows, the classes, every class's top ``limit`` in
     one ``UNION ALL`` of limited index scans, the ECM top, the best runs that rank below ``limit``
     (only when some does), and the client names."""
     bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
