@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Unpack
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Select, and_, case, delete, func, or_, select, union_all, update
@@ -1073,7 +1073,7 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
     return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], best_ecm))
 
 
-def _union_all(branches: Sequence[Select[Unpack[tuple[Any, ...]]]]) -> Select[Unpack[tuple[Any, ...]]]:
+def _union_all(branches: Sequence[Select[*tuple[Any, ...]]]) -> Select[*tuple[Any, ...]]:
     """One statement of ``branches``, each keeping its own ``ORDER BY … LIMIT`` (wrapped in a
     subquery, which SQLite needs), so every branch is a short index scan (per-group top-N on both
     engines without a window over whole groups). Row order across branches is not defined."""
