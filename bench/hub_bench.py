@@ -5,11 +5,13 @@ keys, and has that many concurrent clients POST real signed experiment records o
 ``tiny`` track (``--records`` each): ingest records/s and p50/p99 latency. Then it seeds the
 database up to each of ``--sizes`` experiments with the documented bulk loader
 (:func:`autoresearch.hub.store.bulk_load`: real signed records, checked once per distinct child,
-inserted in batches) and times the leaderboard, an experiment listing page, a filtered listing and
-the community best over HTTP.
+inserted in batches) and times the read views over HTTP (leaderboard, community best, suggestions,
+listings plain, filtered and a cursor page, the home and track pages), with the SQL statements each
+issues per request (counted in-process with :class:`autoresearch.hub.db.StatementCounter`).
 
     python bench/hub_bench.py                          # SQLite, and PostgreSQL if configured
     python bench/hub_bench.py --engines sqlite --sizes 10000 --json
+    python bench/hub_bench.py --engines sqlite --records 0 --sizes 2000   # reads and statements only
 
 PostgreSQL needs ``--pg-url`` or ``AUTORESEARCH_TEST_PG_URL`` (a fresh schema is made and dropped).
 """
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -37,7 +40,7 @@ import httpx
 import sqlalchemy as sa
 
 from autoresearch.hub import ingest, store
-from autoresearch.hub.db import make_engine, normalise_url, session_factory
+from autoresearch.hub.db import StatementCounter, make_engine, normalise_url, session_factory
 from autoresearch.hub.ingest import CheckedExperiment
 from autoresearch.protocol import (
     ExperimentRecord,
@@ -203,17 +206,28 @@ def seed(db_url: str, track_id: str, reference: str, keys: list[KeyPair], target
     return time.perf_counter() - start
 
 
-def read_phase(url: str) -> dict[str, dict[str, float]]:
-    paths = {
+def read_paths(get: Callable[[str], httpx.Response]) -> dict[str, str]:
+    """The read views timed and counted: the API's leaderboard, best, suggestions, listings (plain,
+    filtered, a cursor page) and the home and track pages. ``get`` fetches the first listing page, whose
+    cursor the cursor page uses."""
+    cursor = get("/api/v1/experiments?track=tiny&limit=50").json()["next_cursor"]
+    return {
         "leaderboard": "/api/v1/tracks/tiny/leaderboard",
         "experiments": "/api/v1/experiments?track=tiny&limit=50",
         "experiments_filtered": f"/api/v1/experiments?track=tiny&hardware_class={HARDWARE[2]}&outcome=ok&limit=50",
+        "experiments_page": f"/api/v1/experiments?track=tiny&limit=50&cursor={cursor}",
         "best": f"/api/v1/tracks/tiny/best?hardware_class={HARDWARE[0]}",
         "best_ecm": "/api/v1/tracks/tiny/best",
+        "suggestions": "/api/v1/tracks/tiny/suggestions",
+        "home": "/",
+        "track_page": "/tracks/tiny",
     }
+
+
+def read_phase(url: str) -> dict[str, dict[str, float]]:
     out = {}
     with httpx.Client(timeout=60) as http:
-        for name, path in paths.items():
+        for name, path in read_paths(lambda p: http.get(url + p)).items():
             latencies = []
             for _ in range(READS):
                 start = time.perf_counter()
@@ -221,6 +235,29 @@ def read_phase(url: str) -> dict[str, dict[str, float]]:
                 latencies.append(time.perf_counter() - start)
                 r.raise_for_status()
             out[name] = percentiles(latencies)
+    return out
+
+
+def statements_phase(db_url: str) -> dict[str, int]:
+    """SQL statements per request of each read view, counted with
+    :class:`~autoresearch.hub.db.StatementCounter` on an in-process app over the same database."""
+    from fastapi.testclient import TestClient
+
+    from autoresearch.hub.app import create_app
+    from autoresearch.hub.settings import HubSettings
+
+    app = create_app(HubSettings(db_url=db_url))
+    out = {}
+    try:
+        with TestClient(app) as client:
+            paths = read_paths(client.get)
+            with StatementCounter(app.state.hub.engine) as counter:
+                for name, path in paths.items():
+                    counter.reset()
+                    client.get(path).raise_for_status()
+                    out[name] = counter.count
+    finally:
+        app.state.hub.engine.dispose()
     return out
 
 
@@ -236,12 +273,14 @@ def bench_engine(name: str, db_url: str, args: argparse.Namespace) -> dict[str, 
 
                 reg = ClientRegistration(public_key=k.public_key_hex, display_name=f"bench-{i}", created_at=utc_now())
                 http.post(f"{server.url}/api/v1/clients", content=sign(reg, k).to_json()).raise_for_status()
-        result: dict[str, object] = {"engine": name, "clients": args.clients,
-                                     "ingest": ingest_phase(server.url, spec.id, reference, keys, args.records, server.log)}
+        result: dict[str, object] = {"engine": name, "clients": args.clients}
+        if args.records:
+            result["ingest"] = ingest_phase(server.url, spec.id, reference, keys, args.records, server.log)
         reads = {}
         for size in args.sizes:
             seconds = seed(db_url, spec.id, reference, keys, size)
-            reads[str(size)] = {"seed_seconds": round(seconds, 1), **read_phase(server.url)}
+            reads[str(size)] = {"seed_seconds": round(seconds, 1), **read_phase(server.url),
+                                "statements": statements_phase(db_url)}
             print(f"[{name}] {size} experiments: {json.dumps(reads[str(size)])}", file=sys.stderr)
         result["reads"] = reads
         return result
@@ -253,7 +292,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="sqlite,postgres")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (one key each)")
-    parser.add_argument("--records", type=int, default=10, help="experiments per client in the ingest phase")
+    parser.add_argument("--records", type=int, default=10, help="experiments per client in the ingest phase (0: skip it)")
     parser.add_argument("--sizes", default="10000,100000", help="database sizes for the read phase")
     parser.add_argument("--pg-url", default=os.environ.get("AUTORESEARCH_TEST_PG_URL"))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -283,12 +322,15 @@ def main() -> None:
         print(json.dumps({"machine": "see docs/hub.md", "results": results}, indent=2))
         return
     for r in results:
-        ing = r["ingest"]
-        print(f"{r['engine']}: ingest {ing['records']} records from {r['clients']} clients: "  # type: ignore[index]
-              f"{ing['records_per_s']} records/s, p50 {ing['p50_ms']} ms, p99 {ing['p99_ms']} ms")  # type: ignore[index]
+        if "ingest" in r:
+            ing = r["ingest"]
+            print(f"{r['engine']}: ingest {ing['records']} records from {r['clients']} clients: "  # type: ignore[index]
+                  f"{ing['records_per_s']} records/s, p50 {ing['p50_ms']} ms, p99 {ing['p99_ms']} ms")  # type: ignore[index]
         for size, reads in r["reads"].items():  # type: ignore[attr-defined]
-            figures = ", ".join(f"{k} p50 {v['p50_ms']}/p99 {v['p99_ms']} ms" for k, v in reads.items() if k != "seed_seconds")
-            print(f"  {size} experiments (seeded in {reads['seed_seconds']} s): {figures}")
+            print(f"{r['engine']}, {size} experiments (seeded in {reads['seed_seconds']} s):")
+            print(f"  {'view':<22} {'p50 ms':>8} {'p99 ms':>8} {'statements/request':>19}")
+            for view, count in reads["statements"].items():
+                print(f"  {view:<22} {reads[view]['p50_ms']:>8} {reads[view]['p99_ms']:>8} {count:>19}")
 
 
 if __name__ == "__main__":

@@ -79,3 +79,36 @@ def begin_write(session: Session) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+class StatementCounter:
+    """Counts the SQL statements an engine sends (a ``before_cursor_execute`` listener), so tests and
+    ``bench/hub_bench.py`` can show how many statements a request costs. Connection set-up that the
+    hub emits itself (``BEGIN``, SQLite's ``PRAGMA`` lines) is not counted.
+
+    Use as a context manager: ``with StatementCounter(engine) as counter: ...; counter.count``.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    def reset(self) -> None:
+        self.statements.clear()
+
+    def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        head = statement.lstrip()[:6].upper()
+        if head in ("BEGIN", "BEGIN ", "PRAGMA", "COMMIT", "ROLLBA"):
+            return
+        self.statements.append(statement)
+
+    def __enter__(self) -> StatementCounter:
+        event.listen(self.engine, "before_cursor_execute", self._on_execute)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._on_execute)

@@ -38,12 +38,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
     AST_LOCK,
@@ -105,6 +106,7 @@ NEAR_DUPLICATE_CANDIDATES = 200
 LINEAGE_DEPTH = 100
 EVIDENCE_PER_DIRECTION = 5
 REPLICATION_IDS = 20  # run ids listed per experiment view (n counts them all)
+UNION_BRANCHES = 250  # limited selects per UNION ALL statement (SQLite allows 500 compound terms)
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,13 @@ def token_kind(session: Session, token: str) -> str | None:
 def get_source(session: Session, sha256: str) -> str | None:
     """The ``train.py`` text stored under this SHA-256, or None."""
     return session.scalar(select(Source.text).where(Source.sha256 == sha256))
+
+
+def get_sources(session: Session, sha256s: set[str]) -> dict[str, str]:
+    """The stored ``train.py`` sources with these SHA-256s (unknown ones are left out), one statement."""
+    if not sha256s:
+        return {}
+    return dict(session.execute(select(Source.sha256, Source.text).where(Source.sha256.in_(sha256s))).all())
 
 
 def put_source(session: Session, text: str, canonical_sha256: str | None = None) -> bool:
@@ -878,7 +887,8 @@ def _lineage(session: Session, row: Experiment) -> list[str]:
 
 
 def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]:
-    """ORM rows → views, with client names, revocation and replications in three queries."""
+    """ORM rows → views, with client names and revocation (one query) and replications (three, see
+    :func:`_replications`): four statements however many rows."""
     if not rows:
         return []
     key_ids = {r.key_id for r in rows}
@@ -938,7 +948,9 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     """n, mean and population std of val_bpb over the ``ok`` runs of each experiment group, its
     hardware classes and its first :data:`REPLICATION_IDS` run ids. Reads the running sums of
     ``replication_groups``/``replication_classes`` (one row per group and class) and one short
-    index range per group, so a view costs the same however often the experiment was replicated."""
+    ``UNION ALL`` of one short index range per group (``… order by seq limit``) for the ids: three
+    statements for up to :data:`UNION_BRANCHES` groups (a listing page), and a view costs the same
+    however often the experiment was replicated."""
 
     def in_groups(table: type[ReplicationGroup] | type[ReplicationClass] | type[Experiment]):  # type: ignore[no-untyped-def]
         return or_(  # an OR of equalities: both engines answer it from the primary key / index
@@ -955,21 +967,27 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for r in session.scalars(select(ReplicationClass).where(in_groups(ReplicationClass))).all():
         classes[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)].append(r.hardware_class)
-    out: dict[tuple[str, str, str], Replications] = {}
-    for group in groups:
-        t, p, c = group
-        ids = session.scalars(
-            select(Experiment.id)
+    ids: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    ordered = sorted(groups)
+    for start in range(0, len(ordered), UNION_BRANCHES):  # one statement per UNION_BRANCHES groups
+        branches = [
+            select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
+                   Experiment.id, Experiment.seq)
             .where(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
             .order_by(Experiment.seq)
             .limit(REPLICATION_IDS)
-        ).all()
+            for t, p, c in ordered[start:start + UNION_BRANCHES]
+        ]
+        for t, p, c, i, _seq in sorted(session.execute(_union_all(branches)).all(), key=lambda r: r[4]):
+            ids[(t, p, c)].append(i)
+    out: dict[tuple[str, str, str], Replications] = {}
+    for group in groups:
         row = sums.get(group)
         mean = _positive(row.bpb_sum / row.ok_runs) if row is not None and row.ok_runs else None
         std = _spread(row.bpb_sumsq / row.ok_runs, mean) if row is not None and mean is not None else None
         out[group] = Replications(
             n=row.runs if row is not None else 0, val_bpb_mean=mean, val_bpb_std=std,
-            hardware_classes=sorted(classes[group]), experiment_ids=list(ids),
+            hardware_classes=sorted(classes[group]), experiment_ids=ids[group],
         )
     return out
 
@@ -1017,36 +1035,58 @@ def _add_replications(session: Session, items: Sequence[CheckedExperiment]) -> N
 def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) -> Leaderboard:
     """Per hardware class the ``limit`` lowest val_bpb, and across classes the ``limit`` highest ECM,
     of the runs that may rank, each with its verdict; the community best of each board (the
-    ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``."""
+    ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``.
+
+    At most six statements however many classes: the best rows, the classes, every class's top ``limit`` in
+    one ``UNION ALL`` of limited index scans, the ECM top, the best runs that rank below ``limit``
+    (only when some does), and the client names."""
     bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
     classes = session.scalars(
         select(Experiment.hardware_class).where(Experiment.track == track, Experiment.verdict.is_not(None))
         .distinct().order_by(Experiment.hardware_class)
     ).all()
-    by_class: dict[str, list[LeaderboardEntry]] = {}
-    for hw in classes:
-        rows = session.scalars(
+    tops: dict[str, list[Experiment]] = defaultdict(list)
+    if classes:  # every class's top ``limit`` from the (track, class, status, val_bpb) index, one statement
+        numbered = _union_all([
             _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
-        ).all()
-        by_class[hw] = _entries(session, _with_best(session, list(rows), bests.get(hw)), bests.get(hw))
-    ecm_rows = session.scalars(
+            for hw in classes
+        ]).subquery()
+        ranked = aliased(Experiment, numbered)
+        for row in session.scalars(select(ranked)):
+            tops[row.hardware_class].append(row)
+        for rows in tops.values():
+            rows.sort(key=_board_order)
+    ecm_rows = list(session.scalars(
         _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
-    ).all()
+    ).all())
+    boards = {hw: tops[hw] for hw in classes}
+    boards[ECM_SCOPE] = ecm_rows
+    missing = {best_id for scope, best_id in bests.items() if scope in boards and all(r.id != best_id for r in boards[scope])}
+    extra = {r.id: r for r in session.scalars(select(Experiment).where(Experiment.id.in_(missing)))} if missing else {}
+    for scope, best_id in bests.items():
+        if best_id in extra:
+            boards[scope] = [*boards[scope], extra[best_id]]
+    key_ids = {r.key_id for rows in boards.values() for r in rows}
+    names = dict(session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_(key_ids))).all()) if key_ids else {}
+    by_class = {hw: _entries(names, boards[hw], bests.get(hw)) for hw in classes}
     best_ecm = bests.get(ECM_SCOPE)
-    return Leaderboard(track=track, by_hardware_class=by_class,
-                       ecm=_entries(session, _with_best(session, list(ecm_rows), best_ecm), best_ecm))
+    return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], best_ecm))
 
 
-def _with_best(session: Session, rows: list[Experiment], best_id: str | None) -> list[Experiment]:
-    if best_id is None or any(r.id == best_id for r in rows):
-        return rows
-    return [*rows, _experiment_row(session, best_id)]
+def _union_all(branches: Sequence[Select[*tuple[Any, ...]]]) -> Select[*tuple[Any, ...]]:
+    """One statement of ``branches``, each keeping its own ``ORDER BY … LIMIT`` (wrapped in a
+    subquery, which SQLite needs), so every branch is a short index scan (per-group top-N on both
+    engines without a window over whole groups). Row order across branches is not defined."""
+    wrapped = [b.subquery().select() for b in branches]
+    return wrapped[0] if len(wrapped) == 1 else union_all(*wrapped)  # type: ignore[return-value]
 
 
-def _entries(session: Session, rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
-    names = dict(
-        session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_({r.key_id for r in rows}))).all()
-    )
+def _board_order(row: Experiment) -> tuple[bool, float, str]:
+    """A class board's order: val_bpb, then id (NULL last; :func:`_entries` drops those anyway)."""
+    return (False, row.val_bpb, row.id) if row.val_bpb is not None else (True, 0.0, row.id)
+
+
+def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
     rows = [r for r in rows if _positive(r.val_bpb) is not None]
     return [
         LeaderboardEntry(
@@ -1112,14 +1152,38 @@ def candidates(session: Session, track: str) -> list[rule.Candidate]:
 
 
 def track_view(session: Session, spec: TrackSpec) -> TrackView:
-    """A track's spec with its experiment and client counts and best figures."""
-    experiments, clients = session.execute(
-        select(func.count(), func.count(Experiment.key_id.distinct())).where(Experiment.track == spec.id)
-    ).one()
-    best_bpb = session.scalar(select(func.min(Best.val_bpb)).where(Best.track == spec.id, Best.scope != ECM_SCOPE))
-    best_ecm = session.scalar(select(Best.ecm).where(Best.track == spec.id, Best.scope == ECM_SCOPE))
-    return TrackView(spec=spec, experiments=experiments, clients=clients, best_val_bpb=_positive(best_bpb),
-                     best_ecm=_positive(best_ecm))
+    """A track's spec with its experiment and client counts and best figures (two statements)."""
+    return track_views(session, [spec])[0]
+
+
+def track_views(session: Session, specs: Sequence[TrackSpec]) -> list[TrackView]:
+    """:func:`track_view` of each spec, in order: two statements however many tracks (one grouped
+    count, one grouped read of the best rows)."""
+    ids = [spec.id for spec in specs]
+    if not ids:
+        return []
+    counts = {
+        t: (n, k)
+        for t, n, k in session.execute(
+            select(Experiment.track, func.count(), func.count(Experiment.key_id.distinct()))
+            .where(Experiment.track.in_(ids)).group_by(Experiment.track)
+        )
+    }
+    bests = {
+        t: (bpb, ecm)
+        for t, bpb, ecm in session.execute(  # min over the classes' rows, the ECM row's ecm
+            select(Best.track, func.min(case((Best.scope != ECM_SCOPE, Best.val_bpb))),
+                   func.max(case((Best.scope == ECM_SCOPE, Best.ecm))))
+            .where(Best.track.in_(ids)).group_by(Best.track)
+        )
+    }
+    out = []
+    for spec in specs:
+        experiments, clients = counts.get(spec.id, (0, 0))
+        best_bpb, best_ecm = bests.get(spec.id, (None, None))
+        out.append(TrackView(spec=spec, experiments=experiments, clients=clients, best_val_bpb=_positive(best_bpb),
+                             best_ecm=_positive(best_ecm)))
+    return out
 
 
 def direction_stats(session: Session, track: str) -> list[DirectionStats]:

@@ -225,7 +225,7 @@ LATEST_SHOWN = 10
 @_pages.get("/", name="page_home", response_class=HTMLResponse)
 def page_home(request: Request, session: SessionDep, state: StateDep) -> HTMLResponse:
     """Tracks with their community best, activity over the last 24 h, the latest experiments."""
-    tracks = [store.track_view(session, spec) for spec in state.catalog.all()]
+    tracks = store.track_views(session, state.catalog.all())
     latest = store.list_experiments(session, store.ExperimentFilter(), cursor=None, limit=LATEST_SHOWN)
     return render(request, "home.html", {
         "active_tracks": [t for t in tracks if t.experiments],

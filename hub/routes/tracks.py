@@ -32,7 +32,7 @@ PROGRESS_MAX_POINTS = 2000  # most points of one progress chart (docs/pages.md)
 @router.get("/tracks", response_model=list[TrackView], responses=ERRORS)
 def list_tracks(session: SessionDep, state: StateDep, _: ReadAccessDep) -> list[TrackView]:
     """Every track this hub knows, with counts and best figures."""
-    return [store.track_view(session, spec) for spec in state.catalog.all()]
+    return store.track_views(session, state.catalog.all())
 
 
 @router.get("/activity", response_model=Activity, responses=ERRORS)
@@ -94,6 +94,7 @@ def get_suggestions(
     best = store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
     stats = store.direction_stats(session, spec.id)
     kept = store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS)
+    sources = store.get_sources(session, {sha for v in kept for sha in (v.record.parent_sha256, v.record.child_sha256)})
     with AST_LOCK:  # the engine parses train.py sources (see protocol.parse_source)
         items = suggestions.suggest(
             spec.id,
@@ -101,7 +102,7 @@ def get_suggestions(
             kept,
             hardware_class=hardware_class,
             client=client,
-            source_of=lambda sha: store.get_source(session, sha),
+            source_of=lambda sha: sources[sha] if sha in sources else store.get_source(session, sha),  # kept runs' shas: prefetched
             reference_source=state.catalog.reference_source(spec),
             now=utc_now(),
             best_id=best.experiment.id if best.experiment else None,

@@ -1,0 +1,104 @@
+"""SQL statements per read request stay constant as the database grows (issue 16: few statements per
+request), so an N+1 query cannot come back unnoticed.
+
+Each view is asked on a hub seeded with 5 experiments and again on one seeded with 60 (several
+clients, hardware classes and experiment groups, posted through the API like any client's); the
+statement count, read with :class:`~autoresearch.hub.db.StatementCounter`, must be the same at both
+sizes and at most the bound stated per view.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from autoresearch.hub.app import create_app
+from autoresearch.hub.catalog import TrackCatalog
+from autoresearch.hub.db import StatementCounter
+from autoresearch.hub.settings import HubSettings
+from autoresearch.protocol import KeyPair, TrackSpec, record_id
+
+from . import factory
+
+CLIENTS = ("ada", "bob", "cy")
+CLASSES = (factory.HARDWARE, "cpu:other-cpu:4", "NVIDIA H100 80GB HBM3")
+
+
+VIEWS: dict[str, tuple[str, int]] = {  # name → (path, most statements allowed)
+    "leaderboard": ("/api/v1/tracks/tiny/leaderboard", 6),
+    "best": (f"/api/v1/tracks/tiny/best?hardware_class={factory.HARDWARE}", 10),
+    "best_ecm": ("/api/v1/tracks/tiny/best", 10),
+    "suggestions": ("/api/v1/tracks/tiny/suggestions", 20),
+    "experiments": ("/api/v1/experiments?limit=50", 5),
+    "experiments_filtered": (f"/api/v1/experiments?track=tiny&hardware_class={factory.HARDWARE}&outcome=ok&limit=50", 5),
+    "experiments_page": ("/api/v1/experiments?limit=3&cursor={cursor}", 5),
+    "home": ("/", 8),
+    "track_page": ("/tracks/tiny", 25),
+}
+
+
+def _seed(client: TestClient, track: TrackSpec, n: int) -> None:
+    keys = {f"{name}-{n}": KeyPair.generate() for name in CLIENTS}
+    for name, k in keys.items():
+        r = client.post("/api/v1/clients", content=factory.envelope_bytes(factory.registration(k, name), k))
+        assert r.status_code in (200, 201), r.text
+    classes = CLASSES if n > 10 else CLASSES[:1]  # the larger hub has more boards, too
+    cals = {}
+    for m, (name, k) in enumerate(keys.items()):
+        for hw in classes:
+            cal = factory.calibration(track, hardware_class=hw, machine=m)
+            r = client.post("/api/v1/calibrations", content=factory.envelope_bytes(cal, k))
+            assert r.status_code in (200, 201), r.text
+            cals[name, hw] = record_id(cal)
+    for i in range(n):
+        signer, hw = f"{CLIENTS[i % len(CLIENTS)]}-{n}", classes[i % len(classes)]
+        child = factory.with_constant(factory.REFERENCE, "MATRIX_LR", round(0.05 + 0.001 * (i % max(2, n // 5)), 4))
+        record = factory.experiment(
+            track, factory.REFERENCE, child, val_bpb=round(2.17 - 0.002 * (i % 17), 4), parent_val_bpb=2.2, seed=i,
+            hardware_class=hw, calibration_id=cals[signer, hw],
+        )
+        r = client.post("/api/v1/experiments", content=factory.envelope_bytes(record, keys[signer]))
+        assert r.status_code in (200, 201), r.text
+
+
+def _counts(db_url: str, n: int) -> dict[str, int]:
+    track = factory.make_track()
+    catalog = TrackCatalog.of([(track, lambda: factory.REFERENCE)])
+    app = create_app(HubSettings(db_url=db_url), catalog=catalog, pages=True)
+    try:
+        with TestClient(app) as client:
+            _seed(client, track, n)
+            cursor = client.get("/api/v1/experiments?limit=3").json()["next_cursor"]
+            assert cursor is not None
+            out = {}
+            with StatementCounter(app.state.hub.engine) as counter:
+                for name, (path, _) in VIEWS.items():
+                    counter.reset()
+                    r = client.get(path.format(cursor=cursor))
+                    assert r.status_code == 200, (name, r.text)
+                    out[name] = counter.count
+            return out
+    finally:
+        app.state.hub.engine.dispose()
+
+
+@pytest.fixture
+def counts(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, int], dict[str, int]]]:
+    small = _counts(db_url, 5)
+    if db_url.startswith("sqlite"):  # a fresh copy of the migrated template
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "large.db")
+        large_url = f"sqlite:///{tmp_path / 'large.db'}"
+    else:
+        large_url = db_url  # PostgreSQL: seed more on top (the counts must not grow either way)
+    yield small, _counts(large_url, 60)
+
+
+def test_statements_per_view_do_not_grow_with_the_database(counts: tuple[dict[str, int], dict[str, int]]) -> None:
+    small, large = counts
+    print({name: (small[name], large[name]) for name in VIEWS})
+    assert large == small
+    assert {name: n for name, n in large.items() if n > VIEWS[name][1]} == {}
