@@ -148,6 +148,22 @@ def get_client(session: Session, key_id: str) -> ClientView | None:
     return _client_view(row, count or 0)
 
 
+def resolve_client(session: Session, key_id_or_name: str) -> str:
+    """The key id named by a key id (64 hex) or by a display name as the pages show it (compared by
+    look, like registration: :func:`autoresearch.hub.names.name_key`).
+
+    Raises:
+        NotFound: ``unknown_client`` — no client has that display name (a key id is returned as is:
+            filtering by an unknown key id lists nothing).
+    """
+    if len(key_id_or_name) == 64 and all(c in "0123456789abcdef" for c in key_id_or_name):
+        return key_id_or_name
+    key_id = session.scalar(select(Client.key_id).where(Client.name_key == names.name_key(key_id_or_name)))
+    if key_id is None:
+        raise NotFound(f"no client with display name {ascii(key_id_or_name)}", code="unknown_client")
+    return key_id
+
+
 def list_clients(session: Session) -> list[ClientView]:
     """Every client, oldest registration first, with experiment counts."""
     counts = dict(
@@ -788,11 +804,18 @@ def activity(session: Session, *, now: datetime, hours: float) -> Activity:
     return Activity(since=since, hours=hours, experiments=experiments, clients=clients, per_hour=experiments / hours)
 
 
-def progress(session: Session, track: str, hardware_class: str, *, limit: int) -> Progress:
-    """The newest ``limit`` experiments of a (track, hardware class), oldest first, as chart points.
+def progress(session: Session, track: str, hardware_class: str | None, *, limit: int) -> Progress:
+    """The newest ``limit`` experiments of a (track, hardware class), oldest first, as chart points;
+    ``hardware_class`` None: the class of the track's newest experiment (one more statement).
 
     Reads only the columns the chart draws (no record JSON), so a few thousand points stay cheap.
     """
+    if hardware_class is None:
+        hardware_class = session.scalar(
+            select(Experiment.hardware_class).where(Experiment.track == track).order_by(Experiment.seq.desc()).limit(1)
+        )
+        if hardware_class is None:
+            return Progress(track=track, hardware_class=None, points=[])
     rows = session.execute(
         select(Experiment.id, Experiment.created_at, Experiment.status, Experiment.outcome, Experiment.val_bpb,
                Experiment.description)

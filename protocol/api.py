@@ -224,11 +224,12 @@ class ProgressPoint(ApiModel):
 
 class Progress(ApiModel):
     """``GET /api/v1/tracks/{track}/progress?hardware_class=&limit=``: the newest ``limit`` experiments
-    of one hardware class, oldest first (the data of the track page's progress chart).
+    of one hardware class, oldest first (the data of the track page's progress chart). Without
+    ``hardware_class``: the class of the track's newest experiment (None on an empty track).
     ``truncated``: older experiments exist beyond ``limit``."""
 
     track: str
-    hardware_class: str
+    hardware_class: str | None
     points: list[ProgressPoint]
     truncated: bool = False
 

@@ -102,7 +102,7 @@ def list_experiments(
     hardware_class: Annotated[str | None, Query(max_length=200)] = None,
     outcome: Annotated[str | None, Query(max_length=16, description=", ".join(OUTCOMES))] = None,
     status: Annotated[Literal["keep", "discard", "crash"] | None, Query(description="keep, discard or crash")] = None,
-    client: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="key id")] = None,
+    client: Annotated[str | None, Query(min_length=1, max_length=64, description="key id, or display name as the pages show it")] = None,
     since: Annotated[datetime | None, Query(description="received at or after (ISO 8601, UTC)")] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
@@ -113,7 +113,8 @@ def list_experiments(
     if since is not None and since.tzinfo is None:
         raise BadRequest("since must carry a timezone (e.g. 2026-01-01T00:00:00Z)", code="bad_request")
     track_id = state.catalog.get(track).id if track is not None else None
-    flt = store.ExperimentFilter(track=track_id, hardware_class=hardware_class, outcome=outcome, status=status, client=client, since=since)
+    key_id = store.resolve_client(session, client) if client is not None else None
+    flt = store.ExperimentFilter(track=track_id, hardware_class=hardware_class, outcome=outcome, status=status, client=key_id, since=since)
     return store.list_experiments(session, flt, cursor=cursor, limit=min(limit, state.settings.page_limit_max))
 
 

@@ -68,10 +68,11 @@ def get_best(
 @router.get("/tracks/{track}/progress", response_model=Progress, responses=ERRORS)
 def get_progress(
     track: str, session: SessionDep, state: StateDep, _: ReadAccessDep,
-    hardware_class: Annotated[str, Query(max_length=200)],
+    hardware_class: Annotated[str | None, Query(max_length=200, description="default: the class of the newest experiment")] = None,
     limit: Annotated[int, Query(ge=1, le=PROGRESS_MAX_POINTS)] = PROGRESS_MAX_POINTS,
 ) -> Progress:
-    """The newest experiments of one hardware class, oldest first: the track page's progress chart."""
+    """The newest experiments of one hardware class, oldest first: the track page's progress chart
+    (without ``hardware_class``, like the other views: the class of the newest experiment)."""
     return store.progress(session, state.catalog.get(track).id, hardware_class, limit=limit)
 
 

@@ -258,7 +258,7 @@ for _n, _c in CURSORS:
 BAD_QUERY = [
     ("/api/v1/experiments", "limit", "9" * 5000), ("/api/v1/experiments", "limit", "0"), ("/api/v1/experiments", "limit", "-1"),
     ("/api/v1/experiments", "limit", "1e3"), ("/api/v1/experiments", "since", "9999-99-99"),
-    ("/api/v1/experiments", "client", "ZZ" * 32), ("/api/v1/experiments", "track", "x" * 65),
+    ("/api/v1/experiments", "client", "Z" * 65), ("/api/v1/experiments", "track", "x" * 65),
     ("/api/v1/activity", "hours", "0"), ("/api/v1/activity", "hours", "-1"), ("/api/v1/activity", "hours", "1e400"),
     ("/api/v1/activity", "hours", "nan"), ("/api/v1/activity", "hours", "inf"), ("/api/v1/activity", "hours", "1e9"),
     ("/api/v1/tracks/{track}/progress", "limit", "0"), ("/api/v1/tracks/{track}/progress", "limit", "9" * 400),
@@ -269,6 +269,8 @@ for _i, (_path, _param, _value) in enumerate(BAD_QUERY):
         422, "invalid_request")
 add("cursor_digits_4000", "a cursor of 4,000 digits (longer than any the hub issues)",
     lambda ctx: Req("GET", "/api/v1/experiments", params=[("cursor", _cursor(b"s" + b"9" * 4000))]), 422, "invalid_request")
+add("query_client_unknown_name", "a client filter naming no display name", lambda ctx: Req("GET", "/api/v1/experiments", params=[("client", "ZZ" * 32)]),
+    404, "unknown_client")
 add("query_since_naive", "a since without a timezone", lambda ctx: Req("GET", "/api/v1/experiments", params=[("since", "2026-01-01T00:00:00")]),
     400, "bad_request")
 add("query_outcome_unknown", "an unknown outcome", lambda ctx: Req("GET", "/api/v1/experiments", params=[("outcome", "won")]), 400, "bad_request")

@@ -124,6 +124,7 @@ def test_listing_filters_and_cursor_pagination(hub: Hub) -> None:
         return [item["id"] for item in body["items"]]
 
     assert listed(client=hub.key("bob").key_id) == [ids[5], ids[3], ids[1]]
+    assert listed(client="bob") == listed(client="BOB") == [ids[5], ids[3], ids[1]]  # the name the pages show
     assert listed(outcome="crash") == [ids[3]]
     assert listed(hardware_class="gpu:x") == [ids[6]]
     assert listed(track="tiny") == ids[::-1]

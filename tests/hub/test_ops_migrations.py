@@ -35,6 +35,17 @@ def test_migrating_twice_is_a_no_op(db_url: str) -> None:
         engine.dispose()
 
 
+def test_the_api_root_says_what_it_serves(hub: Hub) -> None:
+    """``GET /api/v1/`` was a 404; now it lists the routes the app serves, read from the app."""
+    for path in ("/api/v1/", "/api/v1"):
+        index = hub.client.get(path, follow_redirects=False)
+        assert index.status_code == 200, (path, index.text)
+        body = index.json()
+        assert body["openapi"] == "/openapi.json" and body["name"] == "autoresearch hub"
+        assert {"POST /api/v1/experiments", "GET /api/v1/experiments/{experiment_id}", "GET /api/v1/tracks/{track}/best"} <= set(body["routes"])
+        assert all(r.split(" ", 1)[1].startswith("/api/v1/") for r in body["routes"])
+
+
 def test_healthz_and_metrics(hub: Hub) -> None:
     health = hub.client.get("/healthz")
     assert health.status_code == 200

@@ -219,6 +219,9 @@ def test_track_page_chart_has_one_point_per_experiment(hub: Hub, page: Page) -> 
     assert frontier == [1.55, 1.55, 1.52, 1.52]
     shown = json.loads(pg.locator("#progress-data").text_content())
     api = _api(hub, f"/api/v1/tracks/{hub.track.id}/progress", hardware_class=f.HARDWARE)
+    newest = _api(hub, "/api/v1/experiments", track=hub.track.id)["items"][0]["record"]["hardware_class"]
+    default = _api(hub, f"/api/v1/tracks/{hub.track.id}/progress")  # no class: the newest experiment's, not a 422
+    assert default["hardware_class"] == newest and default["points"]
     assert shown["ids"] == [p["id"] for p in api["points"]] == [hub.ids[k] for k in ("e1", "e2", "e3", "e4")]
     best = _api(hub, f"/api/v1/tracks/{hub.track.id}/best")["val_bpb"]
     assert pg.locator("#best-val-bpb").inner_text() == f"{best:.4f}"
