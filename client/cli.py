@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import typer.core
@@ -30,7 +30,7 @@ from .safetext import SafeLogFilter
 _display_type_rich = typer.core.TyperOption.display_type_rich
 
 
-def _no_flag_placeholder(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+def _no_flag_placeholder(self: typer.core.TyperOption, ctx: Any) -> str | None:  # ctx: click.Context (vendored in typer 0.29)
     """``--help`` shows no ``<bool>`` after an on/off flag (typer ≥ 0.2x prints one): a flag takes no value."""
     if self.is_bool_flag:
         return None
