@@ -343,7 +343,7 @@ def join_cmd(
     agent_command: AgentCommandOpt = None,
     agent_timeout: AgentTimeoutOpt = None,
     agent_retries: AgentRetriesOpt = None,
-    max_experiments: Annotated[int | None, typer.Option("--experiments", "-n", "--max-experiments", min=1, help="Stop after this many experiments (--max-experiments: the same).")] = None,
+    max_experiments: Annotated[int | None, typer.Option("--experiments", "-n", "--max-experiments", min=0, help="Stop after this many experiments (0: register and calibrate only; --max-experiments: the same).")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Run tag (branch autoresearch/<tag>).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Unattended: calibrate without asking; adopt the community best without asking.")] = False,
     adopt_every: Annotated[int, typer.Option("--adopt-every", help="Check the community best every N experiments (0: never).")] = DEFAULT_ADOPT_EVERY,

@@ -72,13 +72,13 @@ def test_help_shows_no_placeholder_after_a_flag(cli, command: tuple[str, ...]) -
 @pytest.mark.parametrize("name", ["--experiments", "-n", "--max-experiments"])
 def test_the_number_of_experiments_has_one_name_and_the_pinned_alias(cli, command: str, name: str) -> None:  # type: ignore[no-untyped-def]
     """One name per concept across commands (demo's ``--experiments/-n``); DESIGN.md's ``--max-experiments``
-    still works. 0 is out of range, so each name is parsed and refused before anything runs: a usage
+    still works. -1 is out of range, so each name is parsed and refused before anything runs: a usage
     error with exit status 2 and no traceback (typer 0.29's own click exceptions included)."""
-    args = [command] + (["http://127.0.0.1:9"] if command == "join" else []) + [name, "0"]
+    args = [command] + (["http://127.0.0.1:9"] if command == "join" else []) + [name, "-1"]
     result = cli(*args)
     assert result.code == 2, (result.out, result.err)
     assert "Invalid value for '--experiments' / '-n' / '--max-experiments'" in result.err, result.err
-    assert "greater than or equal to 1" in result.err and "Traceback" not in result.err
+    assert "greater than or equal to" in result.err and "Traceback" not in result.err
 
 
 def test_keys_generate_writes_a_0600_key_and_prints_its_id(cli, clean_env: Path) -> None:  # type: ignore[no-untyped-def]
