@@ -320,8 +320,14 @@ def _local_summary(exp: LocalExperiment, record_id: Any) -> dict[str, Any]:
 
 
 def _tool_errors(fn: Any) -> Any:
-    """Our errors as one message plus hint (the SDK turns the exception into an error result)."""
+    """Our errors as one message plus hint: a ``ToolError``, which the SDK hands to the agent as an
+    error result (any other exception reaches it as a bare "Error executing tool")."""
     import functools
+
+    try:
+        from mcp.server.mcpserver.exceptions import ToolError
+    except ImportError:  # mcp 1.x
+        from mcp.server.fastmcp.exceptions import ToolError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -329,7 +335,7 @@ def _tool_errors(fn: Any) -> Any:
             return fn(*args, **kwargs)
         except (ClientError, ProtocolError) as exc:
             hint = getattr(exc, "hint", None)
-            raise RuntimeError(f"{exc}" + (f" (hint: {hint})" if hint else "")) from exc
+            raise ToolError(f"{exc}" + (f" (hint: {hint})" if hint else "")) from exc
 
     return wrapper
 
