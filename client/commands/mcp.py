@@ -26,7 +26,7 @@ def mcp_cmd(
     try:
         import mcp  # noqa: F401
     except ImportError as exc:
-        raise UsageError("the MCP SDK is not installed", hint="pip install 'autoresearch-hub[agent]' (or pip install mcp)") from exc
+        raise UsageError("the MCP SDK is not installed", hint="pip install 'autoresearch-hub[mcp]'") from exc
     from ..demo import quiet_libraries
     from ..mcp_server import build_server, resolve_settings
 

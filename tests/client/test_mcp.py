@@ -76,7 +76,8 @@ async def _session_calls(home: Path, ws: Path, calls: list[tuple[str, dict[str, 
 
 
 def _key_id(home: Path) -> str:
-    return KeyPair.load(home / "keys" / "ed25519.pem").key_id
+    key_id: str = KeyPair.load(home / "keys" / "ed25519.pem").key_id
+    return key_id
 
 
 def test_mcp_tools_read_the_hub_and_run_and_publish_goes_through_the_loop(hub: HubServer, joined: tuple[Path, Path]) -> None:
