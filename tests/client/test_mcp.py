@@ -144,3 +144,13 @@ def test_mcp_tools_read_the_hub_and_run_and_publish_goes_through_the_loop(hub: H
 
     assert getattr(missing, "is_error", None) or getattr(missing, "isError", None)
     assert "unknown_experiment" in missing.content[0].text, missing.content
+
+
+def test_mcp_without_a_joined_workspace_or_hub_says_how_to_start(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", MAIN, "mcp", "--dir", str(tmp_path)],
+        env=_env(tmp_path / "home"), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "no hub" in proc.stderr and "autoresearch join" in proc.stderr
+    assert proc.stdout == ""
