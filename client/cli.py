@@ -23,7 +23,7 @@ import typer.core
 from autoresearch.protocol import ProtocolError
 
 from . import console
-from .commands import calibrate, demo, federation, hubcmd, keys, records, trainer, workspace
+from .commands import calibrate, demo, federation, hubcmd, keys, mcp, records, trainer, workspace
 from .errors import ClientError
 from .safetext import SafeLogFilter
 
@@ -90,7 +90,7 @@ def _root(
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _module in (keys, records, trainer, workspace, calibrate, hubcmd, federation, demo):
+for _module in (keys, records, trainer, workspace, calibrate, hubcmd, federation, demo, mcp):
     _module.register(app)
 
 

@@ -136,6 +136,12 @@ def test_agent_extra_pulls_no_fastapi(metadata: list[Requirement]) -> None:
     assert not pulled & {"fastapi", "starlette", "uvicorn"}, sorted(pulled)
 
 
+def test_mcp_extra_pulls_the_sdk_and_the_agent_side(metadata: list[Requirement]) -> None:
+    pulled = _closure(metadata, {"mcp"})
+    assert {"mcp", "torch", "anthropic"} <= pulled
+    assert "mcp" not in _closure(metadata, {"agent"}), "the SDK (starlette, uvicorn) stays out of the agent extra"
+
+
 def test_base_install_pulls_neither(metadata: list[Requirement]) -> None:
     pulled = _closure(metadata, set())
     assert {"pydantic", "rfc8785", "cryptography", "typer"} <= pulled

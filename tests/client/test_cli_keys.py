@@ -18,7 +18,7 @@ from autoresearch.protocol import KeyPair
 
 COMMANDS = [
     "keys", "sign", "verify", "prepare", "train", "init", "run", "calibrate", "hub",
-    "join", "pull", "findings", "show", "outbox", "demo",
+    "join", "pull", "findings", "show", "outbox", "demo", "mcp",
 ]  # fmt: skip
 
 
