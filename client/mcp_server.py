@@ -185,15 +185,10 @@ class HubTools:
             detail = client.experiment(experiment_id)
         r = detail.record
         return {
-            "id": detail.id,
-            "description": r.description,
-            "outcome": r.outcome,
-            "status": r.status,
-            "val_bpb": r.metrics.val_bpb,
+            **_view_summary(detail),
             "parent_val_bpb": r.parent_val_bpb,
             "delta_val_bpb": detail.normalised.delta_val_bpb,
             "track": r.track,
-            "hardware_class": r.hardware_class,
             "key_id": detail.key_id,
             "client_name": detail.client_name,
             "directions": list(detail.directions),
