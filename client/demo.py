@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -61,7 +61,7 @@ class HubServer:
         ClientError: the server did not come up within ``START_TIMEOUT_SECONDS``.
     """
 
-    def __init__(self, db_url: str, *, host: str = "127.0.0.1", port: int = 0, **settings: object) -> None:
+    def __init__(self, db_url: str, *, host: str = "127.0.0.1", port: int = 0, **settings: Any) -> None:
         self.db_url = db_url
         self.host = host
         self.port = port

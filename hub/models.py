@@ -28,6 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from autoresearch.protocol.api import ClientStatus
+from autoresearch.protocol.best import Verdict
+from autoresearch.protocol.records import Outcome, Status
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -76,7 +80,7 @@ class Client(Base):
     public_key: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(64))
     name_key: Mapped[str] = mapped_column(String(64), comment="SHA-256 of the display name's confusable skeleton, unique")
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[ClientStatus] = mapped_column(String(16))
     hardware_class: Mapped[str | None] = mapped_column(String(200))
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -147,8 +151,8 @@ class Experiment(Base):
     child_sha256: Mapped[str] = mapped_column(ForeignKey("sources.sha256"))
     parent_canonical_sha256: Mapped[str] = mapped_column(Hash)
     child_canonical_sha256: Mapped[str] = mapped_column(Hash)
-    outcome: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[Outcome] = mapped_column(String(16))
+    status: Mapped[Status] = mapped_column(String(16))
     val_bpb: Mapped[float | None] = mapped_column(Float)
     parent_val_bpb: Mapped[float | None] = mapped_column(Float)
     calibration_id: Mapped[str | None] = mapped_column(
@@ -162,7 +166,7 @@ class Experiment(Base):
     hardware_class: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(500))
     seed_only: Mapped[bool] = mapped_column(Boolean)
-    verdict: Mapped[str | None] = mapped_column(String(24), comment="protocol.best verdict; null: cannot rank")
+    verdict: Mapped[Verdict | None] = mapped_column(String(24), comment="protocol.best verdict; null: cannot rank")
     assessment: Mapped[str | None] = mapped_column(Text, comment="JSON of the protocol.best Assessment")
     z_ceiling: Mapped[float | None] = mapped_column(Float, comment="largest qualified z of the track on arrival")
     near_duplicate_of: Mapped[str | None] = mapped_column(ForeignKey("experiments.id"))

@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import ValidationError
 from sqlalchemy import Select, and_, case, delete, func, or_, select, union_all, update
@@ -76,6 +76,7 @@ from autoresearch.protocol import (
     utc_now,
 )
 from autoresearch.protocol import best as rule
+from autoresearch.protocol.api import ClientStatus
 from autoresearch.protocol.records import finite_or_none
 
 from . import names
@@ -227,7 +228,7 @@ def register_client(
     return _client_view(row), True
 
 
-def set_client_status(session: Session, key_id: str, status: str) -> ClientView:
+def set_client_status(session: Session, key_id: str, status: ClientStatus) -> ClientView:
     """Approve (``active``) or revoke (``revoked``) a key. Revoking drops the key's experiments from
     the community bests (they stay stored, marked revoked).
 
@@ -648,6 +649,14 @@ def calibrations_of(session: Session, key_id: str) -> list[CalibrationRecord]:
 # Claims
 
 
+class _ClaimKey(TypedDict):
+    """What identifies a claim: the track and the (parent, child) canonical hashes."""
+
+    track: str
+    parent_canonical_sha256: str
+    child_canonical_sha256: str
+
+
 def claim(
     session: Session, record: ClaimRecord, key_id: str, record_id: str, *, now: datetime, rules: DedupSettings
 ) -> ClaimAnswer:
@@ -659,11 +668,11 @@ def claim(
     conditional update; everyone else gets ``held`` with the holder and lease end.
     """
     begin_write(session)
-    base = {
-        "track": record.track,
-        "parent_canonical_sha256": record.parent_canonical_sha256,
-        "child_canonical_sha256": record.child_canonical_sha256,
-    }
+    base = _ClaimKey(
+        track=record.track,
+        parent_canonical_sha256=record.parent_canonical_sha256,
+        child_canonical_sha256=record.child_canonical_sha256,
+    )
     done = _done_answer(session, record, rules)
     if done is not None:
         return ClaimAnswer(status="done", **base, experiment=done[0], near_duplicate_of=done[1])
@@ -921,8 +930,8 @@ def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]
             select(Client.key_id, Client.display_name, Client.status).where(Client.key_id.in_(key_ids))
         )
     }
-    records = {r.id: _stored_record(r) for r in rows}
-    rows = [r for r in rows if records[r.id] is not None]
+    records = {r.id: rec for r in rows if (rec := _stored_record(r)) is not None}
+    rows = [r for r in rows if r.id in records]
     if not rows:
         return []
     groups = {(r.track, r.parent_canonical_sha256, r.child_canonical_sha256) for r in rows}
@@ -1110,7 +1119,7 @@ def _board_order(row: Experiment) -> tuple[bool, float, str]:
 
 
 def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
-    rows = [r for r in rows if _positive(r.val_bpb) is not None]
+    ranked = [(r, bpb) for r in rows if (bpb := _positive(r.val_bpb)) is not None]
     return [
         LeaderboardEntry(
             rank=i + 1,
@@ -1118,7 +1127,7 @@ def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None)
             key_id=r.key_id,
             client_name=names[r.key_id],
             hardware_class=r.hardware_class,
-            val_bpb=r.val_bpb,
+            val_bpb=bpb,
             ecm=_positive(r.ecm),
             gain=_positive(r.gain),
             description=r.description,
@@ -1129,7 +1138,7 @@ def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None)
             provisional=r.calibration_id is None,
             community_best=r.id == best_id,
         )
-        for i, r in enumerate(rows)
+        for i, (r, bpb) in enumerate(ranked)
     ]
 
 
@@ -1357,10 +1366,10 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     if links:
         session.execute(_insert(session)(ExperimentDirection), links)
     _bulk_aggregates(session, [
-        _AggregateInput(track=r["track"], hardware_class=r["hardware_class"], directions=c.directions,
-                        seed_only=c.seed_only, outcome=r["outcome"], status=r["status"], z=r["z"],
-                        gain=r["gain"], bpb_ratio=r["bpb_ratio"])
-        for c, r in zip(items, rows, strict=True)
+        _AggregateInput(track=c.record.track, hardware_class=c.record.hardware_class, directions=c.directions,
+                        seed_only=c.seed_only, outcome=c.record.outcome, status=c.record.status, z=fig.z,
+                        gain=fig.gain, bpb_ratio=_bpb_ratio(c.record.metrics.val_bpb, c.record.parent_val_bpb))
+        for c, fig in zip(items, figures, strict=True)
     ])
     _add_replications(session, items)
     for group in {(c.record.track, c.record.parent_canonical_sha256, c.record.child_canonical_sha256) for c in items}:

@@ -245,13 +245,16 @@ class Activity(ApiModel):
     per_hour: NonNegFloat
 
 
+ClientStatus = Literal["active", "pending", "revoked"]  # a registered key's state on the hub
+
+
 class ClientView(ApiModel):
     """A registered client key."""
 
     key_id: Sha256Hex
     public_key: str
     display_name: str
-    status: Literal["active", "pending", "revoked"]
+    status: ClientStatus
     hardware_class: str | None = None
     registered_at: datetime
     experiments: int = 0

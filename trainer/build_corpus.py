@@ -7,13 +7,13 @@ and one per stdlib module (its docstring, then each class/function signature wit
 source order).
 
 Text taken from the running Python differs between Python versions, so tracks never read it at run
-time: this script writes ``trainer/data/pycorpus-v1.jsonl.xz`` once, that file ships with the package,
+time: this script writes ``trainer/corpus/pycorpus-v1.jsonl.xz`` once, that file ships with the package,
 and its SHA-256 is pinned in the track spec (``tracks.py``). Rebuilding with another Python gives a
 different file and therefore needs a new corpus version and new track ids.
 
 Usage::
 
-    python -m autoresearch.trainer.build_corpus [--out trainer/data/pycorpus-v1.jsonl.xz]
+    python -m autoresearch.trainer.build_corpus [--out trainer/corpus/pycorpus-v1.jsonl.xz]
 
 The split is deterministic: a document is in ``val`` when the first 8 hex digits of SHA-256 of its
 name, read as an integer, are divisible by :data:`VAL_EVERY` (≈5 % of documents), else ``train``.
@@ -122,7 +122,7 @@ def build(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "pycorpus-v1.jsonl.xz")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "corpus" / "pycorpus-v1.jsonl.xz")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     build(args.out)

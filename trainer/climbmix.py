@@ -445,7 +445,7 @@ def build_offline_cache(root: Path, *, train_shards: int = OFFLINE_TRAIN_SHARDS)
     upstream's split pattern, 8188 merges + 4 specials) and, when torch is installed,
     ``root/tokenizer/token_bytes.pt`` as upstream's ``prepare.py`` writes it. ``root`` can serve as
     upstream's ``~/.cache/autoresearch`` (``$HOME/.cache/autoresearch``) or as our cache
-    (``$AUTORESEARCH_CACHE/climbmix``). The text is the offline corpus (``trainer/data/``, checked
+    (``$AUTORESEARCH_CACHE/climbmix``). The text is the offline corpus (``trainer/corpus/``, checked
     against the ``cpu`` track's SHA-256), so this needs no network; it is not climbmix, and val_bpb
     on it says nothing about climbmix, but shapes, layout, tokenizer and throughput are upstream's.
 

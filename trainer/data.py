@@ -12,7 +12,7 @@ batches would come from one document (measured on ``tiny``: val_bpb 4.19 instead
 steps). Consequences: every
 row starts with BOS, there is no padding, inputs are ``row[:-1]`` and targets ``row[1:]``.
 
-The offline corpus (``cpu``/``tiny``) is read from the file shipped in ``trainer/data/`` after its
+The offline corpus (``cpu``/``tiny``) is read from the file shipped in ``trainer/corpus/`` after its
 SHA-256 is checked against the track spec; its tokenizer is bytes (ids 0–255) plus BOS (256).
 
 Evaluation rows (:func:`eval_rows`) are fixed per track and never repeat a piece of text:

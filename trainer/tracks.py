@@ -8,7 +8,7 @@ track with its own id and results never mix across ids.
 Three tracks ship:
 
 ``climbmix``  upstream-equivalent GPU track: climbmix parquet shards, 8192-token BPE, 2048 context, 300 s.
-``cpu``       offline: the pycorpus shipped in ``trainer/data/`` (pydoc topics + stdlib docstrings),
+``cpu``       offline: the pycorpus shipped in ``trainer/corpus/`` (pydoc topics + stdlib docstrings),
               bytes + BOS, 256 context, 60 s on CPU.
 ``tiny``      the ``cpu`` corpus with a 2-layer, 64-wide model and a 4 s budget, for tests.
 
@@ -282,5 +282,5 @@ def reference_source(track: TrackSpec | str) -> str:
 
 
 def pycorpus_path() -> Path:
-    """Path of the shipped offline corpus (``trainer/data/pycorpus-v1.jsonl.xz``)."""
-    return Path(str(resources.files(__package__).joinpath("data", PYCORPUS_FILE)))
+    """Path of the shipped offline corpus (``trainer/corpus/pycorpus-v1.jsonl.xz``)."""
+    return Path(str(resources.files(__package__).joinpath("corpus", PYCORPUS_FILE)))

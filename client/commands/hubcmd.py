@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -35,12 +35,12 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
-def _settings(db: str | None, **overrides: object) -> HubSettings:
+def _settings(db: str | None, **overrides: Any) -> HubSettings:
     try:
         from autoresearch.hub.settings import HubSettings
     except ImportError as exc:
         raise UsageError(f"the hub is not installed ({exc.name} is missing)", hint="pip install 'autoresearch-hub[hub]'") from exc
-    values = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if db is not None:
         values["db_url"] = db
     return HubSettings(**values)

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         n_train = sum(len(d) for d in corpus.train_docs)
         n_val = sum(len(d) for d in corpus.val_docs)
         console.out().print(
-            f"track {spec.id}: offline corpus ok (sha256 {spec.data_sha256[:12]}…), "
+            f"track {spec.id}: offline corpus ok (sha256 {(spec.data_sha256 or '')[:12]}…), "
             f"{len(corpus.train_docs)} train docs / {n_train:,} tokens, {len(corpus.val_docs)} val docs / {n_val:,} tokens",
             highlight=False,
         )
