@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from autoresearch.client.demo import HubServer, quiet_libraries
-from autoresearch.client.federation import register_key
 from autoresearch.client.hubclient import HubClient
+from autoresearch.client.join import register_key
 from autoresearch.client.outbox import Outbox
 from autoresearch.protocol import (
     ExperimentRecord,

@@ -35,7 +35,7 @@ from .hubclient import HubClient
 if TYPE_CHECKING:
     from autoresearch.protocol import TrackSpec
 
-    from .federation import HubHooks
+    from .hubhooks import HubHooks
     from .loop import AgentLoop, LoopStats
     from .proposers import Proposal, ProposalContext
     from .workspace import LocalExperiment, Workspace
@@ -217,7 +217,8 @@ class HubTools:
     def _hooks(self, ws: Workspace, fed: FederationConfig, client: HubClient, keys: Any) -> HubHooks:
         from autoresearch.trainer import tracks
 
-        from .federation import HubHooks, local_hardware_class
+        from .federation import local_hardware_class
+        from .hubhooks import HubHooks
         from .outbox import Outbox
 
         spec = tracks.get_track(ws.config.track)
@@ -232,12 +233,13 @@ class HubTools:
         )
 
     def run_and_publish(self, train_py_source: str, description: str) -> dict[str, Any]:
-        """One experiment of the loop (via :func:`federation.join`) with a one-shot proposer."""
+        """One experiment of the loop (via :func:`autoresearch.client.join.join`) with a one-shot proposer."""
         from autoresearch.protocol import record_id
 
         from . import calibration
         from .commands.workspace import default_tag
-        from .federation import JoinOptions, join, local_hardware_class
+        from .federation import local_hardware_class
+        from .join import JoinOptions, join
         from .loop import AgentLoop, LoopOptions
         from .outbox import Outbox
 

@@ -20,20 +20,12 @@ from autoresearch.protocol import ExperimentView
 
 from .. import console
 from ..errors import PolicyViolation, UsageError, WorkspaceError
-from ..federation import (
-    DEFAULT_ADOPT_EVERY,
-    HubHooks,
-    JoinOptions,
-    dump_json,
-    fetch_pull,
-    is_trusted,
-    join,
-    load_federation,
-    policy_findings,
-    pull_message,
-)
+from ..federation import dump_json, is_trusted, load_federation
 from ..hubclient import HubClient
+from ..hubhooks import HubHooks, policy_findings
+from ..join import DEFAULT_ADOPT_EVERY, JoinOptions, join
 from ..outbox import Outbox, OutboxItem
+from ..pull import fetch_pull, pull_message
 from ..safetext import safe_text
 from ..workspace import Workspace
 from . import AgentCommandOpt, AgentRetriesOpt, AgentTimeoutOpt, AllowUnsandboxedOpt
@@ -310,17 +302,26 @@ def pull_cmd(
     findings = policy_findings(pulled.source)
     if findings:
         raise PolicyViolation(findings)
-    if not (yes or is_trusted(pulled.key_id)):
-        if not sys.stdin.isatty():
-            raise UsageError("not applying code from an untrusted key without confirmation", hint="read the diff, then re-run with --yes")
-        if not typer.confirm("apply this train.py?", default=False, err=True):
-            raise typer.Exit(1)
+    if not (yes or is_trusted(pulled.key_id) or ask("apply this train.py from an untrusted key?")):
+        raise typer.Exit(1)
     lock = ws.lock()
     try:
         commit = ws.commit_train_py(pulled.source, pull_message(pulled))
     finally:
         lock.close()
     console.out().print(f"applied {pulled.record_id} as commit {commit[:12]}", highlight=False)
+
+
+def ask(question: str) -> bool:
+    """Ask ``question`` (y/N) on the terminal; the commands' one way of asking (library code asks
+    through the ``confirm`` callable it is given).
+
+    Raises:
+        UsageError: no terminal to ask on (stdin is not a TTY), with the hint to re-run with --yes.
+    """
+    if not sys.stdin.isatty():
+        raise UsageError(f"not answered (no terminal to ask on): {question}", hint="read the above, then re-run with --yes")
+    return typer.confirm(question, default=False, err=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,7 +376,7 @@ def join_cmd(
         calibrate=not no_calibrate,
         directory=directory,
     )
-    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts, allow_unsandboxed))
+    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts, allow_unsandboxed), confirm=ask)
     best = "-" if stats.best_val_bpb is None else f"{stats.best_val_bpb:.6f}"
     console.out().print(
         f"{stats.runs} runs: {stats.keeps} keep, {stats.discards} discard, {stats.crashes} crash, "

@@ -16,7 +16,7 @@ from cli_run import run_cli
 from hostile_hub import HostileHub
 
 from autoresearch.client.errors import ProposerError, UsageError
-from autoresearch.client.federation import JoinOptions, join
+from autoresearch.client.join import JoinOptions, join
 from autoresearch.client.proposers import ProposalContext, choose_proposer
 from autoresearch.client.proposers.command import CommandProposer
 from autoresearch.client.workspace import Workspace

@@ -25,8 +25,9 @@ from cli_run import run_cli
 from hostile_hub import HostileHub
 
 from autoresearch.client.errors import BadHubResponse, HubUnavailable
-from autoresearch.client.federation import HubHooks, JoinOptions, join, register_key
 from autoresearch.client.hubclient import HubClient
+from autoresearch.client.hubhooks import HubHooks
+from autoresearch.client.join import JoinOptions, join, register_key
 from autoresearch.client.loop import HubContext, LoopStats
 from autoresearch.client.outbox import Outbox
 from autoresearch.client.workspace import Workspace

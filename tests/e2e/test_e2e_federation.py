@@ -12,8 +12,9 @@ from e2e_support import MAIN, Volunteer, hub_experiments
 
 from autoresearch.client.demo import HubServer
 from autoresearch.client.errors import ProposerError
-from autoresearch.client.federation import HubHooks, register_key
 from autoresearch.client.hubclient import HubClient
+from autoresearch.client.hubhooks import HubHooks
+from autoresearch.client.join import register_key
 from autoresearch.client.loop import AgentLoop, LoopOptions
 from autoresearch.client.outbox import Outbox
 from autoresearch.client.proposers import Proposal, ProposalContext
@@ -245,11 +246,12 @@ def test_join_reuses_the_cached_calibration_and_publishes_it(
 @pytest.mark.parametrize(("track", "hardware_class"), [("climbmix", "NVIDIA H100 80GB HBM3"), ("cpu", "cpu:unseen-test-class")])
 def test_calibration_is_not_started_unattended_without_yes(tmp_path: Path, track: str, hardware_class: str) -> None:
     """GPU and CPU tracks alike: without --yes and without a terminal to ask on, nothing runs."""
+    from autoresearch.client.commands.federation import ask
     from autoresearch.client.errors import UsageError
-    from autoresearch.client.federation import ensure_calibration
+    from autoresearch.client.join import ensure_calibration
 
     outbox = Outbox(tmp_path / "o")
     with pytest.raises(UsageError, match="minutes") as info:
-        ensure_calibration(tracks.get_track(track), hardware_class, KeyPair.generate(), outbox, yes=False)
+        ensure_calibration(tracks.get_track(track), hardware_class, KeyPair.generate(), outbox, confirm=ask)
     assert info.value.hint and "--yes" in info.value.hint
     assert outbox.items() == []

@@ -11,8 +11,9 @@ import pytest
 from e2e_support import run_cli_inprocess
 
 from autoresearch.client.demo import HubServer
-from autoresearch.client.federation import HubHooks, check_track, register_key
 from autoresearch.client.hubclient import HubClient
+from autoresearch.client.hubhooks import HubHooks
+from autoresearch.client.join import check_track, register_key
 from autoresearch.client.loop import HubContext
 from autoresearch.client.outbox import Outbox
 from autoresearch.protocol import (
@@ -253,7 +254,7 @@ def test_pull_verifies_the_served_source_against_the_signed_record(server: HubSe
     import httpx
 
     from autoresearch.client.errors import HubError
-    from autoresearch.client.federation import fetch_pull
+    from autoresearch.client.pull import fetch_pull
 
     child = _set(REFERENCE, "MATRIX_LR", "0.14")
     with HubClient(server.url) as client:

@@ -17,8 +17,9 @@ import pytest
 from e2e_support import Volunteer
 
 from autoresearch.client.demo import HubServer
-from autoresearch.client.federation import HubHooks, register_key
 from autoresearch.client.hubclient import HubClient
+from autoresearch.client.hubhooks import HubHooks
+from autoresearch.client.join import register_key
 from autoresearch.client.outbox import Outbox
 from autoresearch.protocol import (
     CalibrationPoint,

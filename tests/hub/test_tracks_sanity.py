@@ -185,7 +185,7 @@ def test_suggestions_come_from_the_engine(two: Hub) -> None:
 def test_store_best_route_leaderboard_client_and_rule_agree(two: Hub) -> None:
     """Acceptance (issue 14): one answer. The pure rule over the stored candidates, the store's best
     rows, ``/best``, the leaderboard's mark and the client's adoption check name the same run."""
-    from autoresearch.client.federation import qualifies
+    from autoresearch.client.hubhooks import qualifies
     from autoresearch.hub import store
     from autoresearch.hub.db import make_engine, session_factory
     from autoresearch.protocol import best as rule
