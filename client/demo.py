@@ -10,6 +10,12 @@ Calibration: the ``cpu`` track's calibration costs about 6 minutes per machine (
 plus a second seed), too slow for a demo, and a shortened schedule would calibrate a different
 (derived) track. So the demo's volunteers join with ``--no-calibrate`` and say so: their records carry
 Δ val_bpb against the parent measured on the same machine, but no z and no ECM.
+
+Progress: on a terminal the demo shows one live table (:class:`DemoTable`) of each volunteer's
+experiment, step, loss and time left, read from the snapshot each volunteer keeps
+(``join --status-file``, :class:`autoresearch.client.display.StatusFile`); the volunteers' own lines
+print above it. Not on a terminal, each volunteer's plain lines (with a progress line at each quarter
+of the budget) are printed, prefixed by its name: no escape codes.
 """
 
 from __future__ import annotations
@@ -26,12 +32,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ClientError, UsageError
 from .hubclient import HubClient
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 _logger = logging.getLogger(__name__)
 
@@ -132,11 +142,13 @@ class VolunteerSummary(BaseModel):
 
 @dataclass
 class Volunteer:
-    """A volunteer client of the demo: its workspace, home and process."""
+    """A volunteer client of the demo: its workspace, home, process and (with a live table) the
+    snapshot its loop keeps."""
 
     name: str
     workspace: Path
     home: Path
+    status_file: Path | None = None
     proc: subprocess.Popen[str] | None = None
     pumps: list[threading.Thread] = field(default_factory=list)
 
@@ -148,8 +160,55 @@ def volunteer_command(v: Volunteer, hub_url: str, *, track: str, experiments: in
         cmd += ["--dir", str(v.workspace)]
     else:
         cmd += ["--init", str(v.workspace), "--track", track]
-    cmd += ["--name", v.name, "--proposer", proposer, "--max-experiments", str(experiments), "--adopt-every", "2"]
+    cmd += ["--name", v.name, "--proposer", proposer, "--experiments", str(experiments), "--adopt-every", "2"]
+    if v.status_file is not None:
+        cmd += ["--status-file", str(v.status_file)]
     return cmd
+
+
+class DemoTable:
+    """One live table of the volunteers, on ``console`` (a terminal): per volunteer the experiment
+    (n of N), what it is doing, training step, loss, time left of the budget, best val_bpb and
+    keep/discard/crash counts, read from each volunteer's snapshot twice a second. Lines printed
+    on ``console`` meanwhile appear above the table."""
+
+    def __init__(self, console: Console, volunteers: list[Volunteer]) -> None:
+        from rich.live import Live
+
+        self.volunteers = volunteers
+        self._live = Live(console=console, get_renderable=self.render, refresh_per_second=2, transient=False)
+
+    def render(self) -> Table:
+        """The table from the snapshots as they are now (a missing one: ``starting``)."""
+        from rich.table import Table
+
+        from .display import VolunteerStatus
+
+        table = Table(title="volunteers", title_justify="left")
+        for col in ("volunteer", "experiment", "doing", "step", "loss", "left", "best val_bpb", "keep/discard/crash"):
+            table.add_column(col, no_wrap=True)
+        for v in self.volunteers:
+            st = (VolunteerStatus.read(v.status_file) if v.status_file else None) or VolunteerStatus()
+            left = max(st.time_budget - st.training_seconds, 0.0)
+            doing = st.phase if st.phase != "training" else f"{'training' if left > 0 else 'evaluating'}: {st.description[:40]}"
+            table.add_row(
+                v.name,
+                ("—" if st.number == 0 else str(st.number)) + (f" of {st.of}" if st.of else ""),
+                doing,
+                "—" if st.step is None else str(st.step),
+                "—" if st.loss is None else f"{st.loss:.4f}",
+                f"{left:.0f} s" if st.phase == "training" else "—",
+                "—" if st.best_val_bpb is None else f"{st.best_val_bpb:.6f}",
+                f"{st.keeps}/{st.discards}/{st.crashes}",
+            )
+        return table
+
+    def __enter__(self) -> DemoTable:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
 
 
 def volunteer_env(v: Volunteer, *, threads: int) -> dict[str, str]:
@@ -248,10 +307,12 @@ def run_demo(
     proposer: str | None,
     sink: Callable[[str], None],
     port: int = 0,
+    live: Console | None = None,
 ) -> tuple[HubServer, DemoResult]:
     """Start the hub and both volunteers, wait for them, and return the (still running) hub.
 
-    The caller serves on or calls :meth:`HubServer.stop`.
+    The caller serves on or calls :meth:`HubServer.stop`. ``live``: a terminal to show the
+    :class:`DemoTable` on while the volunteers run (``sink`` should print on the same console).
 
     Raises:
         UsageError: bad arguments or the hub extra missing.
@@ -270,12 +331,22 @@ def run_demo(
     sink(f"hub: {url} (database {root / 'hub.db'})")
     sink(f"volunteers: {', '.join(VOLUNTEERS)} on track {spec.id}, proposer {proposer}, {experiments} experiment(s) each")
     sink("calibration skipped in the demo (it takes minutes): records carry Δ val_bpb, no z or ECM")
-    volunteers = [Volunteer(name, root / name, root / f"{name}-home") for name in VOLUNTEERS]
+    volunteers = [
+        Volunteer(name, root / name, root / f"{name}-home", status_file=root / f"{name}.status.json" if live else None)
+        for name in VOLUNTEERS
+    ]
+    for v in volunteers:
+        if v.status_file is not None:
+            v.status_file.unlink(missing_ok=True)  # a resumed demo starts its table afresh
     threads = max(1, (os.cpu_count() or 2) // len(volunteers))
     try:
         for v in volunteers:
             start_volunteer(v, url, track=spec.name, experiments=experiments, proposer=proposer, threads=threads, sink=sink)
-        _wait_for(volunteers)
+        if live is not None:
+            with DemoTable(live, volunteers):
+                _wait_for(volunteers)
+        else:
+            _wait_for(volunteers)
     except KeyboardInterrupt:
         sink("stopping: each volunteer records its current experiment first (Ctrl-C again to abort)")
         _signal_all(volunteers, signal.SIGINT)

@@ -5,13 +5,20 @@ a bar of the training budget, the current loss, the best val_bpb so far and the 
 counts. The plain form (not a TTY, e.g. each volunteer of ``autoresearch demo``) writes one line when
 an experiment starts, one at each quarter of its training budget (step, loss, time left) and one when
 it ends: no escape codes, and never silent for more than a quarter of the budget.
+
+:class:`StatusFile` keeps a JSON snapshot (:class:`VolunteerStatus`) for a watcher in another process:
+each volunteer of ``autoresearch demo`` writes one, and the demo shows them in one live table.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.logging import RichHandler
@@ -21,6 +28,7 @@ from rich.text import Text
 from autoresearch.trainer.result import TrainProgress
 
 from .loop import LoopStats
+from .results import atomic_write_text
 from .safetext import SafeLogFilter, safe_text
 from .workspace import LocalExperiment
 
@@ -53,11 +61,13 @@ PROGRESS_MARKS = 4  # plain progress lines per experiment: at ¼, ½ and ¾ of t
 
 
 class PlainDisplay:
-    """Log lines on a console (stderr): one per start, one at each quarter of the budget, one per
-    result, notes as they come."""
+    """Log lines on a console (stderr): one per start, one at each quarter of the budget (unless
+    ``progress_lines`` is False: a :class:`StatusFile` watcher shows progress), one per result, notes
+    as they come."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, progress_lines: bool = True) -> None:
         self.console = console
+        self.progress_lines = progress_lines
         self._number = 0
         self._marks_shown = 0
 
@@ -70,7 +80,7 @@ class PlainDisplay:
 
     def progress(self, progress: TrainProgress) -> None:
         """One line each time training passes the next quarter of the budget (¼, ½, ¾)."""
-        if progress.time_budget <= 0:
+        if progress.time_budget <= 0 or not self.progress_lines:
             return
         mark = min(int(PROGRESS_MARKS * progress.training_seconds / progress.time_budget), PROGRESS_MARKS - 1)
         if mark <= self._marks_shown:
@@ -143,3 +153,80 @@ class LiveDisplay:
 
     def note(self, message: str) -> None:
         self._live.console.print(safe_text(message), highlight=False, markup=False, emoji=False)
+
+
+class VolunteerStatus(BaseModel):
+    """A loop's state for a watcher: ``phase`` (``starting``, ``training``, ``proposing``,
+    ``done``), the current experiment ``number`` of ``of`` (None: no limit) and its description,
+    the last training ``step``, ``loss`` (nats per token), ``training_seconds`` of ``time_budget``
+    (s), the branch's best val_bpb (bits per byte) and the counters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    phase: Literal["starting", "training", "proposing", "done"] = "starting"
+    number: int = 0
+    of: int | None = None
+    description: str = ""
+    step: int | None = None
+    loss: float | None = None
+    training_seconds: float = 0.0
+    time_budget: float = 0.0
+    best_val_bpb: float | None = None
+    keeps: int = 0
+    discards: int = 0
+    crashes: int = 0
+
+    @classmethod
+    def read(cls, path: Path) -> VolunteerStatus | None:
+        """The snapshot at ``path``; None when it is missing or not (yet) a valid snapshot."""
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            return None
+
+
+STATUS_INTERVAL_SECONDS = 0.5  # at most two snapshot writes a second while training
+
+
+class StatusFile:
+    """Loop events that go to ``inner`` (the volunteer's own display) and keep a
+    :class:`VolunteerStatus` snapshot at ``path``, written atomically (a reader never sees half a
+    file). ``of``: the number of experiments asked for (``--experiments``), for "n of N"."""
+
+    def __init__(self, path: Path, inner: PlainDisplay | LiveDisplay, *, of: int | None = None) -> None:
+        self.path = path
+        self.inner = inner
+        self.status = VolunteerStatus(of=of)
+        self._written = 0.0
+        self._write()
+
+    def _update(self, *, force: bool = False, **changes: object) -> None:
+        self.status = self.status.model_copy(update=changes)
+        if force or time.monotonic() - self._written >= STATUS_INTERVAL_SECONDS:
+            self._write()
+
+    def _write(self) -> None:
+        atomic_write_text(self.path, self.status.model_dump_json())
+        self._written = time.monotonic()
+
+    def experiment_started(self, number: int, description: str, time_budget: float) -> None:
+        self.inner.experiment_started(number, description, time_budget)
+        self._update(force=True, phase="training", number=number, description=safe_text(description, one_line=True)[:200],
+                     step=None, loss=None, training_seconds=0.0, time_budget=time_budget)
+
+    def progress(self, progress: TrainProgress) -> None:
+        self.inner.progress(progress)
+        self._update(step=progress.step, loss=progress.loss, training_seconds=progress.training_seconds,
+                     time_budget=progress.time_budget)
+
+    def experiment_finished(self, exp: LocalExperiment, stats: LoopStats) -> None:
+        self.inner.experiment_finished(exp, stats)
+        self._update(force=True, phase="proposing", best_val_bpb=stats.best_val_bpb, keeps=stats.keeps,
+                     discards=stats.discards, crashes=stats.crashes)
+
+    def note(self, message: str) -> None:
+        self.inner.note(message)
+
+    def close(self) -> None:
+        """Mark the loop as done (the watcher shows the final counters)."""
+        self._update(force=True, phase="done")

@@ -29,8 +29,10 @@ def demo_cmd(
     from ..demo import quiet_libraries, run_demo
 
     quiet_libraries()
+    err = console.err()
     server, result = run_demo(
-        directory=directory, experiments=experiments, track=track, proposer=proposer, sink=_line, port=port
+        directory=directory, experiments=experiments, track=track, proposer=proposer, sink=_line, port=port,
+        live=err if err.is_terminal else None,
     )
     try:
         if json_:

@@ -353,6 +353,9 @@ def join_cmd(
     ] = False,
     directory: DirOpt = Path("."),
     allow_unsandboxed: AllowUnsandboxedOpt = False,
+    status_file: Annotated[
+        Path | None, typer.Option("--status-file", hidden=True, help="Keep a JSON snapshot of the loop here (the demo's live table).")
+    ] = None,
 ) -> None:
     """Join a hub and run the agent loop connected to it."""
     from ..demo import quiet_libraries
@@ -376,7 +379,7 @@ def join_cmd(
         calibrate=not no_calibrate,
         directory=directory,
     )
-    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts, allow_unsandboxed), confirm=ask)
+    stats = join(opts, lambda ws, spec, hooks: _run_loop(ws, spec, hooks, opts, allow_unsandboxed, status_file), confirm=ask)
     best = "-" if stats.best_val_bpb is None else f"{stats.best_val_bpb:.6f}"
     console.out().print(
         f"{stats.runs} runs: {stats.keeps} keep, {stats.discards} discard, {stats.crashes} crash, "
@@ -409,12 +412,17 @@ def _check_agent_early(proposer: str, agent_command: str | None, folder: Path) -
         )
 
 
-def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions, allow_unsandboxed: bool = False) -> LoopStats:
-    """The agent loop with the hub's hooks, the CLI's display and Ctrl-C handling of ``run``."""
+def _run_loop(
+    ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions, allow_unsandboxed: bool = False,
+    status_file: Path | None = None,
+) -> LoopStats:
+    """The agent loop with the hub's hooks, the CLI's display and Ctrl-C handling of ``run``;
+    ``status_file``: also keep a :class:`~autoresearch.client.display.VolunteerStatus` snapshot there
+    (the plain display then leaves progress lines to whoever watches it)."""
     import signal
     from contextlib import nullcontext
 
-    from ..display import LiveDisplay, PlainDisplay
+    from ..display import LiveDisplay, PlainDisplay, StatusFile
     from ..loop import AgentLoop, LoopOptions
     from ..proposers import choose_proposer
     from .workspace import _stop_on_sigint, default_tag
@@ -425,8 +433,9 @@ def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions
     options = LoopOptions(tag=opts.tag or default_tag(ws), max_experiments=opts.max_experiments, adopt_every=opts.adopt_every,
                           allow_unsandboxed=allow_unsandboxed)  # fmt: skip
     err = console.err()
-    display = LiveDisplay(err) if err.is_terminal else PlainDisplay(err)
-    loop = AgentLoop(ws, spec, proposer, options, hooks=hooks, events=display)
+    display = LiveDisplay(err) if err.is_terminal else PlainDisplay(err, progress_lines=status_file is None)
+    status = StatusFile(status_file, display, of=opts.max_experiments) if status_file is not None else None
+    loop = AgentLoop(ws, spec, proposer, options, hooks=hooks, events=status or display)
     with ws.lock():
         previous = _stop_on_sigint(loop)
         try:
@@ -434,6 +443,8 @@ def _run_loop(ws: Workspace, spec: TrackSpec, hooks: HubHooks, opts: JoinOptions
                 return loop.run()
         finally:
             signal.signal(signal.SIGINT, previous)
+            if status is not None:
+                status.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -460,6 +460,51 @@ def test_displays_render_the_loop(ws: Workspace) -> None:
     assert "[0002] keep" in rendered
 
 
+def test_status_file_feeds_the_demo_table_across_processes(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A volunteer's loop keeps a snapshot (join --status-file); the demo's one live table reads it.
+    The plain display then prints no quarter lines (the table shows progress), and a half-written
+    or missing snapshot reads as "starting" instead of breaking the table."""
+    import io
+
+    from rich.console import Console
+
+    from autoresearch.client import display
+    from autoresearch.client.demo import DemoTable, Volunteer
+    from autoresearch.client.display import PlainDisplay, StatusFile, VolunteerStatus
+    from autoresearch.trainer.result import TrainProgress
+
+    path = tmp_path / "alice.status.json"
+    out = io.StringIO()
+    status = StatusFile(path, PlainDisplay(Console(file=out, width=200), progress_lines=False), of=2)
+    assert VolunteerStatus.read(path) == VolunteerStatus(of=2)
+    loop = AgentLoop(ws, tracks.get_track("tiny"), Scripted([("LR = 0.10", "LR = 0.06", "LR 0.10 → 0.06")]),
+                     LoopOptions(tag="t", max_experiments=2, prefetch=False), runner=FormulaRunner(), events=status)  # fmt: skip
+    loop.run()
+    status.experiment_started(3, "DEPTH 2 → 3", 60.0)
+    status.progress(TrainProgress(step=5, loss=3.95, training_seconds=5.0, time_budget=60.0))
+    assert VolunteerStatus.read(path).step is None  # type: ignore[union-attr]  # throttled: at most 2 writes/s
+    monkeypatch.setattr(display, "STATUS_INTERVAL_SECONDS", 0.0)
+    status.progress(TrainProgress(step=15, loss=3.85, training_seconds=15.0, time_budget=60.0))
+    snap = VolunteerStatus.read(path)
+    assert snap is not None and (snap.phase, snap.number, snap.of, snap.keeps, snap.best_val_bpb) == ("training", 3, 2, 2, 2.0)
+    assert "step 15" not in out.getvalue()  # no quarter lines: left to the watcher
+
+    bob = tmp_path / "bob.status.json"
+    bob.write_text('{"phase": "train')  # half a file (a reader racing a non-atomic writer)
+    table = DemoTable(Console(file=io.StringIO()), [
+        Volunteer("alice", tmp_path / "a", tmp_path / "ah", status_file=path),
+        Volunteer("bob", tmp_path / "b", tmp_path / "bh", status_file=bob),
+    ])  # fmt: skip
+    shown = io.StringIO()
+    Console(file=shown, width=160, no_color=True).print(table.render())
+    alice_row, bob_row = (line for line in shown.getvalue().splitlines() if "alice" in line or "bob" in line)
+    assert "training: DEPTH 2 → 3" in alice_row and "3.8500" in alice_row and "45 s" in alice_row and "2.000000" in alice_row
+    assert "starting" in bob_row and "0/0/0" in bob_row
+    status.close()
+    final = VolunteerStatus.read(path)
+    assert final is not None and final.phase == "done"
+
+
 def test_a_baseline_that_fails_the_policy_stops_before_running(tmp_path: Path) -> None:
     upstream = "from prepare import MAX_SEQ_LEN, Tokenizer\nimport torch\nDEPTH = 8\n"
     ws = Workspace.init(tmp_path / "up", track="climbmix", reference_source=upstream, program_md="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import pytest
 from e2e_support import MAIN, Volunteer, hub_experiments
 
 from autoresearch.client.demo import HubServer
+from autoresearch.client.display import VolunteerStatus
 from autoresearch.client.errors import ProposerError
 from autoresearch.client.hubclient import HubClient
 from autoresearch.client.hubhooks import HubHooks
@@ -59,8 +61,11 @@ def test_two_volunteers_publish_claims_are_answered_and_pull_applies(
     hub: HubServer, volunteers: dict[str, Volunteer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, bob = volunteers["alice"], volunteers["bob"]
-    alice.join(hub.url, 2)
+    joined = alice.join(hub.url, 2, "--status-file", str(tmp_path / "alice.status.json"))  # as under the demo's table
     bob.join(hub.url, 2)
+    snap = VolunteerStatus.read(tmp_path / "alice.status.json")
+    assert snap is not None and (snap.phase, snap.of) == ("done", 2) and snap.keeps + snap.discards + snap.crashes == 2
+    assert not re.search(r"\] step \d+ loss", joined.stderr)  # progress is the watcher's, not quarter lines
 
     # both publish (any outcome); the hub holds exactly each volunteer's runs
     total = 0
