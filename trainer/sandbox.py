@@ -184,13 +184,19 @@ def bwrap_args(spec: WorkerSpec, *, user_namespace: bool = True) -> list[str]:
     if user_namespace:
         args += ["--unshare-user", "--disable-userns"]
     args += _system_args()
-    for root in roots:
+    # a Python environment under /tmp (a venv in a clone there) is bound again over the worker's
+    # private /tmp, which would otherwise hide it
+    in_tmp = [r for r in roots if Path("/tmp") in r.parents]
+    for root in (r for r in roots if r not in in_tmp):
         args += ["--ro-bind", str(root), str(root)]
-    args += _masks(roots, spec.hide)
+    args += _masks([r for r in roots if r not in in_tmp], spec.hide)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(spec.tmp_bytes), "--tmpfs", "/dev/shm"]
     if spec.cuda:
         args += _cuda_args()
     args += ["--remount-ro", "/dev", "--size", str(spec.tmp_bytes), "--tmpfs", "/tmp"]
+    for root in in_tmp:
+        args += ["--ro-bind", str(root), str(root)]
+    args += _masks(in_tmp, spec.hide)
     if spec.role == "train":
         args += ["--size", str(spec.tmp_bytes), "--tmpfs", "/scratch", "--chdir", "/scratch"]
     else:
