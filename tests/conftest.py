@@ -1,12 +1,18 @@
-"""Shared fixtures: every test gets a clean ``AUTORESEARCH_*`` environment and its own home dir."""
+"""Shared fixtures: every test gets a clean ``AUTORESEARCH_*`` environment and its own home dir;
+``hub`` is a real hub (uvicorn on loopback, SQLite) for the client, MCP and end-to-end tests
+(tests/hub and a few files define their own ``hub``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from autoresearch.client.demo import HubServer
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +32,13 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("GIT_COMMITTER_NAME", "test")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
     yield home
+
+
+@pytest.fixture()
+def hub(tmp_path: Path) -> Iterator[HubServer]:
+    from autoresearch.client.demo import HubServer
+
+    server = HubServer(f"sqlite:///{tmp_path / 'hub.db'}")
+    server.start()
+    yield server
+    server.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,6 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
     env.update(AUTORESEARCH_HOME=str(home), NO_COLOR="1", PYTHONUNBUFFERED="1")
     return env
-
-
-@pytest.fixture()
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    server = HubServer(f"sqlite:///{tmp_path / 'hub.db'}")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

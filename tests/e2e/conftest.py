@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e_support import Volunteer
-
-from autoresearch.client.demo import HubServer
-
-
-@pytest.fixture()
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    server = HubServer(f"sqlite:///{tmp_path / 'hub.db'}")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()
