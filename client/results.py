@@ -101,11 +101,25 @@ def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None
         raise
 
 
+PROVISIONAL_NOTE = "provisional: no calibration"
+
+
+def is_provisional_keep(record: ExperimentRecord) -> bool:
+    """A keep compared with a parent but made without a calibration: no z says it beats noise.
+
+    The hub marks the same records ``provisional`` (no calibration it verified) and never makes them
+    community best; the baseline (no parent, ``delta_val_bpb`` None) is a reference point, not a keep
+    of a change.
+    """
+    return record.status == "keep" and record.calibration_id is None and record.normalised.delta_val_bpb is not None
+
+
 def compact_table(records: Sequence[tuple[int, ExperimentRecord]], *, max_rows: int = 20) -> str:
     """The last ``max_rows`` experiments as a small fixed-width table for a proposer's prompt.
 
     Long runs must not fill an LLM's context, so older rows are summarised in one line.
-    Columns: number, status, val_bpb, Δ vs parent (bits per byte), description.
+    Columns: number, status, val_bpb, Δ vs parent (bits per byte), description. A provisional keep
+    (:func:`is_provisional_keep`) shows as ``keep?``, explained in a last line.
     """
     lines = ["#     status   val_bpb   delta     description"]
     hidden = len(records) - max_rows
@@ -116,5 +130,8 @@ def compact_table(records: Sequence[tuple[int, ExperimentRecord]], *, max_rows: 
         val = f"{record.metrics.val_bpb:.6f}" if record.metrics.val_bpb is not None else "-"
         delta = record.normalised.delta_val_bpb
         delta_s = f"{delta:+.5f}" if delta is not None else "-"
-        lines.append(f"{number:<5} {record.status:<8} {val:<9} {delta_s:<9} {_one_line(record.description)[:120]}")
+        status = "keep?" if is_provisional_keep(record) else record.status
+        lines.append(f"{number:<5} {status:<8} {val:<9} {delta_s:<9} {_one_line(record.description)[:120]}")
+    if any(is_provisional_keep(r) for _, r in records[-max_rows:]):
+        lines.append(f"(keep? = {PROVISIONAL_NOTE} on this machine, so the gain may be noise)")
     return "\n".join(lines)

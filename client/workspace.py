@@ -98,6 +98,27 @@ class PendingExperiment(BaseModel):
     started_at: datetime
 
 
+class PairedParent(BaseModel):
+    """The parent re-measured next to a would-be keep (the loop's drift guard, docs/loop.md).
+
+    ``reason``: why it was re-measured (one line); ``first_val_bpb``: the parent's val_bpb the
+    child was first compared with (bits per byte); ``outcome`` / ``val_bpb`` / ``tokens_per_second``
+    / ``num_steps`` / ``flops_per_token``: the re-measurement, as the harness reported it;
+    ``run_dir``: its run folder, relative to the workspace.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str
+    first_val_bpb: float
+    outcome: str
+    val_bpb: float | None = None
+    tokens_per_second: float | None = None
+    num_steps: int | None = None
+    flops_per_token: float | None = None
+    run_dir: str
+
+
 class LocalExperiment(BaseModel):
     """One experiment as this workspace recorded it: ``.autoresearch/experiments/NNNN.json``.
 
@@ -124,6 +145,8 @@ class LocalExperiment(BaseModel):
     repair_of: int | None = None
     usage: ProposerUsage | None = None
     run_dir: str | None = None
+    flops_per_token: float | None = Field(default=None, description="the run's model FLOPs per token (harness report)")
+    paired_parent: PairedParent | None = Field(default=None, description="the parent re-measured next to this run")
     started_at: datetime
     finished_at: datetime
 
@@ -329,14 +352,15 @@ class Workspace:
     def clear_pending(self) -> None:
         self.pending_path.unlink(missing_ok=True)
 
-    def new_run_dir(self, number: int) -> Path:
-        """A fresh folder for a run of experiment ``number``: ``runs/NNNN``, or ``runs/NNNN-k`` when
-        a killed attempt left one (its orphaned harness may still be writing there)."""
-        path = self.runs_dir / f"{number:04d}"
+    def new_run_dir(self, number: int, *, suffix: str = "") -> Path:
+        """A fresh folder for a run of experiment ``number``: ``runs/NNNN<suffix>``, or
+        ``runs/NNNN<suffix>-k`` when a killed attempt left one (its orphaned harness may still be
+        writing there). ``suffix`` ``-parent``: the parent re-measured next to it."""
+        path = self.runs_dir / f"{number:04d}{suffix}"
         attempt = 1
         while path.exists():
             attempt += 1
-            path = self.runs_dir / f"{number:04d}-{attempt}"
+            path = self.runs_dir / f"{number:04d}{suffix}-{attempt}"
         path.mkdir(parents=True)
         return path
 
