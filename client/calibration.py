@@ -64,7 +64,7 @@ DEFAULT_SEEDS = 5
 K = 2: 19.6 %, 3: 14.6 %, 4: 12.6 %, **5: 11.5 %**, 8: 10.0 %. K = 5 is the smallest K whose rate is
 within 1.5 × the known-σ rate and whose 95 % interval for σ/σ̂ (χ² with 4 d.o.f.) is 0.60 … 2.87,
 i.e. σ is measured to within a factor of 3 instead of 32 (K = 2). Cost: K + 3 = 8 runs,
-6.75 × ``TIME_BUDGET`` of training (cpu track: about 10 minutes; climbmix: about 40 minutes).
+7.75 × ``TIME_BUDGET`` of training (cpu track: about 10 minutes; climbmix: about 44 minutes).
 docs/calibration.md, "Noise"."""
 
 DEFAULT_MIN_Z = MIN_Z  # the one keep threshold on z (protocol/best.py), see docs/calibration.md
@@ -144,7 +144,7 @@ def run_overhead_seconds(time_budget: float) -> float:
 def estimate_seconds(time_budget: float, seeds: int = DEFAULT_SEEDS) -> float:
     """Estimated wall-clock seconds of a whole calibration: budgets plus per-run overhead.
 
-    With ``TIME_BUDGET = 300`` s and 5 seeds that is 6.75 × 300 s of training plus 8 × 40 s ≈ 39 min.
+    With ``TIME_BUDGET = 300`` s and 5 seeds that is 7.75 × 300 s of training plus 8 × 40 s ≈ 44 min.
     """
     runs = plan_runs(time_budget, seeds)
     return sum(r.budget_seconds for r in runs) + len(runs) * run_overhead_seconds(time_budget)

@@ -4,10 +4,15 @@ acceptance): a change that does nothing is never kept, a change with a large rea
 The machine is calibrated with a signed calibration record (a real key) whose σ is the tiny track's
 seed noise as measured on a 2-core VM (``bench/drift_guard.py``: σ ≈ 0.06 bits per byte over five
 seeds); the runs themselves are the real harness (``trainer.run.run_training``) on the tiny track
-with a 2 s budget. A memory-bandwidth load runs while the baseline trains and stops once it is
-recorded, as when other jobs on a shared machine finish: the baseline takes ~20 % fewer steps in
-its CPU-time budget than the quiet runs after it, so a no-op child measured against it alone looks
-3–4 σ better (the issue's "51 → 71 → 90 steps, all kept").
+with a 2 s budget. The parent is the reference with ``DEVICE_BATCH_SIZE = 1`` (its val_bpb still
+moves with every step); a memory-bandwidth load (three processes) runs while the baseline trains
+and stops once it is recorded, as when other jobs on a shared machine finish. Measured on the
+2-core VM: that parent took 41 steps under the load (4.171 bits per byte) and 48–52 quiet
+(4.029–4.041), so a no-op child measured against the loaded parent alone looks ≈ 0.14 = 2.8 σ
+better and ``z ≥ 2`` alone would keep it (the issue's "51 → 71 → 90 steps, all kept"); the
+reference itself took 79 steps (3.717), a real gain of ≈ 0.2–0.3 = 4–6 σ that also changes tokens/s
+(so it is kept on the paired comparison). Two runs of this test: 59–61 s wall.
+How much the load bites depends on the machine; the assertions hold either way.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from autoresearch.client import calibration
 from autoresearch.client.loop import AgentLoop, LoopOptions, LoopStats, NullEvents
 from autoresearch.client.proposers import Proposal, ProposalContext
 from autoresearch.client.workspace import LocalExperiment, Workspace
-from autoresearch.protocol import CalibrationPoint, CalibrationRecord, CurveFit, KeyPair, sign, utc_now
+from autoresearch.protocol import (
+    CalibrationPoint,
+    CalibrationRecord,
+    CurveFit,
+    KeyPair,
+    sign,
+    utc_now,
+)
 from autoresearch.trainer import tracks
 from autoresearch.trainer.hardware import software_versions
 
@@ -40,9 +52,9 @@ while time.monotonic() < end:
 
 
 class LoadGenerator:
-    """Two processes streaming through memory (a bounded lifetime, so a crash leaves nothing)."""
+    """Processes streaming through memory (a bounded lifetime, so a crash leaves nothing)."""
 
-    def __init__(self, processes: int = 2, seconds: float = 120.0) -> None:
+    def __init__(self, processes: int = 3, seconds: float = 120.0) -> None:
         self.procs = [subprocess.Popen([sys.executable, "-c", LOAD, str(seconds)]) for _ in range(processes)]
 
     def stop(self) -> None:
@@ -98,15 +110,16 @@ def test_no_op_children_are_never_kept_under_load_and_a_real_gain_is(tmp_path: P
     spec = tracks.derive(tracks.get_track("tiny"), time_budget=2.0)
     _calibrate(spec)
     reference = tracks.reference_source("tiny")
-    # the parent: the reference with learning rates cut 100-fold, so restoring them is a large real gain
-    crippled = reference.replace("MATRIX_LR = 0.2 ", "MATRIX_LR = 0.002 ").replace("EMBEDDING_LR = 0.3 ", "EMBEDDING_LR = 0.003 ")
-    assert crippled.count("_LR = 0.00") == 2
+    # the parent: the reference in micro-batches of one row (same model and FLOPs per token, a third fewer
+    # steps in the budget), so restoring 4 rows is a large real gain that is also a throughput change
+    crippled = reference.replace("DEVICE_BATCH_SIZE = 4 ", "DEVICE_BATCH_SIZE = 1 ")
+    assert crippled != reference
     no_op_1 = crippled.replace("SEED = 42 ", "UNUSED_A = 1  # read by nothing\nSEED = 42 ", 1)
     no_op_2 = crippled.replace("SEED = 42 ", "UNUSED_B = 2  # read by nothing\nSEED = 42 ", 1)
     gain = reference.replace("SEED = 42 ", "UNUSED_A = 1  # read by nothing\nSEED = 42 ", 1)  # = no_op_1 with the LRs restored
     ws = Workspace.init(tmp_path / "ws", track=spec.id, reference_source=crippled, program_md="p\n")
     proposer = Script([(no_op_1, "UNUSED_A = 1 (does nothing)"), (no_op_2, "UNUSED_B = 2 (does nothing)"),
-                       (gain, "MATRIX_LR 0.002 → 0.2, EMBEDDING_LR 0.003 → 0.3")])  # fmt: skip
+                       (gain, "DEVICE_BATCH_SIZE 1 → 4")])  # fmt: skip
     load = LoadGenerator()
     try:
         loop = AgentLoop(ws, spec, proposer, LoopOptions(tag="drift", max_experiments=4, prefetch=False, allow_unsandboxed=True),
@@ -116,7 +129,7 @@ def test_no_op_children_are_never_kept_under_load_and_a_real_gain_is(tmp_path: P
         load.stop()
     runs = [e for e in ws.experiments() if e.kind == "run"]
     assert [e.description for e in runs] == ["baseline", "UNUSED_A = 1 (does nothing)", "UNUSED_B = 2 (does nothing)",
-                                             "MATRIX_LR 0.002 → 0.2, EMBEDDING_LR 0.003 → 0.3"]  # fmt: skip
+                                             "DEVICE_BATCH_SIZE 1 → 4"]  # fmt: skip
     summary = [(e.record.status, e.record.metrics.val_bpb, e.record.metrics.num_steps, e.record.normalised.z,  # type: ignore[union-attr]
                 e.paired_parent.val_bpb if e.paired_parent else None) for e in runs]  # fmt: skip
     print(f"{time.monotonic() - started:.0f} s; (status, val_bpb, steps, z, paired parent val_bpb):", *summary, sep="\n")
@@ -125,6 +138,6 @@ def test_no_op_children_are_never_kept_under_load_and_a_real_gain_is(tmp_path: P
     assert base.outcome == "ok" and all(r.calibration_id is not None for r in (first, second, real))
     # the changes that do nothing: never kept, whatever the first comparison said
     assert (first.status, second.status) == ("discard", "discard")
-    # the real change: kept, by a margin far beyond the noise
-    assert real.status == "keep" and real.normalised.z is not None and real.normalised.z >= calibration.PAIRED_BELOW_Z
+    # the real change: kept, at z ≥ MIN_Z against the measurement it was kept on (paired when it drifted)
+    assert real.status == "keep" and real.normalised.z is not None and real.normalised.z >= calibration.DEFAULT_MIN_Z
     assert stats.keeps == 2 and ws.train_py.read_text() == gain
