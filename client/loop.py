@@ -67,7 +67,7 @@ from autoresearch.trainer.result import RunResult, TrainProgress
 from . import calibration
 from .errors import ClientError, ProposerError, WorkspaceError
 from .proposers import Proposal, ProposalContext, Proposer, RepairRequest
-from .results import atomic_write_text, compact_table
+from .results import ResultRow, atomic_write_text, compact_table
 from .workspace import LocalExperiment, PairedParent, PendingExperiment, ProposerUsage, Workspace
 
 _logger = logging.getLogger(__name__)
@@ -443,6 +443,7 @@ class AgentLoop:
         """
         self._check_isolation()
         best = self._restore()
+        self._publish_imported()
         if best is not None:
             self.stats.best_val_bpb, self.stats.best_number = best.val_bpb, best.number
         failures = skips = 0
@@ -474,6 +475,21 @@ class AgentLoop:
                 break
         return self.stats
 
+    def _publish_imported(self) -> None:
+        """Hand an adopted checkout's imported records to the hub, once (client/upstream.py); solo,
+        they wait for the first ``run`` with a hub."""
+        if isinstance(self.hooks, SoloHooks):
+            return
+        for exp in self.ws.experiments():
+            if exp.kind != "imported" or exp.record is None or exp.published_at is not None or exp.track != self.track.id:
+                continue
+            try:
+                self.hooks.publish(exp.record)
+            except ClientError as exc:  # as for any record: publishing never stops research
+                _logger.warning("could not publish imported experiment %d: %s", exp.number, exc)
+                continue
+            self.ws.save_experiment(exp.model_copy(update={"published_at": utc_now()}))
+
     def _check_isolation(self) -> None:
         """Refuse to start where candidates could not be sandboxed, unless the user allowed it.
 
@@ -497,7 +513,11 @@ class AgentLoop:
 
     def _context(self, best: _Best | None, *, repair: RepairRequest | None = None) -> ProposalContext:
         program = self.ws.program_md.read_text(encoding="utf-8") if self.ws.program_md.exists() else ""
-        recorded = [(e.number, e.record) for e in self._tag_experiments() if e.kind == "run" and e.record is not None]
+        recorded: list[tuple[int, ExperimentRecord | ResultRow]] = [
+            (e.number, e.record or e.imported_row) for e in self.ws.experiments()  # type: ignore[misc]
+            if e.kind == "imported" and e.track == self.track.id and (e.record or e.imported_row)
+        ]  # an adopted checkout's history comes first (client/upstream.py)
+        recorded += [(e.number, e.record) for e in self._tag_experiments() if e.kind == "run" and e.record is not None]
         return ProposalContext(
             program_md=program,
             train_py=best.source if best else self.ws.source_at("HEAD"),

@@ -123,8 +123,11 @@ class LocalExperiment(BaseModel):
     """One experiment as this workspace recorded it: ``.autoresearch/experiments/NNNN.json``.
 
     ``kind`` is ``run`` (trained here; ``record`` holds the unsigned ExperimentRecord), ``rejected``
-    (failed the policy check, never run; ``rejected_reasons``) or ``hub_done`` (the hub answered a
-    claim with a result; ``record`` is the hub's record and ``hub_experiment_id`` its id).
+    (failed the policy check, never run; ``rejected_reasons``), ``hub_done`` (the hub answered a
+    claim with a result; ``record`` is the hub's record and ``hub_experiment_id`` its id) or
+    ``imported`` (a row of an adopted upstream ``results.tsv``, ``imported_row``; ``record`` when
+    its commit is in the repository, ``child_sha256`` empty otherwise; ``published_at`` once the
+    loop handed it to a hub: client/upstream.py).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -132,7 +135,7 @@ class LocalExperiment(BaseModel):
     number: int
     tag: str
     track: str = Field(description="track id the experiment belongs to")
-    kind: Literal["run", "rejected", "hub_done"]
+    kind: Literal["run", "rejected", "hub_done", "imported"]
     commit: str | None = None
     parent_commit: str
     description: str
@@ -147,6 +150,8 @@ class LocalExperiment(BaseModel):
     run_dir: str | None = None
     flops_per_token: float | None = Field(default=None, description="the run's model FLOPs per token (harness report)")
     paired_parent: PairedParent | None = Field(default=None, description="the parent re-measured next to this run")
+    imported_row: ResultRow | None = Field(default=None, description="the upstream results.tsv row (kind imported)")
+    published_at: datetime | None = Field(default=None, description="when an imported record was handed to a hub")
     started_at: datetime
     finished_at: datetime
 
@@ -232,7 +237,12 @@ class Workspace:
                 f"{root} is not an autoresearch checkout (needs a git repo with train.py)",
                 hint="create a fresh workspace with `autoresearch init DIR --track T`",
             )
-        adopted_rows = read_results(root / "results.tsv")
+        try:
+            adopted_rows = read_results(root / "results.tsv")
+        except ValueError as exc:  # names the file and line
+            raise WorkspaceError(
+                f"cannot adopt: {exc}", hint="fix or remove that row of results.tsv (upstream's five tab-separated columns)"
+            ) from exc
         if not (root / "program.md").exists():
             atomic_write_text(root / "program.md", program_md)
         _ensure_gitignore(root)
@@ -241,8 +251,13 @@ class Workspace:
             _git(root, "commit", "-q", "-m", "autoresearch: adopt this checkout (program.md, .gitignore)")
         ws = cls._write_config(root, track=track, adopted=True)
         write_results(ws.state_dir / "adopted_results.tsv", adopted_rows)
+        from autoresearch.trainer import tracks
+
+        from .upstream import import_rows
+
+        import_rows(ws, adopted_rows, tracks.get_track(track))
         ws.write_results_tsv()
-        _logger.info("adopted %s (%d results.tsv rows kept)", root, len(adopted_rows))
+        _logger.info("adopted %s (%d results.tsv rows kept and imported as experiments)", root, len(adopted_rows))
         return ws
 
     @classmethod
@@ -370,7 +385,7 @@ class Workspace:
         Looks at every recorded run's parent and child (the federation uploads sources with it).
         """
         for exp in reversed(self.experiments()):
-            if exp.kind != "run" or exp.record is None or exp.commit is None:
+            if exp.kind not in ("run", "imported") or exp.record is None or exp.commit is None:
                 continue
             if exp.record.child_sha256 == sha256:
                 return self.source_at(exp.commit)
