@@ -11,7 +11,7 @@ and stops once it is recorded, as when other jobs on a shared machine finish. Me
 (4.029–4.041), so a no-op child measured against the loaded parent alone looks ≈ 0.14 = 2.8 σ
 better and ``z ≥ 2`` alone would keep it (the issue's "51 → 71 → 90 steps, all kept"); the
 reference itself took 79 steps (3.717), a real gain of ≈ 0.2–0.3 = 4–6 σ that also changes tokens/s
-(so it is kept on the paired comparison). Two runs of this test: 59–61 s wall.
+(so it is kept on the paired comparison). Three runs of this test: 60, 61 and 72 s wall.
 How much the load bites depends on the machine; the assertions hold either way.
 """
 
