@@ -11,7 +11,9 @@ and stops once it is recorded, as when other jobs on a shared machine finish. Me
 (4.029–4.041), so a no-op child measured against the loaded parent alone looks ≈ 0.14 = 2.8 σ
 better and ``z ≥ 2`` alone would keep it (the issue's "51 → 71 → 90 steps, all kept"); the
 reference itself took 79 steps (3.717), a real gain of ≈ 0.2–0.3 = 4–6 σ that also changes tokens/s
-(so it is kept on the paired comparison). Three runs of this test: 60, 61 and 72 s wall.
+(so it is kept on the paired comparison). A seed-only child (``SEED 42 → 43``) is discarded by the
+seed rule whatever its z. Runs of this test: 60, 61 and 72 s wall with the two no-op children, 89 s
+with the seed-only child added.
 How much the load bites depends on the machine; the assertions hold either way.
 """
 
@@ -119,25 +121,26 @@ def test_no_op_children_are_never_kept_under_load_and_a_real_gain_is(tmp_path: P
     gain = reference.replace("SEED = 42 ", "UNUSED_A = 1  # read by nothing\nSEED = 42 ", 1)  # = no_op_1 with the LRs restored
     ws = Workspace.init(tmp_path / "ws", track=spec.id, reference_source=crippled, program_md="p\n")
     proposer = Script([(no_op_1, "UNUSED_A = 1 (does nothing)"), (no_op_2, "UNUSED_B = 2 (does nothing)"),
+                       (crippled.replace("SEED = 42 ", "SEED = 43 ", 1), "SEED 42 → 43"),
                        (gain, "DEVICE_BATCH_SIZE 1 → 4")])  # fmt: skip
     load = LoadGenerator()
     try:
-        loop = AgentLoop(ws, spec, proposer, LoopOptions(tag="drift", max_experiments=4, prefetch=False, allow_unsandboxed=True),
+        loop = AgentLoop(ws, spec, proposer, LoopOptions(tag="drift", max_experiments=5, prefetch=False, allow_unsandboxed=True),
                          events=StopLoadAfterBaseline(load))  # fmt: skip
         stats = loop.run()
     finally:
         load.stop()
     runs = [e for e in ws.experiments() if e.kind == "run"]
     assert [e.description for e in runs] == ["baseline", "UNUSED_A = 1 (does nothing)", "UNUSED_B = 2 (does nothing)",
-                                             "DEVICE_BATCH_SIZE 1 → 4"]  # fmt: skip
+                                             "SEED 42 → 43", "DEVICE_BATCH_SIZE 1 → 4"]  # fmt: skip
     summary = [(e.record.status, e.record.metrics.val_bpb, e.record.metrics.num_steps, e.record.normalised.z,  # type: ignore[union-attr]
                 e.paired_parent.val_bpb if e.paired_parent else None) for e in runs]  # fmt: skip
     print(f"{time.monotonic() - started:.0f} s; (status, val_bpb, steps, z, paired parent val_bpb):", *summary, sep="\n")
-    base, first, second, real = (e.record for e in runs)
-    assert base is not None and first is not None and second is not None and real is not None
-    assert base.outcome == "ok" and all(r.calibration_id is not None for r in (first, second, real))
-    # the changes that do nothing: never kept, whatever the first comparison said
-    assert (first.status, second.status) == ("discard", "discard")
+    base, first, second, seeded, real = (e.record for e in runs)
+    assert base is not None and first is not None and second is not None and seeded is not None and real is not None
+    assert base.outcome == "ok" and all(r.calibration_id is not None for r in (first, second, seeded, real))
+    # the changes that do nothing (or only reseed): never kept, whatever the first comparison said
+    assert (first.status, second.status, seeded.status) == ("discard", "discard", "discard")
     # the real change: kept, at z ≥ MIN_Z against the measurement it was kept on (paired when it drifted)
     assert real.status == "keep" and real.normalised.z is not None and real.normalised.z >= calibration.DEFAULT_MIN_Z
     assert stats.keeps == 2 and ws.train_py.read_text() == gain
