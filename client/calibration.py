@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 from autoresearch.protocol import (
@@ -41,10 +42,10 @@ from autoresearch.protocol import (
 )
 
 # ecm and normalise: one definition, shared with the hub (which recomputes every record's figures)
+from autoresearch.protocol.best import MIN_Z, OBS_SD, PRIOR_SD, TRUST_P
 from autoresearch.protocol.best import ecm as ecm
 from autoresearch.protocol.best import normalise as normalise
 
-# ecm and normalise: one definition, shared with the hub (which recomputes every record's figures)
 from . import config
 from .errors import ClientError
 from .fitting import bpb_at, check_meaningful, fit_report, seed_sigma
@@ -56,8 +57,27 @@ if TYPE_CHECKING:  # the trainer imports torch; keep it out of import time
 _logger = logging.getLogger(__name__)
 
 BUDGET_FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # × TIME_BUDGET (DESIGN.md)
-DEFAULT_SEEDS = 2  # seeds at the full budget; σ needs ≥ 2
-DEFAULT_MIN_Z = 2.0  # suggested keep threshold on z, see docs/calibration.md
+DEFAULT_SEEDS = 5
+"""Seeds at the full budget (K). σ̂ from K seeds has K − 1 degrees of freedom, so the loop's rule
+``z ≥ MIN_Z`` applied to a change that does nothing passes with probability P(t_{K−1} ≥ MIN_Z/√2)
+(z = Δ/σ̂ with Δ ~ N(0, 2σ²) is √2 × Student's t), not the 7.9 % it would with σ known:
+K = 2: 19.6 %, 3: 14.6 %, 4: 12.6 %, **5: 11.5 %**, 8: 10.0 %. K = 5 is the smallest K whose rate is
+within 1.5 × the known-σ rate and whose 95 % interval for σ/σ̂ (χ² with 4 d.o.f.) is 0.60 … 2.87,
+i.e. σ is measured to within a factor of 3 instead of 32 (K = 2). Cost: K + 3 = 8 runs,
+7.75 × ``TIME_BUDGET`` of training (cpu track: about 10 minutes; climbmix: about 44 minutes).
+docs/calibration.md, "Noise"."""
+
+DEFAULT_MIN_Z = MIN_Z  # the one keep threshold on z (protocol/best.py), see docs/calibration.md
+
+PAIRED_BELOW_Z: float = NormalDist().inv_cdf(TRUST_P) * OBS_SD**2 * math.sqrt(1.0 / PRIOR_SD**2 + 1.0 / OBS_SD**2)
+"""≈ 4.03: the z at which one run alone qualifies under the hub's community-best rule (posterior
+probability of a gain ≥ TRUST_P with prior N(0, PRIOR_SD²) and noise OBS_SD, protocol/best.py). A
+would-be keep with MIN_Z ≤ z < PAIRED_BELOW_Z is not conclusive on its own, so the loop re-measures
+its parent next to it before keeping (docs/loop.md, "Drift guard")."""
+
+THROUGHPUT_SPREAD_SIGMAS = 3.0  # allowed throughput change, in coefficients of variation of the calibration's runs
+MIN_THROUGHPUT_SPREAD = 0.05  # floor of the allowed relative change (a calibration of very steady runs)
+DEFAULT_THROUGHPUT_SPREAD = 0.10  # allowed relative change without a calibration (5 s of a 50 s run)
 NOISE_TOLERANCE_SIGMAS = 2.0  # the means may rise by this many σ between budgets (noise, not a trend)
 
 
@@ -124,7 +144,7 @@ def run_overhead_seconds(time_budget: float) -> float:
 def estimate_seconds(time_budget: float, seeds: int = DEFAULT_SEEDS) -> float:
     """Estimated wall-clock seconds of a whole calibration: budgets plus per-run overhead.
 
-    With ``TIME_BUDGET = 300`` s and 2 seeds that is 4.75 × 300 s of training plus 5 × 40 s ≈ 27 min.
+    With ``TIME_BUDGET = 300`` s and 5 seeds that is 7.75 × 300 s of training plus 8 × 40 s ≈ 44 min.
     """
     runs = plan_runs(time_budget, seeds)
     return sum(r.budget_seconds for r in runs) + len(runs) * run_overhead_seconds(time_budget)
@@ -432,3 +452,23 @@ def residuals(cal: CalibrationRecord) -> list[Residual]:
         fitted = bpb_at(cal.fit, budget)
         out.append(Residual(budget, len(values), mean, fitted, mean - fitted))
     return out
+
+
+def throughput_spread(cal: CalibrationRecord | None) -> float:
+    """How far (relative, e.g. 0.1 = 10 %) a run's achieved throughput may differ from its parent's
+    before the loop calls it machine drift: :data:`THROUGHPUT_SPREAD_SIGMAS` × the coefficient of
+    variation of tokens/s over the calibration's full-budget runs, at least
+    :data:`MIN_THROUGHPUT_SPREAD`; :data:`DEFAULT_THROUGHPUT_SPREAD` without a calibration (or
+    without two full-budget runs with a throughput).
+
+    The figures are the harness's own (tokens it fed the worker ÷ seconds on its budget clock),
+    from this key's signed calibration, so they are trusted numbers.
+    """
+    if cal is None:
+        return DEFAULT_THROUGHPUT_SPREAD
+    rates = [p.tokens_per_second for p in cal.points if p.budget_seconds == cal.time_budget_seconds and p.tokens_per_second > 0]
+    if len(rates) < 2:
+        return DEFAULT_THROUGHPUT_SPREAD
+    mean = sum(rates) / len(rates)
+    sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
+    return float(max(MIN_THROUGHPUT_SPREAD, THROUGHPUT_SPREAD_SIGMAS * sd / mean))

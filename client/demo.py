@@ -6,10 +6,14 @@ then two volunteer clients as separate ``autoresearch join … --yes`` processes
 workspace, ``AUTORESEARCH_HOME`` and Ed25519 key, so everything between them goes through the hub's
 API exactly as between two machines.
 
-Calibration: the ``cpu`` track's calibration costs about 6 minutes per machine (budgets ¼…2 × 60 s
-plus a second seed), too slow for a demo, and a shortened schedule would calibrate a different
-(derived) track. So the demo's volunteers join with ``--no-calibrate`` and say so: their records carry
-Δ val_bpb against the parent measured on the same machine, but no z and no ECM.
+Calibration: the ``cpu`` track's calibration costs about 10 minutes per machine (budgets ¼…2 × 60 s
+with 5 seeds at the full budget, ``calibration.DEFAULT_SEEDS``), too slow for a demo, and a shortened
+schedule would calibrate a different (derived) track. So the demo's volunteers join with
+``--no-calibrate`` and say so: their records carry Δ val_bpb against the parent measured on the same
+machine, but no z and no ECM, and every keep is provisional. The loop's drift guard re-measures the
+parent next to each would-be keep before keeping it (docs/loop.md, "Drift guard"): one extra run per
+candidate that beats its parent, so a default demo (3 experiments per volunteer, the baseline
+included) runs 3 to 5 trainings per volunteer.
 
 Progress: on a terminal the demo shows one live table (:class:`DemoTable`) of each volunteer's
 experiment, step, loss and time left, read from the snapshot each volunteer keeps

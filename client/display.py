@@ -28,7 +28,7 @@ from rich.text import Text
 from autoresearch.trainer.result import TrainProgress
 
 from .loop import LoopStats
-from .results import atomic_write_text
+from .results import PROVISIONAL_NOTE, atomic_write_text, is_provisional_keep
 from .safetext import SafeLogFilter, safe_text
 from .workspace import LocalExperiment
 
@@ -47,13 +47,18 @@ def _summary(exp: LocalExperiment) -> str:
     extra = f" Δ {delta:+.6f}" if delta is not None else ""
     extra += f" z {z:+.2f}" if z is not None else ""
     why = f" ({record.outcome})" if record.outcome != "ok" else ""
+    why += f" ({PROVISIONAL_NOTE})" if is_provisional_keep(record) else ""
+    paired = exp.paired_parent
+    if paired is not None:
+        extra += f" (parent re-measured: {_fmt_bpb(paired.val_bpb)}, first {_fmt_bpb(paired.first_val_bpb)})"
     return f"[{exp.number:04d}] {record.status}{why} val_bpb {_fmt_bpb(record.metrics.val_bpb)}{extra}  {description}"
 
 
 def _counts(stats: LoopStats) -> str:
+    paired = f", {stats.paired} parent re-measured" if stats.paired else ""
     return (
         f"best {_fmt_bpb(stats.best_val_bpb)} | {stats.keeps} keep, {stats.discards} discard, "
-        f"{stats.crashes} crash, {stats.rejected} rejected"
+        f"{stats.crashes} crash, {stats.rejected} rejected{paired}"
     )
 
 

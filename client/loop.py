@@ -7,6 +7,14 @@ subprocess (:func:`autoresearch.trainer.run.run_training`), and its result writt
 below the current best (and reaches ``min_z`` standard deviations of seed noise when calibrated;
 a seed-only change never counts) keeps its commit; anything else resets the branch to the best.
 
+**Drift guard.** A would-be keep is not kept on one comparison when the comparison may be the
+machine's doing: its achieved throughput differs from the parent's by more than the calibrated
+spread without its FLOPs per token explaining it, its z is below the single-run trust level
+(:data:`~autoresearch.client.calibration.PAIRED_BELOW_Z`), or there is no z at all (no
+calibration). Then the parent is re-measured right after it (paired, same seed) and the decision is
+taken against that measurement (:func:`decide`); the record carries the paired parent's val_bpb.
+docs/loop.md, "Drift guard".
+
 The GPU does not wait for the agent: while a candidate trains, a background thread prepares the next
 proposal against the current best. If the running candidate is kept, the prepared proposal is rebased
 onto the new best with the hub's own three-way merge (:func:`autoresearch.protocol.source.rebase`);
@@ -26,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,8 +67,8 @@ from autoresearch.trainer.result import RunResult, TrainProgress
 from . import calibration
 from .errors import ClientError, ProposerError, WorkspaceError
 from .proposers import Proposal, ProposalContext, Proposer, RepairRequest
-from .results import atomic_write_text, compact_table
-from .workspace import LocalExperiment, PendingExperiment, ProposerUsage, Workspace
+from .results import ResultRow, atomic_write_text, compact_table
+from .workspace import LocalExperiment, PairedParent, PendingExperiment, ProposerUsage, Workspace
 
 _logger = logging.getLogger(__name__)
 
@@ -171,9 +179,10 @@ class NullEvents:
 class LoopOptions:
     """Settings of one ``run``.
 
-    ``max_experiments`` counts training runs of this invocation (the baseline included; None: until
-    stopped); ``min_z`` is the least improvement in units of the calibration's seed noise σ for a keep
-    (ignored without a calibration); ``adopt_every`` runs between ``hooks.adopt`` calls (0: never);
+    ``max_experiments`` counts training runs of this invocation (the baseline included, paired
+    re-measurements of a parent not; None: until stopped); ``min_z`` is the least improvement in
+    units of the calibration's seed noise σ for a keep (None: ``calibration.DEFAULT_MIN_Z``, the
+    hub's ``MIN_Z``; ignored without a calibration); ``adopt_every`` runs between ``hooks.adopt`` calls (0: never);
     ``max_failures`` consecutive proposer failures stop the loop; ``prefetch`` prepares the next
     proposal while training; ``allow_unsandboxed`` lets candidates run at isolation ``process`` on a
     machine without a sandbox (the user vouches for every candidate: docs/security.md).
@@ -199,6 +208,7 @@ class LoopStats:
     crashes: int = 0
     rejected: int = 0
     skipped: int = 0
+    paired: int = 0  # parent re-measurements of the drift guard (not counted in runs)
     best_val_bpb: float | None = None
     best_number: int | None = None
     training_seconds: float = 0.0
@@ -216,10 +226,15 @@ Runner = Callable[..., RunResult]
 
 @dataclass(frozen=True)
 class _Best:
+    """The branch's best and its latest measurement on this machine (val_bpb in bits per byte,
+    tokens/s and FLOPs per token as the harness reported them; None when unknown)."""
+
     number: int | None
     commit: str
     source: str
     val_bpb: float | None
+    tokens_per_second: float | None = None
+    flops_per_token: float | None = None
 
 
 @dataclass(frozen=True)
@@ -379,9 +394,21 @@ class AgentLoop:
         return best
 
     def _best_recorded(self) -> _Best | None:
-        for exp in reversed(self._tag_experiments()):
+        """The last keep of this tag, with its latest measurement: a paired re-measurement made
+        after it (docs/loop.md, "Drift guard") replaces its own run's figures."""
+        experiments = self._tag_experiments()
+        for i in range(len(experiments) - 1, -1, -1):
+            exp = experiments[i]
             if exp.kind == "run" and exp.record is not None and exp.record.status == "keep" and exp.commit:
-                return _Best(exp.number, exp.commit, self.ws.source_at(exp.commit), exp.record.metrics.val_bpb)
+                m = exp.record.metrics
+                best = _Best(exp.number, exp.commit, self.ws.source_at(exp.commit), m.val_bpb, m.tokens_per_second,
+                             exp.flops_per_token)  # fmt: skip
+                for later in experiments[i + 1 :]:
+                    paired = later.paired_parent
+                    if later.parent_commit == exp.commit and paired is not None and paired.outcome == "ok":
+                        best = replace(best, val_bpb=paired.val_bpb, tokens_per_second=paired.tokens_per_second,
+                                       flops_per_token=paired.flops_per_token)  # fmt: skip
+                return best
         return None
 
     def _queue_resumed(self, pending: PendingExperiment, best: _Best | None) -> None:
@@ -416,6 +443,7 @@ class AgentLoop:
         """
         self._check_isolation()
         best = self._restore()
+        self._publish_imported()
         if best is not None:
             self.stats.best_val_bpb, self.stats.best_number = best.val_bpb, best.number
         failures = skips = 0
@@ -447,6 +475,21 @@ class AgentLoop:
                 break
         return self.stats
 
+    def _publish_imported(self) -> None:
+        """Hand an adopted checkout's imported records to the hub, once (client/upstream.py); solo,
+        they wait for the first ``run`` with a hub."""
+        if isinstance(self.hooks, SoloHooks):
+            return
+        for exp in self.ws.experiments():
+            if exp.kind != "imported" or exp.record is None or exp.published_at is not None or exp.track != self.track.id:
+                continue
+            try:
+                self.hooks.publish(exp.record)
+            except ClientError as exc:  # as for any record: publishing never stops research
+                _logger.warning("could not publish imported experiment %d: %s", exp.number, exc)
+                continue
+            self.ws.save_experiment(exp.model_copy(update={"published_at": utc_now()}))
+
     def _check_isolation(self) -> None:
         """Refuse to start where candidates could not be sandboxed, unless the user allowed it.
 
@@ -470,7 +513,11 @@ class AgentLoop:
 
     def _context(self, best: _Best | None, *, repair: RepairRequest | None = None) -> ProposalContext:
         program = self.ws.program_md.read_text(encoding="utf-8") if self.ws.program_md.exists() else ""
-        recorded = [(e.number, e.record) for e in self._tag_experiments() if e.kind == "run" and e.record is not None]
+        recorded: list[tuple[int, ExperimentRecord | ResultRow]] = [
+            (e.number, e.record or e.imported_row) for e in self.ws.experiments()
+            if e.kind == "imported" and e.track == self.track.id and (e.record or e.imported_row)
+        ]  # an adopted checkout's history comes first (client/upstream.py)
+        recorded += [(e.number, e.record) for e in self._tag_experiments() if e.kind == "run" and e.record is not None]
         return ProposalContext(
             program_md=program,
             train_py=best.source if best else self.ws.source_at("HEAD"),
@@ -650,7 +697,19 @@ class AgentLoop:
         if self.stopping and result.outcome != "ok":
             self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
             raise _Interrupted
-        record = self._record(cand, parent_source, best, result)
+        baseline = cand.baseline or best is None
+        record = self._record(cand, parent_source, None if baseline or best is None else best.val_bpb, result, baseline=baseline)
+        paired: PairedParent | None = None
+        if record.status == "keep" and not baseline and best is not None:
+            reason = self._pairing_reason(record, result, best)
+            if reason is not None:
+                paired, best = self._remeasure(number, best, reason)
+                if paired.outcome == "ok":
+                    record = self._record(cand, parent_source, paired.val_bpb, result, baseline=False,
+                                          first_parent_val_bpb=paired.first_val_bpb)  # fmt: skip
+                else:  # nothing to compare with next to it: not a keep
+                    record = record.model_copy(update={"status": "discard"})
+                    self.events.note(f"the parent's re-measurement ended {paired.outcome}: experiment {number} is not kept")
         exp = LocalExperiment(
             number=number,
             tag=self.options.tag,
@@ -666,6 +725,8 @@ class AgentLoop:
             repair_of=cand.repair_of,
             usage=cand.usage,
             run_dir=str(run_dir.relative_to(self.ws.root)),
+            flops_per_token=result.flops_per_token,
+            paired_parent=paired,
             started_at=started,
             finished_at=utc_now(),
         )
@@ -684,9 +745,11 @@ class AgentLoop:
                 hint="leave train.py alone while `autoresearch run` works (edit program.md instead)",
             )
         if record.status == "keep":
-            new_best = _Best(number, commit, cand.source, record.metrics.val_bpb)
+            new_best = _Best(number, commit, cand.source, record.metrics.val_bpb, record.metrics.tokens_per_second,
+                             result.flops_per_token)  # fmt: skip
             self.stats.best_val_bpb, self.stats.best_number = new_best.val_bpb, number
         elif best is not None:
+            self.stats.best_val_bpb = best.val_bpb  # the latest measurement (a paired one replaces it)
             self.ws.reset_hard(best.commit)
         self.events.experiment_finished(exp, self.stats)
         if record.status == "crash" and cand.baseline:
@@ -747,21 +810,35 @@ class AgentLoop:
 
     # records -------------------------------------------------------------------------------------
 
-    def _record(self, cand: _Candidate, parent_source: str, best: _Best | None, result: RunResult) -> ExperimentRecord:
-        """The unsigned ExperimentRecord of a run, with the normalised figures and the decision."""
+    def _record(
+        self,
+        cand: _Candidate,
+        parent_source: str,
+        parent_val: float | None,
+        result: RunResult,
+        *,
+        baseline: bool,
+        first_parent_val_bpb: float | None = None,
+    ) -> ExperimentRecord:
+        """The unsigned ExperimentRecord of a run, with the normalised figures and the decision.
+
+        ``parent_val`` (bits per byte) is the parent's measurement the child is compared with;
+        ``first_parent_val_bpb`` the parent's earlier one when ``parent_val`` is a paired
+        re-measurement (see :func:`decide`).
+        """
         metrics = result.metrics
         hardware_class, software = self._machine(result)
-        parent_val = best.val_bpb if best and not cand.baseline else None
         cal = self._load_calibration(hardware_class)
         normalised = calibration.normalise(cal, metrics.val_bpb if result.outcome == "ok" else None, parent_val)
         status = decide(
             outcome=result.outcome,
             val_bpb=metrics.val_bpb,
             best_val_bpb=parent_val,
-            baseline=cand.baseline or best is None,
+            baseline=baseline,
             z=normalised.z,
-            min_z=self.options.min_z,
+            min_z=self._min_z(),
             seed_only=is_seed_only(extract_directions(parent_source, cand.source)),
+            first_parent_val_bpb=first_parent_val_bpb,
         )
         child_canonical = canonical_sha256_or_none(cand.source)
         parent_canonical = canonical_sha256_or_none(parent_source)
@@ -789,6 +866,50 @@ class AgentLoop:
             error=(result.error or "")[-4096:] or None,
             created_at=utc_now(),
         )
+
+    def _min_z(self) -> float:
+        return self.options.min_z if self.options.min_z is not None else calibration.DEFAULT_MIN_Z
+
+    # drift guard ---------------------------------------------------------------------------------
+
+    def _pairing_reason(self, record: ExperimentRecord, result: RunResult, best: _Best) -> str | None:
+        """Why a would-be keep needs its parent re-measured next to it, or None (docs/loop.md)."""
+        cal = self._calibration if self._calibration_loaded else None
+        drift = throughput_drift(best.tokens_per_second, best.flops_per_token,
+                                 result.metrics.tokens_per_second, result.flops_per_token)  # fmt: skip
+        return pairing_reason(record.normalised.z, drift, calibration.throughput_spread(cal))
+
+    def _remeasure(self, number: int, best: _Best, reason: str) -> tuple[PairedParent, _Best]:
+        """Run the best's ``train.py`` again, now, with the same seed; returns the measurement and the
+        best with it (unchanged when the re-run failed).
+
+        Raises:
+            _Interrupted: a stop was requested and the re-run did not finish (the candidate stays
+                pending and runs again on resume).
+        """
+        run_dir = self.ws.new_run_dir(number, suffix="-parent")
+        train_py = run_dir / "train.py"
+        atomic_write_text(train_py, best.source)
+        self.events.note(f"[{number:04d}] re-measuring the parent next to it before keeping: {reason}")
+        result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress,
+                             allow_unsandboxed=self.options.allow_unsandboxed)  # fmt: skip
+        result = self._check_ran(result, best.source)
+        if self.stopping and result.outcome != "ok":
+            self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
+            raise _Interrupted
+        self.stats.paired += 1
+        self.stats.training_seconds += result.metrics.training_seconds or 0.0
+        m = result.metrics
+        assert best.val_bpb is not None  # a keep was compared with it
+        paired = PairedParent(
+            reason=reason, first_val_bpb=best.val_bpb, outcome=result.outcome,
+            val_bpb=m.val_bpb if result.outcome == "ok" else None, tokens_per_second=m.tokens_per_second,
+            num_steps=m.num_steps, flops_per_token=result.flops_per_token, run_dir=str(run_dir.relative_to(self.ws.root)),
+        )  # fmt: skip
+        if result.outcome != "ok" or m.val_bpb is None:
+            return paired, best
+        return paired, replace(best, val_bpb=m.val_bpb, tokens_per_second=m.tokens_per_second,
+                               flops_per_token=result.flops_per_token)  # fmt: skip
 
     def _machine(self, result: RunResult) -> tuple[str, SoftwareVersions]:
         if result.hardware_class and result.software:
@@ -822,12 +943,22 @@ def decide(
     z: float | None,
     min_z: float | None,
     seed_only: bool,
+    first_parent_val_bpb: float | None = None,
 ) -> Status:
     """Keep, discard or crash (upstream's rule plus the noise guard).
 
     ``crash`` for any outcome but ``ok``; the baseline is kept; otherwise keep when val_bpb is
-    strictly lower than the best, the change is not seed-only, and — when a calibration gives ``z``
-    (improvement in seed-noise σ) and ``min_z`` is set — ``z ≥ min_z``.
+    strictly lower than ``best_val_bpb`` (the parent's measurement compared with, bits per byte),
+    the change is not seed-only, and — when a calibration gives ``z`` (improvement in seed-noise σ)
+    and ``min_z`` is set — ``z ≥ min_z``.
+
+    ``first_parent_val_bpb``: set when ``best_val_bpb`` is a paired re-measurement of the parent and
+    this its earlier measurement. Without a ``z`` the two measurements of one ``train.py`` are the
+    only noise figure there is, so the child must then beat both by more than they differ:
+    ``val_bpb < min(first, paired) − |first − paired|``. For a change that does nothing, with the
+    three runs' noise i.i.d., that passes 16.7 % of the time (Monte Carlo, 2·10⁶ draws) instead of
+    50 % for "lower than the paired parent"; such keeps carry no calibration and are shown
+    provisional.
     """
     if outcome != "ok" or val_bpb is None:
         return "crash"
@@ -837,4 +968,48 @@ def decide(
         return "discard"
     if min_z is not None and z is not None and z < min_z:
         return "discard"
+    if z is None and first_parent_val_bpb is not None:
+        if val_bpb >= min(first_parent_val_bpb, best_val_bpb) - abs(first_parent_val_bpb - best_val_bpb):
+            return "discard"
     return "keep"
+
+
+def throughput_drift(
+    parent_tokens_per_second: float | None,
+    parent_flops_per_token: float | None,
+    child_tokens_per_second: float | None,
+    child_flops_per_token: float | None,
+) -> float | None:
+    """Relative change of achieved model FLOP/s from parent to child: ``(t_c·F_c)/(t_p·F_p) − 1``
+    (t: tokens/s on the harness's budget clock; F: FLOPs per token). A change the diff explains
+    (a model with twice the FLOPs per token at half the tokens/s) gives 0; a machine that got faster
+    or slower under the same model gives the tokens/s change. Without both F, F is taken as
+    unchanged (the tokens/s ratio alone). None when a tokens/s figure is missing.
+
+    Trust: t is the harness's count; F is the model's own report from the sandboxed worker. A false F
+    can only hide drift (skip a re-measure the z rule may still ask for), never make a keep.
+    """
+    if not parent_tokens_per_second or not child_tokens_per_second:
+        return None
+    ratio = child_tokens_per_second / parent_tokens_per_second
+    if parent_flops_per_token and child_flops_per_token:
+        ratio *= child_flops_per_token / parent_flops_per_token
+    return ratio - 1.0
+
+
+def pairing_reason(z: float | None, drift: float | None, spread: float) -> str | None:
+    """Why a would-be keep must be compared with its parent re-measured next to it, or None.
+
+    ``z``: the improvement in seed-noise σ (None: no calibration); ``drift``:
+    :func:`throughput_drift`; ``spread``: ``calibration.throughput_spread`` (relative). Reasons, in
+    order: no z; z below ``calibration.PAIRED_BELOW_Z`` (one run is not conclusive); drift beyond
+    the spread.
+    """
+    if z is None:
+        return "no calibration here, so no z to tell the gain from noise"
+    if z < calibration.PAIRED_BELOW_Z:
+        return f"z {z:+.2f} is below {calibration.PAIRED_BELOW_Z:.2f}, not conclusive from one run"
+    if drift is not None and abs(drift) > spread:
+        return (f"its throughput differs from the parent's by {drift:+.0%} (allowed ±{spread:.0%}) and its FLOPs per "
+                "token do not explain it")  # fmt: skip
+    return None

@@ -31,6 +31,7 @@ from autoresearch.protocol import ProtocolError
 from .errors import ClientError, ProposerError, UsageError, WorkspaceError
 from .federation import FederationConfig, dump_json, load_federation
 from .hubclient import HubClient
+from .results import is_provisional_keep
 
 if TYPE_CHECKING:
     from autoresearch.protocol import TrackSpec
@@ -307,6 +308,7 @@ def _local_summary(exp: LocalExperiment, record_id: Any) -> dict[str, Any]:
             record_id=record_id(exp.record) if exp.kind == "run" else None,
             outcome=exp.record.outcome,
             status=exp.record.status,
+            provisional=is_provisional_keep(exp.record),  # a keep without a calibration (client/results.py)
             val_bpb=exp.record.metrics.val_bpb,
             error=exp.record.error,
         )

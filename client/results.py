@@ -9,7 +9,9 @@ file can never hold a row twice or miss one.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -54,11 +56,42 @@ def _one_line(text: str) -> str:
     return " ".join(text.replace("\t", " ").split())
 
 
+STATUSES = ("keep", "discard", "crash")
+_COMMIT = re.compile(r"[0-9A-Za-z]{4,40}")  # upstream writes 7 characters; its own example has a "g"
+
+
+def check_row(row: ResultRow) -> str | None:
+    """What is wrong with a row in upstream's format (one phrase), or None.
+
+    ``commit``: 4–40 letters or digits; ``val_bpb`` and ``memory_gb``: finite numbers ≥ 0;
+    ``status``: ``keep``, ``discard`` or ``crash``; a ``keep`` or ``discard`` needs val_bpb > 0
+    (upstream writes 0.000000 for crashes only).
+    """
+    if not _COMMIT.fullmatch(row.commit):
+        return f"commit {row.commit!r} is not a git commit hash"
+    values = {}
+    for name in ("val_bpb", "memory_gb"):
+        text = getattr(row, name)
+        try:
+            values[name] = float(text)
+        except ValueError:
+            return f"{name} {text!r} is not a number"
+        if not math.isfinite(values[name]) or values[name] < 0:
+            return f"{name} {text!r} is not a finite number ≥ 0"
+    if row.status not in STATUSES:
+        return f"status {row.status!r} is not one of {', '.join(STATUSES)}"
+    if row.status != "crash" and values["val_bpb"] <= 0:
+        return f"status {row.status} needs a val_bpb > 0, got {row.val_bpb!r}"
+    return None
+
+
 def read_results(path: Path) -> list[ResultRow]:
-    """Rows of a ``results.tsv`` (header skipped; a missing file is empty).
+    """Rows of a ``results.tsv`` (header skipped; a missing file is empty), each checked by
+    :func:`check_row`.
 
     Raises:
-        ValueError: a row does not have five tab-separated columns (names the line).
+        ValueError: a row does not have five tab-separated columns or fails :func:`check_row`; one
+            line, naming the file and line number, e.g. ``results.tsv:3: status 'kept' is not …``.
     """
     if not path.exists():
         return []
@@ -69,7 +102,11 @@ def read_results(path: Path) -> list[ResultRow]:
         cols = line.split("\t")
         if len(cols) != 5:
             raise ValueError(f"{path}:{number}: expected 5 tab-separated columns, got {len(cols)}")
-        rows.append(ResultRow(**dict(zip(HEADER, cols, strict=True))))
+        row = ResultRow(**dict(zip(HEADER, cols, strict=True)))
+        problem = check_row(row)
+        if problem is not None:
+            raise ValueError(f"{path}:{number}: {problem}")
+        rows.append(row)
     return rows
 
 
@@ -101,20 +138,44 @@ def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None
         raise
 
 
-def compact_table(records: Sequence[tuple[int, ExperimentRecord]], *, max_rows: int = 20) -> str:
+PROVISIONAL_NOTE = "provisional: no calibration"
+
+
+def is_provisional_keep(record: ExperimentRecord) -> bool:
+    """A keep compared with a parent but made without a calibration: no z says it beats noise.
+
+    The hub marks the same records ``provisional`` (no calibration it verified) and never makes them
+    community best; the baseline (no parent, ``delta_val_bpb`` None) is a reference point, not a keep
+    of a change.
+    """
+    return record.status == "keep" and record.calibration_id is None and record.normalised.delta_val_bpb is not None
+
+
+def compact_table(records: Sequence[tuple[int, ExperimentRecord | ResultRow]], *, max_rows: int = 20) -> str:
     """The last ``max_rows`` experiments as a small fixed-width table for a proposer's prompt.
 
     Long runs must not fill an LLM's context, so older rows are summarised in one line.
-    Columns: number, status, val_bpb, Δ vs parent (bits per byte), description.
+    Columns: number, status, val_bpb, Δ vs parent (bits per byte), description. A provisional keep
+    (:func:`is_provisional_keep`) shows as ``keep?``, explained in a last line. A bare
+    :class:`ResultRow` (an adopted upstream row whose commit is gone) shows its status, val_bpb
+    (``-`` for a crash) and description.
     """
     lines = ["#     status   val_bpb   delta     description"]
     hidden = len(records) - max_rows
     if hidden > 0:
         keeps = sum(1 for _, r in records[:hidden] if r.status == "keep")
         lines.append(f"(… {hidden} earlier experiments, {keeps} kept, not shown)")
-    for number, record in records[-max_rows:]:
-        val = f"{record.metrics.val_bpb:.6f}" if record.metrics.val_bpb is not None else "-"
-        delta = record.normalised.delta_val_bpb
-        delta_s = f"{delta:+.5f}" if delta is not None else "-"
-        lines.append(f"{number:<5} {record.status:<8} {val:<9} {delta_s:<9} {_one_line(record.description)[:120]}")
+    provisional = False
+    for number, entry in records[-max_rows:]:
+        if isinstance(entry, ResultRow):
+            status, val, delta_s = entry.status, "-" if entry.status == "crash" else entry.val_bpb, "-"
+        else:
+            val = f"{entry.metrics.val_bpb:.6f}" if entry.metrics.val_bpb is not None else "-"
+            delta = entry.normalised.delta_val_bpb
+            delta_s = f"{delta:+.5f}" if delta is not None else "-"
+            status = "keep?" if is_provisional_keep(entry) else entry.status
+            provisional = provisional or status == "keep?"
+        lines.append(f"{number:<5} {status:<8} {val:<9} {delta_s:<9} {_one_line(entry.description)[:120]}")
+    if provisional:
+        lines.append(f"(keep? = {PROVISIONAL_NOTE} on this machine, so the gain may be noise)")
     return "\n".join(lines)

@@ -98,12 +98,36 @@ class PendingExperiment(BaseModel):
     started_at: datetime
 
 
+class PairedParent(BaseModel):
+    """The parent re-measured next to a would-be keep (the loop's drift guard, docs/loop.md).
+
+    ``reason``: why it was re-measured (one line); ``first_val_bpb``: the parent's val_bpb the
+    child was first compared with (bits per byte); ``outcome`` / ``val_bpb`` / ``tokens_per_second``
+    / ``num_steps`` / ``flops_per_token``: the re-measurement, as the harness reported it;
+    ``run_dir``: its run folder, relative to the workspace.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str
+    first_val_bpb: float
+    outcome: str
+    val_bpb: float | None = None
+    tokens_per_second: float | None = None
+    num_steps: int | None = None
+    flops_per_token: float | None = None
+    run_dir: str
+
+
 class LocalExperiment(BaseModel):
     """One experiment as this workspace recorded it: ``.autoresearch/experiments/NNNN.json``.
 
     ``kind`` is ``run`` (trained here; ``record`` holds the unsigned ExperimentRecord), ``rejected``
-    (failed the policy check, never run; ``rejected_reasons``) or ``hub_done`` (the hub answered a
-    claim with a result; ``record`` is the hub's record and ``hub_experiment_id`` its id).
+    (failed the policy check, never run; ``rejected_reasons``), ``hub_done`` (the hub answered a
+    claim with a result; ``record`` is the hub's record and ``hub_experiment_id`` its id) or
+    ``imported`` (a row of an adopted upstream ``results.tsv``, ``imported_row``; ``record`` when
+    its commit is in the repository, ``child_sha256`` empty otherwise; ``published_at`` once the
+    loop handed it to a hub: client/upstream.py).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -111,7 +135,7 @@ class LocalExperiment(BaseModel):
     number: int
     tag: str
     track: str = Field(description="track id the experiment belongs to")
-    kind: Literal["run", "rejected", "hub_done"]
+    kind: Literal["run", "rejected", "hub_done", "imported"]
     commit: str | None = None
     parent_commit: str
     description: str
@@ -124,6 +148,10 @@ class LocalExperiment(BaseModel):
     repair_of: int | None = None
     usage: ProposerUsage | None = None
     run_dir: str | None = None
+    flops_per_token: float | None = Field(default=None, description="the run's model FLOPs per token (harness report)")
+    paired_parent: PairedParent | None = Field(default=None, description="the parent re-measured next to this run")
+    imported_row: ResultRow | None = Field(default=None, description="the upstream results.tsv row (kind imported)")
+    published_at: datetime | None = Field(default=None, description="when an imported record was handed to a hub")
     started_at: datetime
     finished_at: datetime
 
@@ -209,7 +237,12 @@ class Workspace:
                 f"{root} is not an autoresearch checkout (needs a git repo with train.py)",
                 hint="create a fresh workspace with `autoresearch init DIR --track T`",
             )
-        adopted_rows = read_results(root / "results.tsv")
+        try:
+            adopted_rows = read_results(root / "results.tsv")
+        except ValueError as exc:  # names the file and line
+            raise WorkspaceError(
+                f"cannot adopt: {exc}", hint="fix or remove that row of results.tsv (upstream's five tab-separated columns)"
+            ) from exc
         if not (root / "program.md").exists():
             atomic_write_text(root / "program.md", program_md)
         _ensure_gitignore(root)
@@ -218,8 +251,13 @@ class Workspace:
             _git(root, "commit", "-q", "-m", "autoresearch: adopt this checkout (program.md, .gitignore)")
         ws = cls._write_config(root, track=track, adopted=True)
         write_results(ws.state_dir / "adopted_results.tsv", adopted_rows)
+        from autoresearch.trainer import tracks
+
+        from .upstream import import_rows
+
+        import_rows(ws, adopted_rows, tracks.get_track(track))
         ws.write_results_tsv()
-        _logger.info("adopted %s (%d results.tsv rows kept)", root, len(adopted_rows))
+        _logger.info("adopted %s (%d results.tsv rows kept and imported as experiments)", root, len(adopted_rows))
         return ws
 
     @classmethod
@@ -329,14 +367,15 @@ class Workspace:
     def clear_pending(self) -> None:
         self.pending_path.unlink(missing_ok=True)
 
-    def new_run_dir(self, number: int) -> Path:
-        """A fresh folder for a run of experiment ``number``: ``runs/NNNN``, or ``runs/NNNN-k`` when
-        a killed attempt left one (its orphaned harness may still be writing there)."""
-        path = self.runs_dir / f"{number:04d}"
+    def new_run_dir(self, number: int, *, suffix: str = "") -> Path:
+        """A fresh folder for a run of experiment ``number``: ``runs/NNNN<suffix>``, or
+        ``runs/NNNN<suffix>-k`` when a killed attempt left one (its orphaned harness may still be
+        writing there). ``suffix`` ``-parent``: the parent re-measured next to it."""
+        path = self.runs_dir / f"{number:04d}{suffix}"
         attempt = 1
         while path.exists():
             attempt += 1
-            path = self.runs_dir / f"{number:04d}-{attempt}"
+            path = self.runs_dir / f"{number:04d}{suffix}-{attempt}"
         path.mkdir(parents=True)
         return path
 
@@ -346,7 +385,7 @@ class Workspace:
         Looks at every recorded run's parent and child (the federation uploads sources with it).
         """
         for exp in reversed(self.experiments()):
-            if exp.kind != "run" or exp.record is None or exp.commit is None:
+            if exp.kind not in ("run", "imported") or exp.record is None or exp.commit is None:
                 continue
             if exp.record.child_sha256 == sha256:
                 return self.source_at(exp.commit)

@@ -127,6 +127,7 @@ class _Run:
         self.outcome: Outcome | None = None
         self.error: str | None = None
         self.mfu_estimated = False
+        self.flops_per_token: float | None = None  # the model's own estimate (or 6·params); untrusted
         self.probes = 0
         self.eval_peak_vram = 0.0  # MiB, the evaluation workers' CUDA peak (reported; display only)
         self.losses: list[tuple[int, float, float]] = []  # (step, clock seconds, loss) as reported
@@ -475,6 +476,7 @@ class _Run:
         m = self.metrics
         m["num_params"] = loaded.num_params
         flops = loaded.flops_per_token if loaded.flops_per_token else 6.0 * loaded.num_params
+        self.flops_per_token = flops if math.isfinite(flops) and flops > 0 else None
         seconds = float(m.get("training_seconds") or 0.0)  # type: ignore[arg-type]
         tokens_per_second = m.get("tokens_per_second")
         peak, self.mfu_estimated = hardware.peak_flops(self.gpu, threads=self._cpu_threads() if self.gpu is None else None)
@@ -509,6 +511,7 @@ class _Run:
             hardware_class=hardware.hardware_class_for(self.track.device),
             software=software,
             mfu_estimated=self.mfu_estimated,
+            flops_per_token=self.flops_per_token,
             isolation=self.isolation,
             probes=self.probes,
             loss_curve=loss_curve(self.losses),

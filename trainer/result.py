@@ -52,7 +52,10 @@ class RunResult(_Model):
     ``metrics.val_bpb`` is set only for ``ok`` (it is None for every failure, never 0.0);
     ``error`` holds the traceback tail or the reason for any other outcome; ``log_path`` is the
     run's combined stdout/stderr; ``track`` the track id; ``mfu_estimated`` is true when the device's
-    peak FLOPS came from an estimate rather than the table; ``isolation`` how ``train.py`` was
+    peak FLOPS came from an estimate rather than the table; ``flops_per_token`` the training FLOPs
+    per token of the model (its own ``estimate_flops()``, else 6 × parameters; reported from inside
+    the worker, so untrusted: the loop's drift guard reads it only to decide whether to re-measure
+    the parent, never to keep); ``isolation`` how ``train.py`` was
     confined (:mod:`autoresearch.trainer.sandbox`); ``probes`` how many evaluation probes passed.
     """
 
@@ -67,6 +70,7 @@ class RunResult(_Model):
     hardware_class: str | None = None
     software: SoftwareVersions | None = None
     mfu_estimated: bool = False
+    flops_per_token: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     isolation: Literal["sandbox", "process"] = "process"
     probes: int = 0
     loss_curve: list[LossPoint] = Field(default_factory=list)

@@ -265,14 +265,17 @@ def test_join_runs_the_agent_cli_once_per_experiment(tmp_path: Path, monkeypatch
     assert stats.runs == 3 and stats.crashes == 0 and stats.rejected == 0
     lrs = [float(re.search(r"^MATRIX_LR = ([0-9.]+)", s, re.M).group(1)) for s in runner.sources]  # type: ignore[union-attr]
     # the baseline, then the agent's edits (a prefetched one that conflicts with a new best is
-    # re-proposed, so the agent may be called more often than there are runs)
-    assert lrs[:2] == [0.2, 0.21] and lrs[2] > 0.21, lrs
+    # re-proposed, so the agent may be called more often than there are runs); without a
+    # calibration each keep's parent is re-measured right after it (the drift guard)
+    assert lrs == [0.2, 0.21, 0.2, lrs[3], 0.21] and lrs[3] > 0.21, lrs
     n = calls(state)
     assert n >= 2
     last = (state.parent / f"prompt-{n}.md").read_text()
-    assert re.search(r"keep\s+4\.800000", last) and re.search(r"keep\s+4\.790000", last), last  # the history it saw
+    # the history it saw: the baseline, and the keep marked provisional (no calibration)
+    assert re.search(r"keep\s+4\.800000", last) and re.search(r"keep\?\s+4\.790000", last), last
+    assert "keep? = provisional: no calibration" in last
     ws = Workspace.open(tmp_path / "ws")
-    assert ws.train_py.read_text() == runner.sources[-1]  # kept and committed
+    assert ws.train_py.read_text() == runner.sources[3]  # kept and committed
 
 
 def test_join_refuses_a_missing_agent_cli_before_doing_anything(

@@ -337,7 +337,7 @@ def test_gpu_track_announces_the_time_and_asks_first() -> None:
         [str(exe), "calibrate", "--track", "climbmix"], input="n\n", capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 1
-    assert "5 reference runs" in proc.stderr and "this takes about 27 minutes" in proc.stderr
+    assert "8 reference runs" in proc.stderr and "this takes about 44 minutes" in proc.stderr  # DEFAULT_SEEDS = 5
     assert "Start the calibration?" in proc.stderr and "calibration not started" in proc.stderr
     assert not calibration.cache_dir().exists()  # nothing ran, nothing cached
 

@@ -80,7 +80,8 @@ def test_real_tiny_calibration_is_signed_verified_and_cached(clean_env: Path, tm
     spec = tracks.derive(tracks.get_track("tiny"), time_budget=TIME_BUDGET)
     reference = tmp_path / "bigram.py"
     reference.write_text(BIGRAM)
-    args = ("calibrate", "--track", "tiny", "--time-budget", f"{TIME_BUDGET:g}", "--reference", str(reference), "--json")
+    # --seeds 2: this test is about signing, verifying and caching; 2 seeds keep it to 5 runs
+    args = ("calibrate", "--track", "tiny", "--time-budget", f"{TIME_BUDGET:g}", "--seeds", "2", "--reference", str(reference), "--json")
     first = _cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "5 reference runs" in first.stderr and "this takes about" in first.stderr

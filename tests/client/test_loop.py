@@ -254,7 +254,8 @@ def test_prefetched_proposal_is_rebased_onto_a_new_best(ws: Workspace) -> None:
     runner = FormulaRunner()
     make_loop(ws, proposer, runner, max_experiments=3).run()
     assert proposer.contexts[1].train_py == BASE  # prepared before the keep was known
-    merged = runner.sources[2]
+    merged = runner.sources[3]  # [1] the keep, [2] its parent re-measured next to it (no calibration)
+    assert runner.sources[2] == BASE
     assert "LR = 0.06" in merged and "E = 50" in merged
     assert recorded(ws)[2].parent_sha256 == recorded(ws)[1].child_sha256
 
@@ -264,7 +265,7 @@ def test_conflicting_prefetch_is_reproposed(ws: Workspace) -> None:
                          ("LR = 0.06", "LR = 0.055", "LR 0.06 → 0.055")])  # fmt: skip
     runner = FormulaRunner()
     make_loop(ws, proposer, runner, max_experiments=3).run()
-    assert "LR = 0.055" in runner.sources[2]
+    assert "LR = 0.055" in runner.sources[3]  # after the keep and its paired parent
     assert not any("LR = 0.11" in s for s in runner.sources)
 
 
@@ -429,14 +430,17 @@ def test_displays_render_the_loop(ws: Workspace) -> None:
     from autoresearch.trainer.result import TrainProgress
 
     plain_out = io.StringIO()
-    plain = PlainDisplay(Console(file=plain_out, width=200, no_color=True))
+    plain = PlainDisplay(Console(file=plain_out, width=300, no_color=True))
     loop = AgentLoop(ws, tracks.get_track("tiny"), Scripted([("LR = 0.10", "LR = 0.06", "LR 0.10 → 0.06")]),
                      LoopOptions(tag="t", max_experiments=2, prefetch=False), runner=FormulaRunner(), events=plain)  # fmt: skip
     loop.run()
     lines = plain_out.getvalue().splitlines()
     assert lines[0] == "[0001] start (4 s budget): baseline"
-    assert lines[-1].startswith("[0002] keep val_bpb 2.000") and "Δ -0.0" in lines[-1] and "LR 0.10 → 0.06" in lines[-1]
-    assert lines[-1].endswith("| best 2.000000 | 2 keep, 0 discard, 0 crash, 0 rejected")
+    # no calibration: the keep is provisional, and its parent was re-measured next to it first
+    assert lines[-2].startswith("[0002] re-measuring the parent next to it before keeping: no calibration")
+    assert lines[-1].startswith("[0002] keep (provisional: no calibration) val_bpb 2.000") and "Δ -0.0" in lines[-1]
+    assert "(parent re-measured: 2.024000, first 2.024000)" in lines[-1] and "LR 0.10 → 0.06" in lines[-1]
+    assert lines[-1].endswith("| best 2.000000 | 2 keep, 0 discard, 0 crash, 0 rejected, 1 parent re-measured")
 
     # not silent while training: one plain line (no escape codes) per quarter of the budget passed
     ticks = io.StringIO()

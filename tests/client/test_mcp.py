@@ -118,7 +118,7 @@ def test_mcp_tools_read_the_hub_and_run_and_publish_goes_through_the_loop(hub: H
     assert ran["runs"] == 1, ran
     (exp,) = ran["experiments"]
     assert exp["kind"] == "run" and exp["proposer"] == "mcp" and exp["outcome"] == "ok", exp
-    assert exp["status"] in ("keep", "discard")
+    assert exp["status"] in ("keep", "discard") and exp["provisional"] == (exp["status"] == "keep")  # no calibration
     with HubClient(hub.url) as client:
         after = {v.id: v for v in client.iter_experiments(track="tiny", client=_key_id(home))}
     assert exp["record_id"] in after, "published: signed, through the outbox, on the hub"
