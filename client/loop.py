@@ -514,8 +514,8 @@ class AgentLoop:
     def _context(self, best: _Best | None, *, repair: RepairRequest | None = None) -> ProposalContext:
         program = self.ws.program_md.read_text(encoding="utf-8") if self.ws.program_md.exists() else ""
         recorded: list[tuple[int, ExperimentRecord | ResultRow]] = [
-            (e.number, e.record or e.imported_row) for e in self.ws.experiments()
-            if e.kind == "imported" and e.track == self.track.id and (e.record or e.imported_row)
+            (e.number, shown) for e in self.ws.experiments()
+            if e.kind == "imported" and e.track == self.track.id and (shown := e.record or e.imported_row) is not None
         ]  # an adopted checkout's history comes first (client/upstream.py)
         recorded += [(e.number, e.record) for e in self._tag_experiments() if e.kind == "run" and e.record is not None]
         return ProposalContext(
