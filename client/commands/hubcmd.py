@@ -2,7 +2,9 @@
 
 The hub's modules are imported inside the commands, so the client runs without FastAPI installed.
 Admin commands work on the database directly (``--db`` or ``AUTORESEARCH_HUB_DB_URL``), like
-``hub migrate``: whoever can reach the database administers the hub.
+``hub migrate``: whoever can reach the database administers the hub. They never migrate it: a
+database behind this hub's newest revision is refused with ``hint: run autoresearch hub migrate``
+(migrating is a decision, with a backup, never a side effect of listing tokens).
 """
 
 from __future__ import annotations
@@ -48,14 +50,23 @@ def _settings(db: str | None, **overrides: object) -> HubSettings:
 
 @contextmanager
 def _session(db: str | None) -> Iterator[Session]:
-    """A session on the migrated hub database; HubError becomes a one-line UsageError."""
+    """A session on the hub database, which must be at the newest revision (never migrated here);
+    HubError becomes a one-line UsageError.
+
+    Raises:
+        UsageError: the database is not at the newest revision (hint: ``autoresearch hub migrate``),
+            or the HubError of the command.
+    """
     from autoresearch.hub.db import make_engine, session_factory
     from autoresearch.hub.errors import HubError
-    from autoresearch.hub.migrate import upgrade
+    from autoresearch.hub.migrate import SchemaNotCurrent, require_current
 
     settings = _settings(db)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # admin output stays short
-    upgrade(settings.db_url)
+    try:
+        require_current(settings.db_url)
+    except SchemaNotCurrent as exc:
+        raise UsageError(str(exc), hint="run autoresearch hub migrate (back the database up first)") from exc
     engine = make_engine(settings.db_url)
     try:
         with session_factory(engine)() as session:
