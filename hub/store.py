@@ -1380,11 +1380,31 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
         session.execute(_insert(session)(ExperimentDirection), links)
     _bulk_aggregates(session, [_aggregate_of(r, c) for c, r in zip(items, rows, strict=True)])
     _add_replications(session, items)
-    for group in {(c.record.track, c.record.parent_canonical_sha256, c.record.child_canonical_sha256) for c in items}:
-        _reassess(session, *group)
+    _assess_in_order(session, items, seqs)
     for track in {c.record.track for c in items}:
         _recompute_best(session, track)
     return len(rows)
+
+
+def _assess_in_order(session: Session, items: Sequence[CheckedExperiment], seqs: dict[str, int]) -> None:
+    """The rule's verdicts of bulk-loaded runs as one-by-one ingest would give them: in arrival
+    order, each rankable run gets the track's z ceiling of its time (``protocol.best.Candidate.z_ceiling``:
+    the largest z qualified before it), and each ``ok`` run reassesses its experiment. One
+    difference remains: a run's replications later in the same batch are already stored when it is
+    assessed, so it may qualify earlier than one-by-one (which can only raise later ceilings)."""
+    last_ok: dict[tuple[str, str, str], int] = {}
+    for i, c in enumerate(items):
+        if c.record.outcome == "ok":
+            last_ok[(c.record.track, c.record.parent_canonical_sha256, c.record.child_canonical_sha256)] = i
+    for i, c in enumerate(items):
+        r = c.record
+        group = (r.track, r.parent_canonical_sha256, r.child_canonical_sha256)
+        if _rankable(r.outcome, r.status, c.seed_only, c.directions):
+            session.execute(update(Experiment).where(Experiment.seq == seqs[c.verified.record_id])
+                            .values(z_ceiling=_z_ceiling(session, r.track)))
+            _reassess(session, *group)
+        elif r.outcome == "ok" and last_ok[group] == i:  # evidence for the group's rankable runs
+            _reassess(session, *group)
 
 
 @dataclass(frozen=True)

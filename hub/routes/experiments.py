@@ -74,11 +74,7 @@ def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, respo
             code="unknown_parent",
         )
     session.rollback()  # end the read transaction before the slow, database-free checks
-    checked = ingest.check_experiment(
-        verified, spec, parent, now=now, max_diff_bytes=s.max_diff_bytes,
-        max_source_bytes=s.max_source_bytes, max_future_seconds=s.max_future_seconds,
-        max_source_ast_nodes=s.max_source_ast_nodes, max_changed_symbols=s.max_changed_symbols,
-    )
+    checked = ingest.check_experiment_under(verified, spec, parent, s, now=now)
     with state.write_session() as writer:
         experiment_id, created = store.add_experiment(writer, checked, envelope_json=body.decode("utf-8"), rules=state.rules)
         if created:
