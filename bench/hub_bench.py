@@ -11,7 +11,7 @@ issues per request (counted in-process with :class:`autoresearch.hub.db.Statemen
 
     python bench/hub_bench.py                          # SQLite, and PostgreSQL if configured
     python bench/hub_bench.py --engines sqlite --sizes 10000 --json
-    python bench/hub_bench.py --engines sqlite --records 0 --sizes 2000   # reads and statements only
+    python bench/hub_bench.py --engines sqlite --records 0 --import-records 0 --sizes 2000   # reads and statements only
 
 PostgreSQL needs ``--pg-url`` or ``AUTORESEARCH_TEST_PG_URL`` (a fresh schema is made and dropped).
 """
@@ -61,6 +61,11 @@ from autoresearch.trainer import tracks
 HARDWARE = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "NVIDIA GeForce RTX 4090", "cpu:bench:2"]
 CONSTANTS = ["MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR", "WARMDOWN_RATIO"]
 READS = 40
+BENCH_QUOTAS = {  # the bench's clients all register from one loopback address: lift the quotas for it (the product's defaults stay)
+    "AUTORESEARCH_HUB_QUOTA_REGISTRATIONS_PER_HOUR": "100000",
+    "AUTORESEARCH_HUB_QUOTA_RECORDS_PER_MINUTE": "100000",
+    "AUTORESEARCH_HUB_QUOTA_TOKEN_RECORDS_PER_MINUTE": "100000",
+}
 
 
 def child_of(reference: str, rng: random.Random) -> str:
@@ -115,7 +120,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "autoresearch"
-        env = {**os.environ, "AUTORESEARCH_HUB_DB_URL": db_url}
+        env = {**os.environ, "AUTORESEARCH_HUB_DB_URL": db_url, **BENCH_QUOTAS}
         self.log = Path(tempfile.gettempdir()) / f"hub_bench_serve_{self.port}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen([str(exe), "hub", "serve", "--port", str(self.port)], env=env,
@@ -161,6 +166,29 @@ def ingest_phase(url: str, track_id: str, reference: str, keys: list[KeyPair], p
         latencies = [x for chunk in pool.map(run, range(len(keys))) for x in chunk]
     elapsed = time.perf_counter() - start
     return {"records": len(latencies), "records_per_s": round(len(latencies) / elapsed, 1), **percentiles(latencies)}
+
+
+def import_phase(db_url: str, track_id: str, reference: str, keys: list[KeyPair], n: int) -> dict[str, float]:
+    """``n`` signed experiments (distinct children) through :mod:`autoresearch.hub.importer` — the
+    code of ``autoresearch hub import`` — on the same database: every record verified and checked
+    as the API does, stored in ``bulk_load`` batches."""
+    from autoresearch.hub.catalog import TrackCatalog
+    from autoresearch.hub.importer import import_envelopes
+    from autoresearch.hub.settings import HubSettings
+
+    rng = random.Random(7)
+    bodies = [sign(record(track_id, reference, child_of(reference, rng), rng, HARDWARE[i % len(HARDWARE)]), keys[i % len(keys)]).to_json().encode()
+              for i in range(n)]
+    engine = make_engine(db_url)
+    try:
+        start = time.perf_counter()
+        report = import_envelopes(session_factory(engine), HubSettings(db_url=db_url), TrackCatalog.builtin(), bodies)
+        elapsed = time.perf_counter() - start
+    finally:
+        engine.dispose()
+    if report.stored["experiment"] != n:
+        raise SystemExit(f"import stored {dict(report.stored)}, refused {dict(report.refused)}")
+    return {"records": n, "records_per_s": round(n / elapsed, 1)}
 
 
 def seed(db_url: str, track_id: str, reference: str, keys: list[KeyPair], target: int, batch: int = 5000) -> float:
@@ -266,7 +294,7 @@ def bench_engine(name: str, db_url: str, args: argparse.Namespace) -> dict[str, 
     reference = tracks.reference_source(spec)
     server = Server(db_url)
     try:
-        keys = [KeyPair.generate() for _ in range(args.clients)]
+        keys = [KeyPair.generate() for _ in range(max(args.clients))]
         with httpx.Client(timeout=60) as http:
             for i, k in enumerate(keys):
                 from autoresearch.protocol import ClientRegistration
@@ -275,7 +303,14 @@ def bench_engine(name: str, db_url: str, args: argparse.Namespace) -> dict[str, 
                 http.post(f"{server.url}/api/v1/clients", content=sign(reg, k).to_json()).raise_for_status()
         result: dict[str, object] = {"engine": name, "clients": args.clients}
         if args.records:
-            result["ingest"] = ingest_phase(server.url, spec.id, reference, keys, args.records, server.log)
+            ingest_runs = {}
+            for n in args.clients:
+                ingest_runs[str(n)] = ingest_phase(server.url, spec.id, reference, keys[:n], max(1, args.records // n), server.log)
+                print(f"[{name}] ingest, {n} clients: {json.dumps(ingest_runs[str(n)])}", file=sys.stderr)
+            result["ingest"] = ingest_runs
+        if args.import_records:
+            result["import"] = import_phase(db_url, spec.id, reference, keys, args.import_records)
+            print(f"[{name}] import: {json.dumps(result['import'])}", file=sys.stderr)
         reads = {}
         for size in args.sizes:
             seconds = seed(db_url, spec.id, reference, keys, size)
@@ -291,13 +326,15 @@ def bench_engine(name: str, db_url: str, args: argparse.Namespace) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="sqlite,postgres")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (one key each)")
-    parser.add_argument("--records", type=int, default=10, help="experiments per client in the ingest phase (0: skip it)")
+    parser.add_argument("--clients", default="32,128", help="concurrent clients (one key each), one ingest run per figure")
+    parser.add_argument("--records", type=int, default=640, help="experiments per ingest run, shared by its clients (0: skip it)")
+    parser.add_argument("--import-records", type=int, default=1000, help="experiments through `hub import`'s code (0: skip it)")
     parser.add_argument("--sizes", default="10000,100000", help="database sizes for the read phase")
     parser.add_argument("--pg-url", default=os.environ.get("AUTORESEARCH_TEST_PG_URL"))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.clients = [int(c) for c in args.clients.split(",") if c]
     results = []
     for engine in args.engines.split(","):
         if engine == "sqlite":
@@ -322,10 +359,12 @@ def main() -> None:
         print(json.dumps({"machine": "see docs/hub.md", "results": results}, indent=2))
         return
     for r in results:
-        if "ingest" in r:
-            ing = r["ingest"]
-            print(f"{r['engine']}: ingest {ing['records']} records from {r['clients']} clients: "  # type: ignore[index]
-                  f"{ing['records_per_s']} records/s, p50 {ing['p50_ms']} ms, p99 {ing['p99_ms']} ms")  # type: ignore[index]
+        for n, ing in r.get("ingest", {}).items():  # type: ignore[attr-defined]
+            print(f"{r['engine']}: ingest {ing['records']} records from {n} clients: "
+                  f"{ing['records_per_s']} records/s, p50 {ing['p50_ms']} ms, p99 {ing['p99_ms']} ms")
+        if "import" in r:
+            imp = r["import"]
+            print(f"{r['engine']}: hub import of {imp['records']} records: {imp['records_per_s']} records/s")  # type: ignore[index]
         for size, reads in r["reads"].items():  # type: ignore[attr-defined]
             print(f"{r['engine']}, {size} experiments (seeded in {reads['seed_seconds']} s):")
             print(f"  {'view':<22} {'p50 ms':>8} {'p99 ms':>8} {'statements/request':>19}")

@@ -2,13 +2,15 @@
 
 SQLite runs in WAL mode with foreign keys on and a busy timeout, and write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue on the lock instead of failing when one upgrades a read
-transaction (https://www.sqlite.org/lang_transaction.html). A session asks for a write transaction
+transaction (https://www.sqlite.org/lang_transaction.html); within one process, write transactions
+also take turns on a lock first (see ``_configure_sqlite``). A session asks for a write transaction
 with :func:`begin_write` before its first statement.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ _logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "autoresearch_write"
+_WRITE_LOCK_HELD = "autoresearch_write_lock_held"
 
 
 def normalise_url(url: str) -> str:
@@ -58,10 +61,37 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    writers = threading.Lock()  # this process's writers queue here, in turn, rather than polling SQLite's lock
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not write:
+            connection.exec_driver_sql("BEGIN")
+            return
+        # SQLite has one writer at a time; its busy handler retries by sleeping, not in arrival order,
+        # so under load (many threads, CPU-bound checks) an unlucky writer can starve past the busy
+        # timeout ("database is locked"). Queueing on a lock first makes this process's writers take
+        # turns; writers of other processes still meet the busy timeout.
+        held = writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        connection.info[_WRITE_LOCK_HELD] = held
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: Any) -> None:
+        if connection.info.pop(_WRITE_LOCK_HELD, False):
+            writers.release()
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Any) -> None:
+        _release(connection)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Any) -> None:
+        _release(connection)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -258,7 +258,7 @@ def signed_by_active_key(session: Session, body: bytes, schema: str) -> Verified
             ``key_pending``, or the protocol failure (``bad_signature``, ``wrong_schema`` …).
     """
     for keyid in ingest.signer_key_ids(body):
-        client = store.get_client(session, keyid)
+        client = store.get_client(session, keyid, count_experiments=False)
         if client is None:
             continue
         if client.status == "revoked":

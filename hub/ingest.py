@@ -29,10 +29,9 @@ from autoresearch.protocol import (
 
 from . import limits
 from .errors import Rejected, from_protocol
+from .settings import HubSettings
 
 _logger = logging.getLogger(__name__)
-
-
 
 
 @dataclass(frozen=True)
@@ -153,6 +152,24 @@ def check_experiment(
         seed_only=source.is_seed_only(keys),
         const_changes=changes,
         minhash=minhash,
+    )
+
+
+def check_experiment_under(verified: Verified, spec: TrackSpec, parent_source: str, settings: HubSettings, *,
+                           now: datetime) -> CheckedExperiment:
+    """:func:`check_experiment` with this hub's bounds (:class:`~autoresearch.hub.settings.HubSettings`):
+    the one call of ``POST /api/v1/experiments`` and of ``autoresearch hub import``. CPU only (no
+    database): call it outside any write transaction. Runs on the hub's side of the trust boundary
+    on untrusted text, parsed by ``ast`` (never executed).
+
+    Raises:
+        HubError: as :func:`check_experiment`.
+    """
+    s = settings
+    return check_experiment(
+        verified, spec, parent_source, now=now, max_diff_bytes=s.max_diff_bytes,
+        max_source_bytes=s.max_source_bytes, max_future_seconds=s.max_future_seconds,
+        max_source_ast_nodes=s.max_source_ast_nodes, max_changed_symbols=s.max_changed_symbols,
     )
 
 

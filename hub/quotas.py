@@ -31,6 +31,7 @@ request would go past the limit (racing replicas may overshoot by the requests i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -88,30 +89,51 @@ def window(kind: str, now: datetime) -> tuple[datetime, datetime]:
 
 
 def check(session: Session, settings: HubSettings, subjects: list[Subject], kind: str, amount: int, *, now: datetime) -> None:
-    """Refuse when ``amount`` more would take any subject past its limit of ``kind``.
+    """Refuse when ``amount`` more would take any subject past its limit of ``kind``: :func:`check_all`
+    of one kind.
+
+    Raises:
+        TooManyRequests: as :func:`check_all`.
+    """
+    check_all(session, settings, subjects, {kind: amount}, now=now)
+
+
+def check_all(session: Session, settings: HubSettings, subjects: list[Subject], amounts: Mapping[str, int], *,
+              now: datetime) -> None:
+    """Refuse when any amount (``{kind: amount}``) would take any subject past its limit of that kind.
+    Reads every subject's usage of every kind in one statement.
 
     Raises:
         TooManyRequests: ``rate_limited`` (records, registrations) or ``quota_exceeded`` (bytes),
             with ``retry_after`` = seconds until the window ends.
     """
-    start, end = window(kind, now)
-    for subject in subjects:
-        cap = limit(settings, kind, subject)
-        used = store.quota_used(session, subject.name, kind, start)
-        if used + amount > cap:
-            retry = math.ceil((end - now).total_seconds())
-            raise TooManyRequests(
-                f"{subject.name.split(':', 1)[0]} {subject.name.split(':', 1)[1][:12]} used {used} of its "
-                f"{cap} {_UNITS[kind]}; retry in {retry} s",
-                retry_after=retry, code="quota_exceeded" if kind == "source_bytes" else "rate_limited",
-            )
+    windows = {kind: window(kind, now) for kind in amounts}
+    used = store.quota_used_many(session, [(subject.name, kind, windows[kind][0]) for kind in amounts for subject in subjects])
+    for kind, amount in amounts.items():
+        start, end = windows[kind]
+        for subject in subjects:
+            cap = limit(settings, kind, subject)
+            spent = used.get((subject.name, kind), 0)
+            if spent + amount > cap:
+                retry = math.ceil((end - now).total_seconds())
+                raise TooManyRequests(
+                    f"{subject.name.split(':', 1)[0]} {subject.name.split(':', 1)[1][:12]} used {spent} of its "
+                    f"{cap} {_UNITS[kind]}; retry in {retry} s",
+                    retry_after=retry, code="quota_exceeded" if kind == "source_bytes" else "rate_limited",
+                )
 
 
 def charge(session: Session, subjects: list[Subject], kind: str, amount: int, *, now: datetime) -> None:
     """Add ``amount`` of ``kind`` to every subject's usage (in the caller's write transaction)."""
-    start, _ = window(kind, now)
-    for subject in subjects:
-        store.quota_charge(session, subject.name, kind, start, amount)
+    charge_all(session, subjects, {kind: amount}, now=now)
+
+
+def charge_all(session: Session, subjects: list[Subject], amounts: Mapping[str, int], *, now: datetime) -> None:
+    """Add every amount (``{kind: amount}``) to every subject's usage, in two statements (in the
+    caller's write transaction)."""
+    store.quota_charge_many(session, [
+        (subject.name, kind, window(kind, now)[0], amount) for kind, amount in amounts.items() for subject in subjects
+    ])
 
 
 def check_live_claims(

@@ -140,11 +140,15 @@ def _client_view(row: Client, experiments: int = 0) -> ClientView:
     )
 
 
-def get_client(session: Session, key_id: str) -> ClientView | None:
-    """The client with this key id (with its experiment count), or None."""
+def get_client(session: Session, key_id: str, *, count_experiments: bool = True) -> ClientView | None:
+    """The client with this key id (with its experiment count, unless ``count_experiments`` is
+    False: then ``experiments`` is 0 and one statement is saved — the signer check of every
+    submission needs only the key and its status), or None."""
     row = session.get(Client, key_id)
     if row is None:
         return None
+    if not count_experiments:
+        return _client_view(row)
     count = session.scalar(select(func.count()).select_from(Experiment).where(Experiment.key_id == key_id))
     return _client_view(row, count or 0)
 
@@ -320,6 +324,24 @@ def put_source(session: Session, text: str, canonical_sha256: str | None = None)
     return session.execute(stmt).first() is not None
 
 
+SOURCES_PER_INSERT = 500  # rows per multi-row source insert (5 bound values each; SQLite allows 32,766)
+
+
+def put_sources(session: Session, sources: dict[str, tuple[str, str]]) -> None:
+    """Store ``{sha256: (text, canonical sha256)}`` content-addressed in multi-row inserts
+    (``ON CONFLICT DO NOTHING``: idempotent and race-safe). The caller vouches that each key is the
+    SHA-256 of its text (the ingest checks did)."""
+    if not sources:
+        return
+    begin_write(session)
+    now = utc_now()
+    rows = [{"sha256": sha, "canonical_sha256": canonical, "text": text, "size": len(text.encode()), "created_at": now}
+            for sha, (text, canonical) in sources.items()]
+    for i in range(0, len(rows), SOURCES_PER_INSERT):
+        stmt = _insert(session)(Source).values(rows[i : i + SOURCES_PER_INSERT])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["sha256"]))
+
+
 def _source_by_canonical(session: Session, canonical_sha256: str) -> str | None:
     return session.scalar(select(Source.text).where(Source.canonical_sha256 == canonical_sha256).limit(1))
 
@@ -334,17 +356,26 @@ def experiment_exists(session: Session, record_id: str) -> bool:
 
 def add_experiment(
     session: Session, checked: CheckedExperiment, *, envelope_json: str, rules: DedupSettings
-) -> tuple[ExperimentView, bool]:
+) -> tuple[str, bool]:
     """Store a checked experiment with its sources, directions, aggregates and best rows, in the
-    caller's transaction. Returns (view, created); the same record id again returns the stored one.
+    caller's transaction. Returns (record id, created); the same record id again stores nothing.
+
+    A fixed number of statements whatever the database holds (tests/hub/test_statement_counts.py):
+    one multi-row source upsert, the near-duplicate candidates, the calibration and z ceiling where
+    they apply, the row (``INSERT … ON CONFLICT (id) DO NOTHING``), its direction links, one
+    aggregate upsert per direction, two replication upserts and, for an ``ok`` run, the
+    reassessment of its experiment (:func:`_reassess`). No CPU work runs here: everything derived
+    from the sources was computed before the write transaction (:func:`autoresearch.hub.ingest.check_experiment`).
+
+    Raises:
+        Conflict: ``conflict`` — a racing write violated another constraint; submit again.
     """
     verified, record = checked.verified, checked.record
     begin_write(session)
-    if experiment_exists(session, verified.record_id):
-        return get_experiment_view(session, verified.record_id), False
-    put_source(session, checked.parent_source, record.parent_canonical_sha256)
-    put_source(session, checked.child_source, record.child_canonical_sha256)
-
+    put_sources(session, {
+        record.parent_sha256: (checked.parent_source, record.parent_canonical_sha256),
+        record.child_sha256: (checked.child_source, record.child_canonical_sha256),
+    })
     near = _find_near_duplicate(
         session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256,
         checked.const_changes, checked.minhash, rules,
@@ -352,53 +383,59 @@ def add_experiment(
     cal = _verified_calibration(session, record, verified.keyid)
     figures = rule.normalise(cal, record.metrics.val_bpb, record.parent_val_bpb)
     rankable = _rankable(record.outcome, record.status, checked.seed_only, checked.directions)
-    row = Experiment(
-        id=verified.record_id,
-        key_id=verified.keyid,
-        track=record.track,
-        parent_sha256=record.parent_sha256,
-        child_sha256=record.child_sha256,
-        parent_canonical_sha256=record.parent_canonical_sha256,
-        child_canonical_sha256=record.child_canonical_sha256,
-        outcome=record.outcome,
-        status=record.status,
-        val_bpb=record.metrics.val_bpb,
-        parent_val_bpb=record.parent_val_bpb,
-        calibration_id=cal.id if cal is not None else None,
-        normalised=figures.model_dump_json(),
-        z=figures.z,
-        ecm=figures.ecm,
-        gain=figures.gain,
-        bpb_ratio=_bpb_ratio(record.metrics.val_bpb, record.parent_val_bpb),
-        hardware_class=record.hardware_class,
-        description=record.description,
-        seed_only=checked.seed_only,
-        z_ceiling=_z_ceiling(session, record.track) if rankable else None,
-        near_duplicate_of=near,
-        directions=json.dumps(checked.directions),
-        const_changes=source.dump_changes(checked.const_changes) if checked.const_changes else None,
-        minhash=checked.minhash,
-        created_at=record.created_at,
-        received_at=utc_now(),
-        record_json=verified.payload.decode("utf-8"),
-        envelope_json=envelope_json,
-    )
-    session.add(row)
+    values = _row_values(checked, envelope_json, cal, figures, now=utc_now(), near_duplicate_of=near,
+                         z_ceiling=_z_ceiling(session, record.track) if rankable else None)
     try:
-        session.flush()
-    except IntegrityError as exc:  # the same record, stored by a racing request (another replica)
+        seq = session.scalar(
+            _insert(session)(Experiment).values(**values).on_conflict_do_nothing(index_elements=["id"]).returning(Experiment.seq)
+        )
+    except IntegrityError as exc:  # another constraint, raced by another replica
         session.rollback()
-        if experiment_exists(session, verified.record_id):
-            return get_experiment_view(session, verified.record_id), False
         raise Conflict("a racing write conflicted with this experiment; submit it again", code="conflict") from exc
-    for key in checked.directions:
-        session.add(ExperimentDirection(experiment_seq=row.seq, direction=key))
-    _bulk_aggregates(session, [_aggregate_input(row)])
+    if seq is None:  # the same record, stored already (or by a racing request)
+        return verified.record_id, False
+    if checked.directions:
+        session.execute(_insert(session)(ExperimentDirection),
+                        [{"experiment_seq": seq, "direction": key} for key in checked.directions])
+    _bulk_aggregates(session, [_aggregate_of(values, checked)])
     _add_replications(session, [checked])
     if record.outcome == "ok":  # an ok run is evidence for every run of the same experiment
         _reassess(session, record.track, record.parent_canonical_sha256, record.child_canonical_sha256)
-    session.flush()
-    return _view(session, row), True
+    return verified.record_id, True
+
+
+def _row_values(
+    c: CheckedExperiment, envelope_json: str, cal: rule.CalibrationFacts | None, figures: Normalised, *,
+    now: datetime, near_duplicate_of: str | None, z_ceiling: float | None,
+) -> dict[str, Any]:
+    """The ``experiments`` row of a checked experiment: the one row builder of :func:`add_experiment`
+    and :func:`bulk_load` (and so of ``autoresearch hub import``). ``figures`` are the hub's own
+    (:func:`autoresearch.protocol.best.normalise` of the verified calibration ``cal``)."""
+    record = c.record
+    return {
+        "id": c.verified.record_id, "key_id": c.verified.keyid, "track": record.track,
+        "parent_sha256": record.parent_sha256, "child_sha256": record.child_sha256,
+        "parent_canonical_sha256": record.parent_canonical_sha256,
+        "child_canonical_sha256": record.child_canonical_sha256,
+        "outcome": record.outcome, "status": record.status, "val_bpb": record.metrics.val_bpb,
+        "parent_val_bpb": record.parent_val_bpb, "calibration_id": cal.id if cal is not None else None,
+        "normalised": figures.model_dump_json(), "z": figures.z, "ecm": figures.ecm, "gain": figures.gain,
+        "bpb_ratio": _bpb_ratio(record.metrics.val_bpb, record.parent_val_bpb),
+        "hardware_class": record.hardware_class, "description": record.description,
+        "seed_only": c.seed_only, "verdict": None, "assessment": None, "near_duplicate_of": near_duplicate_of,
+        "z_ceiling": z_ceiling,
+        "directions": json.dumps(c.directions),
+        "const_changes": source.dump_changes(c.const_changes) if c.const_changes else None,
+        "minhash": c.minhash, "created_at": record.created_at, "received_at": now,
+        "record_json": c.verified.payload.decode("utf-8"), "envelope_json": envelope_json,
+    }
+
+
+def _aggregate_of(values: dict[str, Any], c: CheckedExperiment) -> _AggregateInput:
+    """What a new row (:func:`_row_values`) adds to the direction sums."""
+    return _AggregateInput(track=values["track"], hardware_class=values["hardware_class"], directions=c.directions,
+                           seed_only=c.seed_only, outcome=values["outcome"], status=values["status"], z=values["z"],
+                           gain=values["gain"], bpb_ratio=values["bpb_ratio"])
 
 
 def _find_near_duplicate(
@@ -485,9 +522,10 @@ def _group_rows(session: Session, track: str, parent_c: str, child_c: str) -> li
 def _group_candidates(session: Session, rows: Sequence[tuple[Experiment, str]]) -> dict[str, rule.Candidate]:
     """The rule's candidates of one experiment: every rankable run with the other ``ok`` runs of
     non-revoked keys as its replications."""
+    named = {x.calibration_id for x, _ in rows if x.calibration_id}
     cals = {
         r.id: _facts(r.id, r.record_json)
-        for r in session.scalars(select(Calibration).where(Calibration.id.in_({x.calibration_id for x, _ in rows if x.calibration_id}))).all()
+        for r in (session.scalars(select(Calibration).where(Calibration.id.in_(named))).all() if named else [])
     }
     evidence = {
         x.id: rule.Evidence(experiment_id=x.id, key_id=x.key_id, val_bpb=x.val_bpb, parent_val_bpb=x.parent_val_bpb,
@@ -1333,30 +1371,14 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     for c in items:
         sources[c.record.parent_sha256] = (c.parent_source, c.record.parent_canonical_sha256)
         sources[c.record.child_sha256] = (c.child_source, c.record.child_canonical_sha256)
-    for text, canonical in sources.values():
-        put_source(session, text, canonical)
+    put_sources(session, sources)
     now = utc_now()
     cals = [_verified_calibration(session, c.record, c.verified.keyid) for c in items]
     figures = [rule.normalise(cal, c.record.metrics.val_bpb, c.record.parent_val_bpb) for c, cal in zip(items, cals, strict=True)]
     ceilings = {track: _z_ceiling(session, track) for track in {c.record.track for c in items}}
     rows = [
-        {
-            "id": c.verified.record_id, "key_id": c.verified.keyid, "track": c.record.track,
-            "parent_sha256": c.record.parent_sha256, "child_sha256": c.record.child_sha256,
-            "parent_canonical_sha256": c.record.parent_canonical_sha256,
-            "child_canonical_sha256": c.record.child_canonical_sha256,
-            "outcome": c.record.outcome, "status": c.record.status, "val_bpb": c.record.metrics.val_bpb,
-            "parent_val_bpb": c.record.parent_val_bpb, "calibration_id": cal.id if cal is not None else None,
-            "normalised": fig.model_dump_json(), "z": fig.z, "ecm": fig.ecm, "gain": fig.gain,
-            "bpb_ratio": _bpb_ratio(c.record.metrics.val_bpb, c.record.parent_val_bpb),
-            "hardware_class": c.record.hardware_class, "description": c.record.description,
-            "seed_only": c.seed_only, "verdict": None, "assessment": None, "near_duplicate_of": None,
-            "z_ceiling": ceilings[c.record.track] if _rankable(c.record.outcome, c.record.status, c.seed_only, c.directions) else None,
-            "directions": json.dumps(c.directions),
-            "const_changes": source.dump_changes(c.const_changes) if c.const_changes else None,
-            "minhash": c.minhash, "created_at": c.record.created_at, "received_at": now,
-            "record_json": c.verified.payload.decode("utf-8"), "envelope_json": envelope,
-        }
+        _row_values(c, envelope, cal, fig, now=now, near_duplicate_of=None,
+                    z_ceiling=ceilings[c.record.track] if _rankable(c.record.outcome, c.record.status, c.seed_only, c.directions) else None)
         for c, envelope, cal, fig in zip(items, envelope_jsons, cals, figures, strict=True)
     ]
     session.execute(_insert(session)(Experiment), rows)
@@ -1365,18 +1387,33 @@ def bulk_load(session: Session, items: Sequence[CheckedExperiment], envelope_jso
     links = [{"experiment_seq": seqs[c.verified.record_id], "direction": key} for c in items for key in c.directions]
     if links:
         session.execute(_insert(session)(ExperimentDirection), links)
-    _bulk_aggregates(session, [
-        _AggregateInput(track=c.record.track, hardware_class=c.record.hardware_class, directions=c.directions,
-                        seed_only=c.seed_only, outcome=c.record.outcome, status=c.record.status, z=fig.z,
-                        gain=fig.gain, bpb_ratio=_bpb_ratio(c.record.metrics.val_bpb, c.record.parent_val_bpb))
-        for c, fig in zip(items, figures, strict=True)
-    ])
+    _bulk_aggregates(session, [_aggregate_of(r, c) for c, r in zip(items, rows, strict=True)])
     _add_replications(session, items)
-    for group in {(c.record.track, c.record.parent_canonical_sha256, c.record.child_canonical_sha256) for c in items}:
-        _reassess(session, *group)
+    _assess_in_order(session, items, seqs)
     for track in {c.record.track for c in items}:
         _recompute_best(session, track)
     return len(rows)
+
+
+def _assess_in_order(session: Session, items: Sequence[CheckedExperiment], seqs: dict[str, int]) -> None:
+    """The rule's verdicts of bulk-loaded runs as one-by-one ingest would give them: in arrival
+    order, each rankable run gets the track's z ceiling of its time (``protocol.best.Candidate.z_ceiling``:
+    the largest z qualified before it), and each ``ok`` run reassesses its experiment. One
+    difference remains: a run's replications later in the same batch are already stored when it is
+    assessed, so it may qualify earlier than one-by-one (which can only raise later ceilings)."""
+    last_ok: dict[tuple[str, str, str], int] = {}
+    for i, c in enumerate(items):
+        if c.record.outcome == "ok":
+            last_ok[(c.record.track, c.record.parent_canonical_sha256, c.record.child_canonical_sha256)] = i
+    for i, c in enumerate(items):
+        r = c.record
+        group = (r.track, r.parent_canonical_sha256, r.child_canonical_sha256)
+        if _rankable(r.outcome, r.status, c.seed_only, c.directions):
+            session.execute(update(Experiment).where(Experiment.seq == seqs[c.verified.record_id])
+                            .values(z_ceiling=_z_ceiling(session, r.track)))
+            _reassess(session, *group)
+        elif r.outcome == "ok" and last_ok[group] == i:  # evidence for the group's rankable runs
+            _reassess(session, *group)
 
 
 @dataclass(frozen=True)
@@ -1455,27 +1492,46 @@ def enrolled_by(session: Session, key_id: str) -> int | None:
 
 def quota_used(session: Session, subject: str, kind: str, window_start: datetime) -> int:
     """What ``subject`` used of quota ``kind`` in the window starting at ``window_start``."""
-    used = session.scalar(
-        select(QuotaUsage.amount).where(
-            QuotaUsage.subject == subject, QuotaUsage.kind == kind, QuotaUsage.window_start == window_start
-        )
-    )
-    return int(used or 0)
+    return quota_used_many(session, [(subject, kind, window_start)]).get((subject, kind), 0)
+
+
+def quota_used_many(session: Session, windows: Sequence[tuple[str, str, datetime]]) -> dict[tuple[str, str], int]:
+    """``{(subject, kind): used}`` in each given (subject, kind, window start), one statement;
+    windows with no usage are left out."""
+    if not windows:
+        return {}
+    rows = session.execute(
+        select(QuotaUsage.subject, QuotaUsage.kind, QuotaUsage.amount).where(or_(*(
+            and_(QuotaUsage.subject == subject, QuotaUsage.kind == kind, QuotaUsage.window_start == start)
+            for subject, kind, start in windows
+        )))
+    ).all()
+    return {(subject, kind): int(amount or 0) for subject, kind, amount in rows}
 
 
 def quota_charge(session: Session, subject: str, kind: str, window_start: datetime, amount: int) -> None:
-    """Add ``amount`` to a subject's usage in a window (an upsert that adds, so racing replicas never
-    lose a charge), and drop that subject's windows of this kind that ended before this one began."""
+    """Add ``amount`` to a subject's usage in a window: :func:`quota_charge_many` of one."""
+    quota_charge_many(session, [(subject, kind, window_start, amount)])
+
+
+def quota_charge_many(session: Session, charges: Sequence[tuple[str, str, datetime, int]]) -> None:
+    """Add each ``(subject, kind, window start, amount)`` to that usage (one multi-row upsert that
+    adds, so racing replicas never lose a charge), and drop those subjects' windows of those kinds
+    that ended before the charged one began (one DELETE). Charges must name distinct windows."""
+    if not charges:
+        return
     begin_write(session)
-    insert = _insert(session)
-    stmt = insert(QuotaUsage).values(subject=subject, kind=kind, window_start=window_start, amount=amount)
+    stmt = _insert(session)(QuotaUsage).values([
+        {"subject": subject, "kind": kind, "window_start": start, "amount": amount} for subject, kind, start, amount in charges
+    ])
     session.execute(stmt.on_conflict_do_update(
         index_elements=["subject", "kind", "window_start"],
         set_={"amount": QuotaUsage.__table__.c.amount + stmt.excluded.amount},
     ))
-    session.execute(delete(QuotaUsage).where(
-        QuotaUsage.subject == subject, QuotaUsage.kind == kind, QuotaUsage.window_start < window_start
-    ))
+    session.execute(delete(QuotaUsage).where(or_(*(
+        and_(QuotaUsage.subject == subject, QuotaUsage.kind == kind, QuotaUsage.window_start < start)
+        for subject, kind, start, _ in charges
+    ))))
 
 
 def live_claims(

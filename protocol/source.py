@@ -75,7 +75,7 @@ import merge3
 import whatthepatch
 from whatthepatch.exceptions import WhatThePatchException
 
-from .canonical import AST_LOCK, canonical_source, parse_source, sha256_hex
+from .canonical import AST_LOCK, parse_source, sha256_hex
 from .errors import ProtocolError, SchemaError
 from .records import MAX_DIFF_BYTES
 
@@ -102,15 +102,19 @@ def source_sha256(source: str) -> str:
     return sha256_hex(source)
 
 
-@lru_cache(maxsize=512)
 def canonical_text(source: str) -> str:
     """:func:`~autoresearch.protocol.canonical_source`, memoised: parents (the reference, community
     bests) recur in almost every call, and parsing plus unparsing a ``train.py`` costs milliseconds.
+    Computed by the same single parse as the source's direction summary (:func:`_analysis`).
 
     Raises:
         SchemaError: the source does not parse (``reason="unparsable_source"``).
     """
-    return canonical_source(source)
+    try:
+        return _analysis(source).canonical
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        raise SchemaError(f"train.py does not parse: {where}{exc.msg}", reason="unparsable_source") from exc
 
 
 def canonical_sha256(source: str) -> str:
@@ -487,9 +491,9 @@ class _Summary:
         self.functions: set[str] = set()
         self.imported: set[str] = set()
 
-    def add(self, key: str, node: ast.stmt) -> None:
-        self.statements[key].append(_dump(node))
-        blanked = _blanked_dump(node, self.seed_names)
+    def add(self, key: str, node: ast.stmt, segment: bytes | None = None) -> None:
+        dump, blanked = _statement_dumps(node, segment, self.seed_names)
+        self.statements[key].append(dump)
         if blanked:
             self.blanked[key].append(blanked)
 
@@ -509,37 +513,106 @@ def _summary(source: str, what: str) -> _Summary:
         ) from exc
 
 
-@lru_cache(maxsize=256)
 def _cached_summary(source: str) -> _Summary:
+    return _analysis(source).summary
+
+
+class _Analysis:
+    """What one parse of a source gives: its canonical text (``ast.unparse``, taken before the
+    summary strips docstrings from the tree) and its direction summary."""
+
+    __slots__ = ("canonical", "summary")
+
+    def __init__(self, canonical: str, summary: _Summary) -> None:
+        self.canonical = canonical
+        self.summary = summary
+
+
+@lru_cache(maxsize=256)
+def _analysis(source: str) -> _Analysis:
+    """Parse ``source`` once and derive its canonical text and summary (memoised per source text:
+    parents recur in almost every experiment). Statement dumps are memoised across sources by the
+    statement's exact text (:func:`_statement_dumps`), so a child that differs from its parent in one
+    statement costs one statement's dumps, not the module's.
+
+    Raises:
+        SyntaxError: as :func:`~autoresearch.protocol.canonical.parse_source`.
+        SchemaError: the tree cannot be unparsed (nesting; bounded by the parser's depth limit).
+    """
     with AST_LOCK:
         module = parse_source(source)
-        return _summarise(module)
+        try:
+            canonical = ast.unparse(module)
+        except (MemoryError, RecursionError) as exc:  # bounded by MAX_AST_DEPTH; kept as a typed guard
+            raise SchemaError("train.py nests too deeply to unparse", reason="unparsable_source") from exc
+        return _Analysis(canonical, _summarise(module, _Segments(source)))
 
 
-def _summarise(module: ast.Module) -> _Summary:
+class _Segments:
+    """Exact source bytes of a statement, found from its line/column (UTF-8 byte) offsets. Lines end
+    at ``\r\n``, ``\n`` or ``\r``, as the parser counts them."""
+
+    def __init__(self, source: str) -> None:
+        self.data = source.encode("utf-8")
+        self.starts = [0] + [m.end() for m in _LINE_END.finditer(self.data)]
+
+    def of(self, node: ast.stmt) -> bytes | None:
+        if node.end_lineno is None or node.end_col_offset is None:
+            return None
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:  # the decorators are part of the node but precede its line: from their line's start
+            start = self.starts[min(d.lineno for d in decorators) - 1]
+        else:
+            start = self.starts[node.lineno - 1] + node.col_offset
+        return self.data[start : self.starts[node.end_lineno - 1] + node.end_col_offset]
+
+
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+_STATEMENT_MEMO: dict[tuple[bytes, frozenset[str]], tuple[str, str]] = {}
+_STATEMENT_MEMO_SIZE = 4096
+
+
+def _statement_dumps(node: ast.stmt, segment: bytes | None, names: frozenset[str]) -> tuple[str, str]:
+    """``(dump, blanked dump)`` of a statement (:func:`_dump`, :func:`_blanked_dump`), memoised by
+    its exact source text and the module's seed names: the same text parses to the same tree, so
+    the parent's statements, which a child repeats, are dumped once. Runs under ``AST_LOCK``."""
+    key = (segment, names) if segment is not None else None
+    if key is not None and (hit := _STATEMENT_MEMO.get(key)) is not None:
+        return hit
+    blanked = _blanked_dump(node, names)  # before _dump, which strips docstrings in place
+    dumps = (_dump(node), blanked)
+    if key is not None:
+        if len(_STATEMENT_MEMO) >= _STATEMENT_MEMO_SIZE:
+            _STATEMENT_MEMO.clear()
+        _STATEMENT_MEMO[key] = dumps
+    return dumps
+
+
+def _summarise(module: ast.Module, segments: _Segments | None = None) -> _Summary:
     summary = _Summary(_seed_names_of(module))
     assigned_twice = _names_assigned_more_than_once(module)
     for node in _without_docstring(module.body):
         if isinstance(node, ast.ClassDef):
-            _summarise_class(node, summary)
+            _summarise_class(node, summary, segments)
             continue
         names = _bound_names(node)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             summary.functions.add(node.name)
         if isinstance(node, ast.Import | ast.ImportFrom):
             summary.imported.update(names)
+        segment = segments.of(node) if segments is not None else None
         for name in names or [MODULE]:
-            summary.add(name, node)
+            summary.add(name, node, segment)
         _record_constant(node, names, assigned_twice, summary)
     return summary
 
 
-def _summarise_class(node: ast.ClassDef, summary: _Summary) -> None:
+def _summarise_class(node: ast.ClassDef, summary: _Summary, segments: _Segments | None) -> None:
     summary.classes.add(node.name)
     rest: list[ast.stmt] = []
     for item in _without_docstring(node.body):
         if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
-            summary.add(f"{node.name}.{item.name}", item)
+            summary.add(f"{node.name}.{item.name}", item, segments.of(item) if segments is not None else None)
         else:
             rest.append(item)
     shell = ast.ClassDef(

@@ -2,7 +2,9 @@
 
 The hub's modules are imported inside the commands, so the client runs without FastAPI installed.
 Admin commands work on the database directly (``--db`` or ``AUTORESEARCH_HUB_DB_URL``), like
-``hub migrate``: whoever can reach the database administers the hub.
+``hub migrate``: whoever can reach the database administers the hub. They never migrate it: a
+database behind this hub's newest revision is refused with ``hint: run autoresearch hub migrate``
+(migrating is a decision, with a backup, never a side effect of listing tokens).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -48,14 +51,23 @@ def _settings(db: str | None, **overrides: Any) -> HubSettings:
 
 @contextmanager
 def _session(db: str | None) -> Iterator[Session]:
-    """A session on the migrated hub database; HubError becomes a one-line UsageError."""
+    """A session on the hub database, which must be at the newest revision (never migrated here);
+    HubError becomes a one-line UsageError.
+
+    Raises:
+        UsageError: the database is not at the newest revision (hint: ``autoresearch hub migrate``),
+            or the HubError of the command.
+    """
     from autoresearch.hub.db import make_engine, session_factory
     from autoresearch.hub.errors import HubError
-    from autoresearch.hub.migrate import upgrade
+    from autoresearch.hub.migrate import SchemaNotCurrent, require_current
 
     settings = _settings(db)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # admin output stays short
-    upgrade(settings.db_url)
+    try:
+        require_current(settings.db_url)
+    except SchemaNotCurrent as exc:
+        raise UsageError(str(exc), hint="run autoresearch hub migrate (back the database up first)") from exc
     engine = make_engine(settings.db_url)
     try:
         with session_factory(engine)() as session:
@@ -191,6 +203,89 @@ def rederive(
     with _session(db) as session:
         n = store.rederive(session, track)
     console.info(f"rederived {n} experiment run(s)")
+
+
+def _envelope_lines(path: Path) -> Iterator[bytes]:
+    """Envelopes of a JSON-lines file (one DSSE envelope per line; blank lines skipped)."""
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                yield line.strip()
+
+
+def _outbox_file(path: Path) -> Path | None:
+    """The outbox of a dump directory: ``outbox.sqlite`` in it, or in its ``.autoresearch/``."""
+    for candidate in (path / "outbox.sqlite", path / ".autoresearch" / "outbox.sqlite"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@hub_app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="JSON-lines files of envelopes, or outbox dump directories.")],
+    db: DbOption = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Experiments per database transaction.")] = 2000,
+    json_: JsonOption = False,
+) -> None:
+    """Import signed history: every envelope verified as the API verifies it, experiments stored in
+    batches (no near-duplicate search). A file is JSON lines (one DSSE envelope per line); a
+    directory is an outbox dump (its outbox.sqlite, every item whatever its state, with the sources
+    it carries). Refused records are counted by reason and skipped."""
+    import time
+
+    from autoresearch.hub.catalog import TrackCatalog
+    from autoresearch.hub.db import make_engine, session_factory
+    from autoresearch.hub.importer import Importer
+    from autoresearch.hub.migrate import SchemaNotCurrent, require_current
+
+    from ..outbox import Outbox
+
+    settings = _settings(db)
+    try:
+        require_current(settings.db_url)
+    except SchemaNotCurrent as exc:
+        raise UsageError(str(exc), hint="run autoresearch hub migrate (back the database up first)") from exc
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path} does not exist")
+        if path.is_dir() and _outbox_file(path) is None:
+            raise UsageError(f"{path} is a folder without an outbox.sqlite", hint="pass the workspace or its .autoresearch folder")
+    engine = make_engine(settings.db_url)
+    start = time.perf_counter()
+    try:
+        importer = Importer(session_factory(engine), settings, TrackCatalog.builtin(), batch=batch)
+        for path in paths:
+            outbox_path = _outbox_file(path) if path.is_dir() else None
+            if outbox_path is not None:
+                box = Outbox(outbox_path)
+                items = box.items(("pending", "sent", "rejected"))
+                for item in items:
+                    for sha in item.sources:
+                        text = box.source(sha)
+                        if text is not None:
+                            importer.add_source(sha, text)
+                    importer.add(box.envelope(item.record_id).to_json().encode())
+            else:
+                for body in _envelope_lines(path):
+                    importer.add(body)
+        report = importer.finish()
+    finally:
+        engine.dispose()
+    seconds = time.perf_counter() - start
+    summary = {
+        "stored": dict(report.stored), "already_stored": report.already, "refused": dict(report.refused),
+        "records": report.total, "seconds": round(seconds, 2),
+        "records_per_s": round(report.total / seconds, 1) if seconds > 0 else None,
+    }
+    if json_:
+        console.print_json(summary)
+        return
+    stored = ", ".join(f"{n} {kind}(s)" for kind, n in sorted(report.stored.items())) or "nothing new"
+    refused = ", ".join(f"{code}: {n}" for code, n in sorted(report.refused.items()))
+    console.info(f"imported {stored}; {report.already} already stored"
+                 + (f"; refused {sum(report.refused.values())} ({refused})" if refused else "")
+                 + f" — {report.total} records in {seconds:.1f} s ({summary['records_per_s']} records/s)")
 
 
 def register(app: typer.Typer) -> None:

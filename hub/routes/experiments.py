@@ -63,8 +63,7 @@ def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, respo
     limits.check_record(record, spec)
     now = utc_now()
     subjects = quotas.of_key(session, verified.keyid)
-    quotas.check(session, s, subjects, "records", 1, now=now)
-    quotas.check(session, s, subjects, "source_bytes", len(record.diff.encode("utf-8")), now=now)
+    quotas.check_all(session, s, subjects, {"records": 1, "source_bytes": len(record.diff.encode("utf-8"))}, now=now)
     parent = store.get_source(session, record.parent_sha256)
     if parent is None and record.parent_sha256 == spec.reference_sha256:
         parent = state.catalog.reference_source(spec)
@@ -75,22 +74,17 @@ def submit_experiment(body: BodyDep, session: SessionDep, state: StateDep, respo
             code="unknown_parent",
         )
     session.rollback()  # end the read transaction before the slow, database-free checks
-    checked = ingest.check_experiment(
-        verified, spec, parent, now=now, max_diff_bytes=s.max_diff_bytes,
-        max_source_bytes=s.max_source_bytes, max_future_seconds=s.max_future_seconds,
-        max_source_ast_nodes=s.max_source_ast_nodes, max_changed_symbols=s.max_changed_symbols,
-    )
+    checked = ingest.check_experiment_under(verified, spec, parent, s, now=now)
     with state.write_session() as writer:
-        view, created = store.add_experiment(writer, checked, envelope_json=body.decode("utf-8"), rules=state.rules)
+        experiment_id, created = store.add_experiment(writer, checked, envelope_json=body.decode("utf-8"), rules=state.rules)
         if created:
-            quotas.charge(writer, subjects, "records", 1, now=now)
-            quotas.charge(writer, subjects, "source_bytes", len(checked.child_source.encode("utf-8")), now=now)
+            quotas.charge_all(writer, subjects, {"records": 1, "source_bytes": len(checked.child_source.encode("utf-8"))}, now=now)
         writer.commit()
     state.metrics.records.labels("experiment", record.outcome if created else "duplicate").inc()
     if not created:
         response.status_code = 200
-    _logger.info("experiment stored", extra={"id": view.id, "track": record.track, "outcome": record.outcome})
-    return Accepted(id=view.id, created=created, kind="experiment")
+    _logger.info("experiment stored", extra={"id": experiment_id, "track": record.track, "outcome": record.outcome})
+    return Accepted(id=experiment_id, created=created, kind="experiment")
 
 
 @router.get("/experiments", response_model=Page[ExperimentView], responses=ERRORS)

@@ -54,12 +54,34 @@ def test_migrate_tokens_and_clients(tmp_path: Path) -> None:
 
 def test_admin_errors_are_one_line_with_exit_code_1(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'hub.db'}"
+    cli("hub", "migrate", "--db", db)
     done = subprocess.run(
         [str(Path(sys.executable).parent / "autoresearch"), "hub", "admin", "revoke", "0" * 64, "--db", db],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 1
     assert f"error: no client with key id {'0' * 64}" in done.stderr
+
+
+def test_admin_never_migrates_and_says_how(tmp_path: Path) -> None:
+    """Catches: ``hub admin …`` migrating a database as a side effect (issue 16, item 5)."""
+    from autoresearch.hub.migrate import current_revision, head_revision, upgrade
+
+    path = tmp_path / "hub.db"
+    db = f"sqlite:///{path}"
+    exe = str(Path(sys.executable).parent / "autoresearch")
+    fresh = subprocess.run([exe, "hub", "admin", "tokens", "list", "--db", db], capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 1
+    assert "has no hub schema" in fresh.stderr and "hint: run autoresearch hub migrate" in fresh.stderr
+    assert not path.exists()  # not even an empty file
+    upgrade(db, "0004")
+    behind = subprocess.run([exe, "hub", "admin", "clients", "--db", db], capture_output=True, text=True, timeout=120)
+    assert behind.returncode == 1
+    assert f"is at revision 0004; this hub needs revision {head_revision()}" in behind.stderr
+    assert current_revision(db) == "0004"  # left as it was
+    cli("hub", "migrate", "--db", db)
+    assert current_revision(db) == head_revision()
+    assert json.loads(cli("hub", "admin", "clients", "--json", "--db", db)) == []
 
 
 @pytest.mark.slow

@@ -109,3 +109,35 @@ def test_rebase_refuses_overlap_and_drift() -> None:
 @pytest.mark.parametrize("child", [REF.replace("DEPTH = 4", "DEPTH = 5"), REF.rstrip("\n"), REF + "X = 1", REF])
 def test_unified_diff_round_trips_through_apply_diff(child: str) -> None:
     assert apply_diff(REF, unified_diff(REF, child), sha256_hex(child)) == child
+
+
+def _fresh_summary(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The summary computed without the statement memo (every statement dumped from its own tree)."""
+    from autoresearch.protocol import source as src
+    from autoresearch.protocol.canonical import parse_source
+
+    summary = src._summarise(parse_source(text))
+    return dict(summary.statements), dict(summary.blanked)
+
+
+@pytest.mark.parametrize(
+    ("what", "parent", "child"),
+    [
+        ("decorators differ, body the same", "import f\n@f.a\ndef g():\n    return 1\n", "import f\n@f.b\ndef g():\n    return 1\n"),
+        ("CRLF line ends", "A = 1\r\nB = 2\r\n", "A = 1\r\nB = 3\r\n"),
+        ("lone CR line ends", "A = 1\rB = 2\r", "A = 1\rB = 3\r"),
+        ("non-ASCII text before the change (byte offsets)", "S = 'ü→'; A = 1\nB = 2\n", "S = 'ü→'; A = 2\nB = 2\n"),
+        ("two statements on one line", "A = 1; B = 2\n", "A = 1; B = 3\n"),
+        ("a method whose text matches a function", "def f(x):\n    return x\nclass C:\n    def f(x):\n        return x + 1\n",
+         "def f(x):\n    return x\nclass C:\n    def f(x):\n        return x\n"),
+    ],
+)
+def test_memoised_statement_dumps_equal_fresh_ones(what: str, parent: str, child: str) -> None:
+    """Catches: the per-statement memo (keyed by a statement's exact source bytes) handing one
+    statement another's dump — a wrong direction, or a real change read as no change."""
+    from autoresearch.protocol import source as src
+
+    for text in (parent, child):
+        memo = src._analysis(text).summary
+        assert (dict(memo.statements), dict(memo.blanked)) == _fresh_summary(text), what
+    assert extract_directions(parent, child) != [], what
