@@ -35,6 +35,7 @@ from autoresearch.protocol import (
     CALIBRATION_SCHEMA,
     CLIENT_SCHEMA,
     EXPERIMENT_SCHEMA,
+    CalibrationRecord,
     ExperimentRecord,
     ProtocolError,
     parse_envelope,
@@ -135,9 +136,11 @@ class Importer:
     def _calibration(self, body: bytes) -> None:
         with self.sessions() as session:
             verified = signed_by_active_key(session, body, CALIBRATION_SCHEMA)
-            spec = self.catalog.get_by_id(verified.record.track)
-            limits.check_record(verified.record, spec)
-            ingest.check_not_future(verified.record.created_at, utc_now(), self.settings.max_future_seconds)
+            record = verified.record
+            assert isinstance(record, CalibrationRecord)  # the schema was checked
+            spec = self.catalog.get_by_id(record.track)
+            limits.check_record(record, spec)
+            ingest.check_not_future(record.created_at, utc_now(), self.settings.max_future_seconds)
             created = store.add_calibration(session, verified, envelope_json=body.decode("utf-8"))
             session.commit()
         self._count("calibration", created)
