@@ -23,8 +23,8 @@ import typer.core
 from autoresearch.protocol import ProtocolError
 
 from . import console
-from .commands import calibrate, demo, federation, hubcmd, keys, mcp, records, trainer, workspace
-from .errors import ClientError
+from .commands import calibrate, demo, federation, keys, mcp, records, trainer, workspace
+from .errors import ClientError, UsageError
 from .safetext import SafeLogFilter
 
 _display_type_rich = typer.core.TyperOption.display_type_rich
@@ -90,8 +90,29 @@ def _root(
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-for _module in (keys, records, trainer, workspace, calibrate, hubcmd, federation, demo, mcp):
+for _module in (keys, records, trainer, workspace, calibrate, federation, demo, mcp):
     _module.register(app)
+
+
+def _mount_hub(app: typer.Typer) -> None:
+    """``autoresearch hub …`` is the hub package's command group (``autoresearch.hub.cli``), mounted
+    when the ``hub`` extra is installed; without it, ``hub`` only says how to install it."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "sqlalchemy", "alembic", "uvicorn") if importlib.util.find_spec(m) is None]
+    if not missing:
+        from autoresearch.hub.cli import register
+
+        register(app)
+        return
+
+    @app.command("hub", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+    def hub_missing() -> None:
+        """Run and administer a hub (needs the `hub` extra)."""
+        raise UsageError(f"the hub is not installed ({', '.join(missing)} missing)", hint="pip install 'autoresearch-hub[hub]'")
+
+
+_mount_hub(app)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

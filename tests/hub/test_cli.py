@@ -114,3 +114,18 @@ def test_serve_migrates_and_serves_the_builtin_tracks(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     assert any(line.get("msg") == "request" and line.get("path") == "/api/v1/clients" and line.get("status") == 201 for line in lines)
+
+
+def test_hub_group_is_the_hub_packages_and_without_the_extra_says_how_to_install_it() -> None:
+    """``autoresearch hub`` is mounted from ``autoresearch.hub.cli``; on a client-only install (FastAPI
+    unimportable) the same command answers with the install hint instead of a traceback."""
+    from autoresearch.hub import cli as hub_cli
+
+    group = next(g for g in app.registered_groups if g.name == "hub")
+    assert group.typer_instance is hub_cli.hub_app
+    client_only = "import sys; sys.modules['fastapi'] = None; from autoresearch.client.cli import main; main()"
+    run = subprocess.run([sys.executable, "-c", client_only, "hub", "serve", "--db", "sqlite://"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "the hub is not installed (fastapi missing)" in run.stderr and "pip install 'autoresearch-hub[hub]'" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,6 +1,7 @@
-"""``autoresearch hub serve|migrate|admin``: run and administer a hub.
+"""``autoresearch hub serve|migrate|import|admin``: run and administer a hub.
 
-The hub's modules are imported inside the commands, so the client runs without FastAPI installed.
+The hub's own command group, mounted by the CLI (client/cli.py) when the ``hub`` extra is installed.
+The hub's modules are imported inside the commands, so ``autoresearch --help`` stays fast.
 Admin commands work on the database directly (``--db`` or ``AUTORESEARCH_HUB_DB_URL``), like
 ``hub migrate``: whoever can reach the database administers the hub. They never migrate it: a
 database behind this hub's newest revision is refused with ``hint: run autoresearch hub migrate``
@@ -17,13 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from .. import console
-from ..errors import UsageError
+from autoresearch.client import console
+from autoresearch.client.errors import UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from autoresearch.hub.settings import HubSettings
+    from .settings import HubSettings
 
 hub_app = typer.Typer(help="Run and administer a hub (needs the `hub` extra).", no_args_is_help=True)
 admin_app = typer.Typer(help="Tokens, clients, approval and revocation on a hub's database.", no_args_is_help=True)
@@ -40,7 +41,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout."
 
 def _settings(db: str | None, **overrides: Any) -> HubSettings:
     try:
-        from autoresearch.hub.settings import HubSettings
+        from .settings import HubSettings
     except ImportError as exc:
         raise UsageError(f"the hub is not installed ({exc.name} is missing)", hint="pip install 'autoresearch-hub[hub]'") from exc
     values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
@@ -58,9 +59,9 @@ def _session(db: str | None) -> Iterator[Session]:
         UsageError: the database is not at the newest revision (hint: ``autoresearch hub migrate``),
             or the HubError of the command.
     """
-    from autoresearch.hub.db import make_engine, session_factory
-    from autoresearch.hub.errors import HubError
-    from autoresearch.hub.migrate import SchemaNotCurrent, require_current
+    from .db import make_engine, session_factory
+    from .errors import HubError
+    from .migrate import SchemaNotCurrent, require_current
 
     settings = _settings(db)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # admin output stays short
@@ -95,9 +96,9 @@ def serve(
     settings = _settings(db, private=private, require_approval=require_approval)
     import uvicorn
 
-    from autoresearch.hub import logs
-    from autoresearch.hub.app import create_app
-    from autoresearch.hub.migrate import upgrade
+    from . import logs
+    from .app import create_app
+    from .migrate import upgrade
 
     logs.configure(settings.json_logs)
     upgrade(settings.db_url)
@@ -111,7 +112,7 @@ def serve(
 def migrate(db: DbOption = None) -> None:
     """Apply the database migrations (Alembic) and exit."""
     settings = _settings(db)
-    from autoresearch.hub.migrate import upgrade
+    from .migrate import upgrade
 
     upgrade(settings.db_url)
     console.info("database is at the newest schema")
@@ -126,7 +127,7 @@ def tokens_create(
     """Make a token and print it once on stdout (only its hash is stored)."""
     if kind not in ("enroll", "read"):
         raise UsageError(f"--kind must be enroll or read, not {kind!r}")
-    from autoresearch.hub import store
+    from . import store
 
     with _session(db) as session:
         token = store.create_token(session, kind, label)
@@ -136,7 +137,7 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(db: DbOption = None, json_: JsonOption = False) -> None:
     """Tokens by id (never the tokens themselves)."""
-    from autoresearch.hub import store
+    from . import store
 
     with _session(db) as session:
         rows = store.list_tokens(session)
@@ -150,7 +151,7 @@ def tokens_list(db: DbOption = None, json_: JsonOption = False) -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `tokens list`.")], db: DbOption = None) -> None:
     """Revoke a token: requests carrying it get 401 bad_token."""
-    from autoresearch.hub import store
+    from . import store
 
     with _session(db) as session:
         store.revoke_token(session, token_id)
@@ -160,7 +161,7 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id from `t
 @admin_app.command("clients")
 def clients(db: DbOption = None, json_: JsonOption = False) -> None:
     """Registered keys with status and experiment counts."""
-    from autoresearch.hub import store
+    from . import store
 
     with _session(db) as session:
         rows = store.list_clients(session)
@@ -172,7 +173,7 @@ def clients(db: DbOption = None, json_: JsonOption = False) -> None:
 
 
 def _set_status(key_id: str, status: Literal["active", "revoked"], db: str | None) -> None:
-    from autoresearch.hub import store
+    from . import store
 
     with _session(db) as session:
         client = store.set_client_status(session, key_id.lower(), status)
@@ -198,7 +199,7 @@ def rederive(
 ) -> None:
     """Recompute the hub's figures, verdicts, direction statistics and bests from the stored records
     (run once after upgrading to migration 0005)."""
-    from autoresearch.hub import store
+    from . import store
 
     with _session(db) as session:
         n = store.rederive(session, track)
@@ -228,18 +229,20 @@ def import_(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Experiments per database transaction.")] = 2000,
     json_: JsonOption = False,
 ) -> None:
-    """Import signed history: every envelope verified as the API verifies it, experiments stored in
-    batches (no near-duplicate search). A file is JSON lines (one DSSE envelope per line); a
-    directory is an outbox dump (its outbox.sqlite, every item whatever its state, with the sources
-    it carries). Refused records are counted by reason and skipped."""
+    """Import signed history (JSON-lines envelopes or an outbox folder), verified as the API does.
+
+    Experiments are stored in batches (no near-duplicate search). A file is JSON lines (one DSSE
+    envelope per line); a directory is an outbox dump (its outbox.sqlite, every item whatever its
+    state, with the sources it carries). Refused records are counted by reason and skipped.
+    """
     import time
 
-    from autoresearch.hub.catalog import TrackCatalog
-    from autoresearch.hub.db import make_engine, session_factory
-    from autoresearch.hub.importer import Importer
-    from autoresearch.hub.migrate import SchemaNotCurrent, require_current
+    from autoresearch.client.outbox import Outbox
 
-    from ..outbox import Outbox
+    from .catalog import TrackCatalog
+    from .db import make_engine, session_factory
+    from .importer import Importer
+    from .migrate import SchemaNotCurrent, require_current
 
     settings = _settings(db)
     try:
