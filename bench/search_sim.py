@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_hub import TIME_BUDGET, ShippedHub  # noqa: E402
+from sim_hub import ShippedHub  # noqa: E402
 
 from autoresearch.protocol import sha256_hex  # noqa: E402
 from autoresearch.protocol.source import extract_directions  # noqa: E402
