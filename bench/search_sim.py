@@ -614,8 +614,12 @@ def finish(com: Community, agent: Agent, plan: Plan, noise: random.Random, t: fl
                 com.set_best(plan.child)
 
 
-def simulate(strategy: str, seed: int, *, n_agents: int, gpu_hours: float, target_fraction: float) -> dict[str, object]:
+def simulate(
+    strategy: str, seed: int, *, n_agents: int, gpu_hours: float, target_fraction: float,
+    inspect: Callable[[Community], None] | None = None,
+) -> dict[str, object]:
     """One seeded simulation of one strategy (a baseline or a :data:`VARIANTS` key); its figures.
+    ``inspect`` sees the community at the end, before its hub database is closed (tests).
 
     Raises:
         ValueError: unknown strategy.
@@ -652,6 +656,8 @@ def simulate(strategy: str, seed: int, *, n_agents: int, gpu_hours: float, targe
             finish(com, agent, plan, noise, t)
             com.metrics.curve.append((spent, land.mean_quality(com.best)))
             start(agent, t)
+        if inspect is not None:
+            inspect(com)
     finally:
         if com.hub is not None:
             com.hub.close()
