@@ -820,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gpu-hours", type=float, default=40.0, help="simulated GPU-hours per community")
     parser.add_argument("--target", type=float, default=0.5, help="target: this fraction of the reachable improvement")
     parser.add_argument("--variants", default="hub", help=f"comma-separated hub variants, or 'all' ({', '.join(VARIANTS)})")
-    parser.add_argument("--workers", type=int, default=1, help="processes")
+    parser.add_argument("--workers", type=int, default=2, help="processes (seeds run in parallel)")
     parser.add_argument("--json", action="store_true", help="print the pinned JSON shape")
     args = parser.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]

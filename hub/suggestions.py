@@ -1,7 +1,8 @@
 """The suggestion engine: what an agent should try next on a track (DESIGN.md, "Suggestions").
 
-Pure logic over protocol models; the hub's route fills the inputs from its store and serves the
-result as ``SuggestionList``. Entry point (stable; the hub route and the research simulator call it)::
+Pure logic over protocol models, except :func:`for_client`, which fills the inputs from the store
+exactly as ``GET /api/v1/tracks/{track}/suggestions`` serves them (the route and the research
+simulator both call it). Entry point of the engine (stable)::
 
     suggest(
         track: str,
