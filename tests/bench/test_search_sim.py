@@ -34,7 +34,7 @@ def sim() -> ModuleType:
 
 
 def test_json_has_the_pinned_keys(sim: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    assert sim.main(["--json", "--seeds", "2", "--agents", "4", "--gpu-hours", "2"]) == 0
+    assert sim.main(["--json", "--seeds", "2", "--agents", "4", "--gpu-hours", "2", "--workers", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["strategies"]) == {"independent", "global_best", "hub"}
     for figures in result["strategies"].values():
@@ -141,6 +141,6 @@ def test_unknown_strategy_is_named(sim: ModuleType) -> None:
 
 
 def test_table_output(sim: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    sim.main(["--seeds", "1", "--agents", "3", "--gpu-hours", "1"])
+    sim.main(["--seeds", "1", "--agents", "3", "--gpu-hours", "1", "--workers", "1"])
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("strategy") and "global_best" in out and "hub" in out
