@@ -1,38 +1,32 @@
-"""Research simulator: does the hub make a community of agents find improvements faster?
+"""Research simulator: does the shipped hub make a community of agents find improvements faster?
 
-A deterministic (seeded) simulation of volunteers running the keep/discard loop on mixed hardware,
-used to compare three strategies without GPUs (issue 9; results in docs/suggestions.md):
+A seeded simulation of volunteers running the keep/discard loop on mixed hardware (issue 17;
+figures and verdict in docs/suggestions.md). Every strategy uses the same agents and the same
+learning proposer (:class:`Proposer`); they differ only in what the agents can see and share:
 
-- ``independent``: each agent alone, greedy, random proposals (upstream's solo loop);
-- ``global_best``: agents adopt the community best every 5 runs and skip proposals whose exact
-  description (parent + change) was already published (the community fork's approach);
-- ``hub``: claims (no two agents run the same experiment), suggestions from the real
-  :func:`autoresearch.hub.suggestions.suggest` (directions extracted by the real
-  :func:`autoresearch.protocol.source.extract_directions` from generated ``train.py`` sources, merged
-  files from the real :func:`autoresearch.hub.combine.combine_sources`), and the community best of
-  the one rule the hub applies (:func:`autoresearch.protocol.best.community_best`: calibrated,
-  significant, plausible or confirmed by another key on its own calibration).
+- ``independent``: upstream's solo loop: greedy on its own noisy measurements; the proposer learns
+  from the agent's own history only.
+- ``global_best``: the autoresearch-at-home style swarm: every result is shared (the proposer learns
+  from all of them), a claim on (parent, change) expires after 15 minutes, an exact published
+  (parent, change) is skipped, and every ADOPT_EVERY_SWARM runs an agent tries the shared global best
+  (lowest val_bpb anyone reported, raw) and keeps it if it beats its own best on its machine.
+- ``hub`` (and its variants, :data:`VARIANTS`): the **shipped hub** (:mod:`sim_hub`): a migrated
+  SQLite store driven through the functions the routes call, with signed records, the hub's own z
+  from each client's 2-seed σ estimate, the one community-best rule, the store's claims, and the
+  suggestions exactly as ``GET /suggestions`` serves them (:func:`autoresearch.hub.suggestions.for_client`).
+  Agents adopt their class's community best every ``adopt_every`` runs like the client
+  (``client/federation.py`` ``adopt``: trained here, kept only if it beats the local best).
 
-The hidden landscape (one per seed). ``train.py`` is a list of numeric hyperparameters and boolean
-switches. A hyperparameter moves in steps (×1.25 up, ÷1.25 down); its contribution to the true
-improvement (bits per byte, higher is better) is ``−w·((x − o)² − o²)`` for step count ``x``: zero
-at the reference, best at the optimum ``o`` (diminishing returns, then overshoot). Most optima are
-0 (every change hurts a little), a few lie 1–3 steps away, a few differ by hardware class. Switches
-add a fixed effect, mostly ≈0 or harmful. A few pairs of hyperparameters interact (``w·x_i·x_j``).
-Some changes crash (learning rates pushed high, risky switches). Hardware classes differ in seed
-noise σ (bits per byte) and speed (runs per hour); every run costs its duration in GPU-hours,
-including baseline runs of a newly adopted parent.
-
-Figures per strategy (mean and spread over seeds): GPU-hours until the community best's *true*
-improvement reaches the target (a fraction of the best reachable), duplicate-run rate, runs on known
-dead ends, false keeps (kept by noise: true change ≤ 0), false community bests (the community best
-moved to something truly no better), and the best true improvement reached.
+The landscape (:class:`Landscape`, parameters and sources in docs/suggestions.md) is calibrated to
+real runs: bounded quality (a floor ``BASE − HEADROOM`` that the true val_bpb never crosses),
+diminishing returns (saturating), per-class seed noise σ, machine offsets, hardware-dependent
+effects, interactions and crashes.
 
 Usage::
 
     python bench/search_sim.py                 # table
-    python bench/search_sim.py --json          # {"strategies": {"independent": {...}, ...}}
-    python bench/search_sim.py --seeds 5 --agents 6 --gpu-hours 20
+    python bench/search_sim.py --json          # {"strategies": {"independent": {...}, ...}, ...}
+    python bench/search_sim.py --seeds 5 --agents 6 --gpu-hours 20 --variants hub
 """
 
 from __future__ import annotations
@@ -47,94 +41,55 @@ import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from pathlib import Path
 
-from autoresearch.hub.suggestions import counts_toward_gain, suggest
-from autoresearch.protocol import (
-    CurveFit,
-    DirectionByClass,
-    DirectionStats,
-    ExperimentRecord,
-    ExperimentView,
-    Normalised,
-    Replications,
-    RunMetrics,
-    SoftwareVersions,
-    canonical_source_sha256,
-    sha256_hex,
-)
-from autoresearch.protocol import best as rule
-from autoresearch.protocol.source import extract_directions
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-Strategy = Literal["independent", "global_best", "hub"]
-STRATEGIES: tuple[Strategy, ...] = ("independent", "global_best", "hub")
-TRACK = "sim-000000000000"
+from sim_hub import ShippedHub  # noqa: E402
+
+from autoresearch.protocol import sha256_hex  # noqa: E402
+from autoresearch.protocol.source import extract_directions  # noqa: E402
+
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 STEP = 1.25  # one ↑ multiplies a hyperparameter by this, one ↓ divides
-BASE_VAL_BPB = 1.0
-ADOPT_EVERY = 5  # global_best: runs between adoptions of the community best
-DEAD_END_TRIES = (
-    3  # a direction with this many tries and no keep (or half crashes) is a known dead end
-)
+BASE_VAL_BPB = 1.0  # reference val_bpb on the fastest class at the 300 s budget (upstream H100: ≈0.998)
+HEADROOM = 0.035  # bits per byte the best train.py can gain: the floor is BASE − HEADROOM on a class
+MACHINE_SD = 0.0015  # per-machine offset of val_bpb within a class (bits per byte)
+CLAIM_EXPIRY_H = 0.25  # global_best: a claim lapses after 15 minutes
+ADOPT_EVERY_SWARM = 5  # global_best: runs between tries of the shared global best
+LEASE_MARGIN_S = 120  # hub: lease = run duration + this
 
 
 @dataclass(frozen=True)
 class HardwareClass:
-    """A simulated GPU class: seed noise σ (bits per byte), speed (runs per hour), share of agents.
-
-    Every agent is calibrated: its calibration (one per agent, so confirmations across agents count)
-    has this σ and the reference curve :data:`SIM_CURVE` (``bpb(t) = c + a·t^(−b)`` in units of the
-    budget: 1.0 at the full budget, asymptote 0.9), the shape real calibrations have."""
+    """A simulated GPU class: seed noise σ (bits per byte, std across seeds at the full budget), speed
+    (runs per hour: 300 s of training plus start-up and evaluation), share of agents, and the offset
+    of its val_bpb at the fixed budget (slower GPUs train fewer tokens in 300 s)."""
 
     name: str
     sigma: float
     runs_per_hour: float
     share: float
+    offset: float
 
 
 HARDWARE: tuple[HardwareClass, ...] = (
-    HardwareClass("NVIDIA H100 80GB HBM3", 0.0015, 12.0, 0.25),
-    HardwareClass("NVIDIA A100-SXM4-80GB", 0.0020, 8.0, 0.35),
-    HardwareClass("NVIDIA GeForce RTX 4090", 0.0030, 6.0, 0.40),
+    HardwareClass("NVIDIA H100 80GB HBM3", 0.0003, 10.0, 0.25, 0.0),
+    HardwareClass("NVIDIA A100-SXM4-80GB", 0.0005, 7.0, 0.35, 0.015),
+    HardwareClass("NVIDIA GeForce RTX 4090", 0.0008, 5.5, 0.40, 0.030),
 )
-
-SIM_CURVE = CurveFit(a=0.1, b=0.5, c=BASE_VAL_BPB - 0.1, rmse=0.0)
-"""The simulated reference curve: ``bpb(1) = BASE_VAL_BPB`` at the full budget (t in budgets)."""
 
 PARAM_NAMES = (
-    "MATRIX_LR",
-    "EMBEDDING_LR",
-    "UNEMBEDDING_LR",
-    "SCALAR_LR",
-    "WEIGHT_DECAY",
-    "ADAM_BETA1",
-    "ADAM_BETA2",
-    "MUON_MOMENTUM",
-    "WARMUP_RATIO",
-    "WARMDOWN_RATIO",
-    "FINAL_LR_FRAC",
-    "DEPTH",
-    "ASPECT_RATIO",
-    "HEAD_DIM",
-    "MLP_RATIO",
-    "TOTAL_BATCH_SIZE",
-    "DEVICE_BATCH_SIZE",
-    "ROPE_BASE",
-    "LOGIT_SOFTCAP",
-    "INIT_SCALE",
-    "VE_GATE_SCALE",
-    "NORM_EPS",
-    "GRAD_CLIP",
-    "X0_LAMBDA",
+    "MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR", "WEIGHT_DECAY", "ADAM_BETA1",
+    "ADAM_BETA2", "MUON_MOMENTUM", "WARMUP_RATIO", "WARMDOWN_RATIO", "FINAL_LR_FRAC", "DEPTH",
+    "ASPECT_RATIO", "HEAD_DIM", "MLP_RATIO", "TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "ROPE_BASE",
+    "LOGIT_SOFTCAP", "INIT_SCALE", "VE_GATE_SCALE", "NORM_EPS", "GRAD_CLIP", "X0_LAMBDA",
 )
 SWITCH_NAMES = (
-    "USE_QK_NORM_SCALE",
-    "USE_VALUE_EMBEDS_ALL",
-    "USE_SWIGLU",
-    "USE_FP8_MATMUL",
-    "USE_SLIDING_WINDOW",
+    "USE_QK_NORM_SCALE", "USE_VALUE_EMBEDS_ALL", "USE_SWIGLU", "USE_FP8_MATMUL", "USE_SLIDING_WINDOW",
     "USE_ZERO_INIT_PROJ",
 )
 
@@ -143,97 +98,8 @@ SWITCH_NAMES = (
 # Landscape
 
 
-@dataclass
-class Landscape:
-    """The hidden truth of one seed: what each change does, by hardware class."""
-
-    weights: list[float]  # w_i of each hyperparameter, bits per byte per step²
-    optima: list[list[float]]  # optima[i][c]: optimum step count of hyperparameter i on class c
-    crash_up: list[float]  # per-step crash probability beyond the first step up
-    switch_effects: list[list[float]]  # switch_effects[f][c], bits per byte
-    switch_crash: list[float]
-    pairs: list[tuple[int, int, float]]  # interacting hyperparameters (i, j, w_ij)
-    base_values: list[float]
-
-    @classmethod
-    def generate(cls, rng: random.Random) -> Landscape:
-        n, c = len(PARAM_NAMES), len(HARDWARE)
-        weights, optima, crash_up = [], [], []
-        for _ in range(n):
-            kind = rng.random()
-            if kind < 0.70:  # at its optimum already: every step hurts a little
-                o = [0.0] * c
-                w = rng.uniform(0.0004, 0.002)
-            elif kind < 0.90:  # helpful 1–3 steps away (diminishing returns, then overshoot)
-                sign = rng.choice((-1.0, 1.0))
-                o = [sign * rng.uniform(1.0, 3.0)] * c
-                w = rng.uniform(0.003, 0.009) / (o[0] ** 2)
-            else:  # hardware-dependent: helpful on one class, neutral or harmful elsewhere
-                good = rng.randrange(c)
-                sign = rng.choice((-1.0, 1.0))
-                o = [
-                    sign * rng.uniform(1.0, 2.5) if k == good else rng.uniform(-0.5, 0.0) * sign
-                    for k in range(c)
-                ]
-                w = rng.uniform(0.004, 0.008) / max(abs(v) for v in o) ** 2
-            weights.append(w)
-            optima.append(o)
-            crash_up.append(rng.uniform(0.2, 0.5) if rng.random() < 0.2 else 0.01)
-        switch_effects, switch_crash = [], []
-        for _ in SWITCH_NAMES:
-            kind = rng.random()
-            if kind < 0.25:
-                e = rng.uniform(0.003, 0.008)
-            elif kind < 0.6:
-                e = rng.uniform(-0.0005, 0.0005)
-            else:
-                e = rng.uniform(-0.006, -0.001)
-            switch_effects.append([e * rng.uniform(0.7, 1.3) for _ in range(c)])
-            switch_crash.append(rng.uniform(0.3, 0.7) if rng.random() < 0.25 else 0.02)
-        pairs = [(*rng.sample(range(n), 2), rng.uniform(-0.002, 0.002)) for _ in range(3)]
-        base_values = [round(rng.uniform(0.01, 2.0), 4) for _ in range(n)]
-        return cls(weights, optima, crash_up, switch_effects, switch_crash, pairs, base_values)
-
-    def quality(self, state: State, c: int) -> float:
-        """True improvement of a state over the reference on class ``c`` (bits per byte, higher=better)."""
-        q = 0.0
-        for i, x in enumerate(state.steps):
-            if x:
-                o = self.optima[i][c]
-                q -= self.weights[i] * ((x - o) ** 2 - o**2)
-        for f, on in enumerate(state.switches):
-            if on:
-                q += self.switch_effects[f][c]
-        for i, j, w in self.pairs:
-            q += w * state.steps[i] * state.steps[j]
-        return q
-
-    def mean_quality(self, state: State) -> float:
-        """True improvement averaged over hardware classes, weighted by their share of agents."""
-        return sum(h.share * self.quality(state, c) for c, h in enumerate(HARDWARE))
-
-    def crash_probability(self, parent: State, child: State) -> float:
-        p = 0.01
-        for i, (a, b) in enumerate(zip(parent.steps, child.steps, strict=True)):
-            if b > a and b >= 2:
-                p = max(p, self.crash_up[i])
-        for f, (a, b) in enumerate(zip(parent.switches, child.switches, strict=True)):
-            if b and not a:
-                p = max(p, self.switch_crash[f])
-        return p
-
-    def reachable(self) -> float:
-        """Best mean true improvement of any single-class optimum (a yardstick for the target)."""
-        steps = [
-            round(sum(h.share * self.optima[i][c] for c, h in enumerate(HARDWARE)))
-            for i in range(len(PARAM_NAMES))
-        ]
-        switches = [
-            sum(h.share * self.switch_effects[f][c] for c, h in enumerate(HARDWARE)) > 0
-            for f in range(len(SWITCH_NAMES))
-        ]
-        best = State(tuple(steps), tuple(switches))
-        return self.mean_quality(best)
+def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
 @dataclass(frozen=True)
@@ -249,7 +115,7 @@ class State:
 
     def apply(self, action: Action) -> State:
         kind, index = action
-        if kind == "up" or kind == "down":
+        if kind in ("up", "down"):
             steps = list(self.steps)
             steps[index] += 1 if kind == "up" else -1
             return State(tuple(steps), self.switches)
@@ -258,16 +124,110 @@ class State:
         return State(self.steps, tuple(switches))
 
 
-SWEEP_FRACTIONS = (0.25, 0.5, 0.75)
-"""Fractions of the reachable improvement whose GPU-hours are reported besides the target."""
-RUN_SOURCES = ("baseline", "random", "explore", "exploit", "combine", "replicate")
-"""What chose a run: a baseline of a new parent, a random proposal (the solo strategies, the hub's
-fallback) or a suggestion kind."""
 Action = tuple[str, int]  # ("up" | "down" | "flip", index)
 ALL_ACTIONS: tuple[Action, ...] = tuple(
-    [(k, i) for i in range(len(PARAM_NAMES)) for k in ("up", "down")]
-    + [("flip", f) for f in range(len(SWITCH_NAMES))]
+    [(k, i) for i in range(len(PARAM_NAMES)) for k in ("up", "down")] + [("flip", f) for f in range(len(SWITCH_NAMES))]
 )
+
+
+@dataclass
+class Landscape:
+    """The hidden truth of one seed. ``raw(state, c)`` sums the effects (bits per byte, higher is
+    better): hyperparameter i contributes ``−w·((x − o)² − o²)`` at step count x (optimum o, by class),
+    a switch its effect, an interacting pair ``w·x_i·x_j``. The true improvement saturates:
+    ``HEADROOM·(1 − exp(−raw/HEADROOM))`` for raw ≥ 0 (diminishing returns; never more than HEADROOM,
+    so the true val_bpb never crosses the floor), ``raw`` below 0."""
+
+    weights: list[float]
+    optima: list[list[float]]
+    crash_up: list[float]
+    switch_effects: list[list[float]]
+    switch_crash: list[float]
+    pairs: list[tuple[int, int, float]]
+    base_values: list[float]
+
+    @classmethod
+    def generate(cls, rng: random.Random) -> Landscape:
+        n, c = len(PARAM_NAMES), len(HARDWARE)
+        weights, optima, crash_up = [], [], []
+        for _ in range(n):
+            kind = rng.random()
+            if kind < 0.60:  # at its optimum already: every step hurts
+                o, w = [0.0] * c, _log_uniform(rng, 3e-4, 3e-3)
+            elif kind < 0.88:  # helpful 1–5 steps away
+                sign = rng.choice((-1.0, 1.0))
+                o = [sign * rng.uniform(1.0, 5.0)] * c
+                w = _log_uniform(rng, 1e-3, 6e-3) / o[0] ** 2
+            else:  # hardware-dependent: helpful on one class, at its optimum elsewhere
+                good, sign = rng.randrange(c), rng.choice((-1.0, 1.0))
+                o = [sign * rng.uniform(1.0, 2.5) if k == good else 0.0 for k in range(c)]
+                w = _log_uniform(rng, 2e-3, 5e-3) / max(abs(v) for v in o) ** 2
+            weights.append(w)
+            optima.append(o)
+            crash_up.append(rng.uniform(0.2, 0.5) if rng.random() < 0.2 else 0.0)
+        switch_effects, switch_crash = [], []
+        for _ in SWITCH_NAMES:
+            kind = rng.random()
+            if kind < 0.25:
+                e = rng.uniform(1e-3, 4e-3)
+            elif kind < 0.6:
+                e = rng.uniform(-2e-4, 2e-4)
+            else:
+                e = -rng.uniform(5e-4, 4e-3)
+            switch_effects.append([e * rng.uniform(0.7, 1.3) for _ in range(c)])
+            switch_crash.append(rng.uniform(0.2, 0.6) if rng.random() < 0.25 else 0.0)
+        pairs = []
+        for _ in range(4):  # |w_ij| < √(w_i·w_j): the quadratic form stays bounded (no runaway pair)
+            i, j = rng.sample(range(n), 2)
+            pairs.append((i, j, rng.choice((-1.0, 1.0)) * rng.uniform(0.2, 0.6) * math.sqrt(weights[i] * weights[j])))
+        base_values = [round(rng.uniform(0.01, 2.0), 4) for _ in range(n)]
+        return cls(weights, optima, crash_up, switch_effects, switch_crash, pairs, base_values)
+
+    def raw(self, state: State, c: int) -> float:
+        q = 0.0
+        for i, x in enumerate(state.steps):
+            if x:
+                o = self.optima[i][c]
+                q -= self.weights[i] * ((x - o) ** 2 - o * o)
+        for f, on in enumerate(state.switches):
+            if on:
+                q += self.switch_effects[f][c]
+        for i, j, w in self.pairs:
+            q += w * state.steps[i] * state.steps[j]
+        return q
+
+    def quality(self, state: State, c: int) -> float:
+        """True improvement over the reference on class ``c`` (bits per byte, ≤ HEADROOM)."""
+        r = self.raw(state, c)
+        return HEADROOM * -math.expm1(-r / HEADROOM) if r > 0 else r
+
+    def mean_quality(self, state: State) -> float:
+        """True improvement averaged over classes, weighted by their share of agents."""
+        return sum(h.share * self.quality(state, c) for c, h in enumerate(HARDWARE))
+
+    def crash_probability(self, child: State) -> float:
+        """Crash chance of a run of ``child``: a 2 % base rate (broken edits), more for risky settings."""
+        p = 0.02
+        for i, x in enumerate(child.steps):
+            if x >= 2:
+                p = max(p, self.crash_up[i])
+        for f, on in enumerate(child.switches):
+            if on:
+                p = max(p, self.switch_crash[f])
+        return p
+
+    def reachable(self) -> float:
+        """The best mean true improvement a greedy search over single changes finds from the
+        share-weighted optimum (the yardstick of the targets)."""
+        steps = tuple(round(sum(h.share * self.optima[i][c] for c, h in enumerate(HARDWARE))) for i in range(len(PARAM_NAMES)))
+        switches = tuple(sum(h.share * self.switch_effects[f][c] for c, h in enumerate(HARDWARE)) > 0 for f in range(len(SWITCH_NAMES)))
+        state = State(steps, switches)
+        value = self.mean_quality(state)
+        while True:
+            cand = max((state.apply(a) for a in ALL_ACTIONS), key=self.mean_quality)
+            if self.mean_quality(cand) <= value + 1e-12:
+                return value
+            state, value = cand, self.mean_quality(cand)
 
 
 class Sources:
@@ -275,32 +235,35 @@ class Sources:
 
     def __init__(self, land: Landscape) -> None:
         self.land = land
-        self.by_sha: dict[str, str] = {}
-        self._render_cache: dict[State, str] = {}
+        self._cache: dict[State, str] = {}
 
     def render(self, state: State) -> str:
-        text = self._render_cache.get(state)
+        text = self._cache.get(state)
         if text is None:
             lines = ['"""Simulated train.py (bench/search_sim.py)."""', ""]
-            for i, name in enumerate(PARAM_NAMES):
-                lines.append(f"{name} = {self.land.base_values[i] * STEP ** state.steps[i]!r}")
-            for f, name in enumerate(SWITCH_NAMES):
-                lines.append(f"{name} = {state.switches[f]!r}")
-            text = "\n".join(lines) + "\n"
-            self._render_cache[state] = text
-            self.by_sha[sha256_hex(text)] = text
+            lines += [f"{n} = {self.land.base_values[i] * STEP ** state.steps[i]!r}" for i, n in enumerate(PARAM_NAMES)]
+            lines += [f"{n} = {state.switches[f]!r}" for f, n in enumerate(SWITCH_NAMES)]
+            text = self._cache[state] = "\n".join(lines) + "\n"
         return text
 
     def parse(self, source: str) -> State:
+        """The state of a rendered (or merged) source.
+
+        Raises:
+            ValueError: a constant is missing or not a number/boolean.
+        """
         values: dict[str, object] = {}
         for node in ast.parse(source).body:
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
                 values[node.targets[0].id] = ast.literal_eval(node.value)
-        steps = tuple(
-            round(math.log(float(values[n]) / self.land.base_values[i]) / math.log(STEP))  # type: ignore[arg-type]
-            for i, n in enumerate(PARAM_NAMES)
-        )
-        return State(steps, tuple(bool(values[n]) for n in SWITCH_NAMES))
+        try:
+            steps = tuple(
+                round(math.log(float(values[n]) / self.land.base_values[i]) / math.log(STEP))  # type: ignore[arg-type]
+                for i, n in enumerate(PARAM_NAMES)
+            )
+            return State(steps, tuple(bool(values[n]) for n in SWITCH_NAMES))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a simulated train.py: {exc}") from exc
 
 
 def action_direction(action: Action) -> str:
@@ -314,520 +277,409 @@ DIRECTION_ACTIONS = {action_direction(a): a for a in ALL_ACTIONS}
 
 
 # --------------------------------------------------------------------------------------------------
-# Community
+# The learning proposer (the same model for every strategy)
 
 
-@dataclass
-class Run:
-    """One completed run as the community sees it."""
+class Proposer:
+    """A proposer that learns from the results it can see: Thompson sampling over directions.
 
-    id: str
-    agent: int
-    cls: int
-    parent: State
-    child: State
-    kind: str  # experiment | baseline | replicate
-    crashed: bool
-    measured: float | None  # val_bpb
-    parent_measured: float | None
-    status: str  # keep | discard | crash | baseline
-    directions: list[str]
-    true_delta: float  # true change of quality on this class
-    finished_at: float
-    source: str = "random"  # what chose the run (see Plan.source)
+    Each direction's mean z (improvement in the reporter's σ) has a N(0, 1) prior; an ok result of a
+    single-direction run is an observation with sd √2 (as :mod:`autoresearch.protocol.best`), a crash
+    an observation of z = CRASH_Z. Proposing draws once per direction and returns the best draw that
+    ``allowed`` accepts. It stands for an LLM agent reading a results table: it repeats what paid and
+    stops what failed, and knows nothing more about the landscape."""
+
+    CRASH_Z = -3.0
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.n: dict[str, int] = defaultdict(int)
+        self.total: dict[str, float] = defaultdict(float)
+
+    def observe(self, directions: Sequence[str], z: float | None) -> None:
+        if len(directions) != 1:
+            return
+        d = directions[0]
+        self.n[d] += 1
+        self.total[d] += self.CRASH_Z if z is None else max(-10.0, min(10.0, z))
+
+    def ranked(self) -> list[Action]:
+        """Every action, best draw first."""
+        draws = []
+        for action in ALL_ACTIONS:
+            d = action_direction(action)
+            precision = 1.0 + self.n[d] / 2.0
+            mean = self.total[d] / 2.0 / precision
+            draws.append((mean + self.rng.gauss(0.0, 1.0) / math.sqrt(precision), action))
+        draws.sort(key=lambda t: -t[0])
+        return [a for _, a in draws]
+
+
+# --------------------------------------------------------------------------------------------------
+# Agents and the community
 
 
 @dataclass
 class Agent:
     index: int
     cls: int
+    offset: float  # this machine's val_bpb offset (bits per byte)
+    sigma_estimate: float  # the σ its 2-seed calibration measured
+    proposer: Proposer
     parent: State = field(default_factory=State.reference)
-    parent_measured: float | None = None
-    measured: dict[State, float] = field(
-        default_factory=dict
-    )  # own val_bpb of states on this machine
+    measured: dict[State, float] = field(default_factory=dict)  # own val_bpb of states
     runs: int = 0
     tried: set[tuple[State, State]] = field(default_factory=set)
+    calibration_id: str = ""
 
     @property
-    def key_id(self) -> str:
-        return sha256_hex(f"agent-{self.index}")
+    def name(self) -> str:
+        return f"agent-{self.index}"
+
+    @property
+    def parent_measured(self) -> float | None:
+        return self.measured.get(self.parent)
 
 
 @dataclass
 class Plan:
     parent: State
     child: State
-    kind: str  # experiment | baseline | replicate
-    replicate_of: str | None = None
-    source: str = (
-        "random"  # what chose it: random | exploit | explore | combine | replicate | baseline
-    )
+    kind: str  # experiment | baseline | replicate | adopt
+    source: str = "proposer"  # proposer | exploit | explore | combine | replicate | baseline | adopt
+    runs: int = 1  # runs it takes (a replication of an unmeasured parent measures it first)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A hub policy variant: which suggestion kinds agents follow before their own proposer, and how
+    often they try the community best."""
+
+    name: str
+    follow: tuple[str, ...]
+    adopt_every: int
+
+
+VARIANTS: dict[str, Variant] = {
+    "hub": Variant("hub", ("exploit", "explore", "combine", "replicate"), 10),
+    "hub_adopt_every_run": Variant("hub_adopt_every_run", ("exploit", "explore", "combine", "replicate"), 1),
+    "hub_combine_replicate": Variant("hub_combine_replicate", ("combine", "replicate"), 1),
+    "hub_no_replicate": Variant("hub_no_replicate", ("exploit", "explore", "combine"), 1),
+}
+"""``hub`` is the client's defaults (adopt every 10 runs, follow every suggestion); the others are the
+variants tried (docs/suggestions.md reports all of them)."""
+BASELINES = ("independent", "global_best")
 
 
 @dataclass
 class Metrics:
-    curve: list[tuple[float, float]] = field(
-        default_factory=list
-    )  # (gpu_hours, true best improvement)
-    runs: int = 0
-    experiment_runs: int = 0
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (GPU-hours, true community best)
+    experiments: list[bool] = field(default_factory=list)  # kept?, per experiment run in order
     duplicates: int = 0
-    dead_end_runs: int = 0
     false_keeps: int = 0
     false_bests: int = 0
-    keeps: int = 0
+    noise_bests: int = 0
     crashes: int = 0
-    sources: dict[str, int] = field(
-        default_factory=lambda: defaultdict(int)
-    )  # runs by what chose them
+    hours: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # GPU-hours by source
 
 
 class Community:
-    """The shared state of one simulation: runs, claims, stats and the community best."""
+    """One simulated community: agents, what they share, the community best."""
 
-    def __init__(
-        self, strategy: Strategy, land: Landscape, n_agents: int, rng: random.Random
-    ) -> None:
+    def __init__(self, strategy: str, land: Landscape, n_agents: int, seed: int) -> None:
         self.strategy = strategy
+        self.variant = VARIANTS.get(strategy)
         self.land = land
-        self.rng = rng
         self.sources = Sources(land)
-        self.reference_source = self.sources.render(State.reference())
-        self.agents = [Agent(i, self._pick_class(i, n_agents)) for i in range(n_agents)]
-        self.runs: list[Run] = []
+        self.rng = random.Random(seed * 7919 + 1)
+        setup = random.Random(seed * 31 + 5)  # the same machines for every strategy
+        shared = Proposer(random.Random(seed * 101 + 3))
+        self.agents = []
+        for i in range(n_agents):
+            c = _pick_class(i, n_agents)
+            est = HARDWARE[c].sigma * max(0.05, abs(setup.gauss(0.0, 1.0)))  # 2 seeds: σ·|N(0,1)|
+            own = shared if strategy != "independent" else Proposer(random.Random(seed * 101 + 7 * i + 11))
+            self.agents.append(Agent(i, c, setup.gauss(0.0, MACHINE_SD), est, own))
         self.done: set[tuple[State, State]] = set()
-        self.in_flight: dict[tuple[State, State], int] = {}
-        self.dir_tries: dict[str, list[Run]] = defaultdict(list)
-        self.kept_views: dict[str, ExperimentView] = {}
-        self.kept_runs: dict[str, Run] = {}
-        self.replications: dict[str, list[Run]] = defaultdict(list)
+        self.by_sha: dict[str, State] = {}  # sha256 of a published source → its state (hub)
+        self.claims: dict[tuple[State, State], float] = {}  # global_best: claim → expiry (hours)
         self.best: State = State.reference()
-        self.best_id: str | None = None
-        self.best_estimate = 0.0
-        self.gpu_hours = 0.0
+        self.best_reported: float = math.inf
+        self.best_id: str | None = None  # hub: id of the community best across classes
+        self.offered: dict[int, str] = {}  # hub: agent → the class best last offered to it
         self.metrics = Metrics()
-        self._stats_cache: dict[str, DirectionStats] = {}
-        self._directions: dict[tuple[State, State], list[str]] = {}
-        self._views: dict[str, tuple[int, ExperimentView]] = {}
-        self._class_values: dict[tuple[State, int], float] = {}
-        self._calibrations: dict[int, rule.CalibrationFacts] = {}
-        self._assessments: dict[str, tuple[int, rule.Assessment, rule.Candidate]] = {}
-        self._qualified: dict[str, rule.Candidate] = {}
-        self._ceilings: dict[str, float] = {}
-        self._z_ceiling = 0.0
+        self.hub: ShippedHub | None = None
+        if self.variant is not None:
+            self.hub = ShippedHub(self.sources.render(State.reference()))
+            for a in self.agents:
+                h = HARDWARE[a.cls]
+                self.hub.register(a.name, h.name, EPOCH)
+                a.calibration_id = self.hub.calibrate(
+                    a.name, h.name, asymptote=BASE_VAL_BPB + h.offset + a.offset - 0.2,
+                    sigma=a.sigma_estimate, now=EPOCH,
+                )
 
-    def directions_of(self, parent: State, child: State) -> list[str]:
-        """Direction keys of parent → child, by the hub's real extractor (memoised)."""
-        key = (parent, child)
-        if key not in self._directions:
-            self._directions[key] = extract_directions(
-                self.sources.render(parent), self.sources.render(child)
-            )
-        return self._directions[key]
+    def true_val_bpb(self, state: State, agent: Agent) -> float:
+        return BASE_VAL_BPB + HARDWARE[agent.cls].offset + agent.offset - self.land.quality(state, agent.cls)
 
-    @staticmethod
-    def _pick_class(i: int, n: int) -> int:
-        bounds, acc = [], 0.0
-        for h in HARDWARE:
-            acc += h.share
-            bounds.append(acc)
-        position = (i + 0.5) / n
-        return next(c for c, b in enumerate(bounds) if position <= b + 1e-9)
+    def floor(self, agent: Agent) -> float:
+        return BASE_VAL_BPB + HARDWARE[agent.cls].offset + agent.offset - HEADROOM
 
-    # ---- the community best -----------------------------------------------------------------------
-
-    def community_best_true(self) -> float:
-        return self.land.mean_quality(self.best)
-
-    def _set_best(self, state: State, estimate: float, run_id: str | None) -> None:
+    def set_best(self, state: State) -> None:
         if state == self.best:
             return
-        if self.land.mean_quality(state) <= self.land.mean_quality(self.best):
+        before, after = self.land.mean_quality(self.best), self.land.mean_quality(state)
+        if after <= before:
             self.metrics.false_bests += 1
-        self.best, self.best_estimate, self.best_id = state, estimate, run_id
+            if all(self.land.quality(state, c) <= self.land.quality(self.best, c) for c in range(len(HARDWARE))):
+                self.metrics.noise_bests += 1  # no class gains: only noise made it the best
+        self.best = state
 
-    def update_best_solo(self, run: Run) -> None:
-        """independent / global_best: the community best is the best measured improvement published."""
-        if run.status != "keep" or run.measured is None:
-            return
-        agent = self.agents[run.agent]
-        reference = agent.measured.get(State.reference())
-        estimate = (reference - run.measured) if reference is not None else 0.0
-        if estimate > self.best_estimate:
-            self._set_best(run.child, estimate, run.id)
+    def refresh_hub_best(self) -> None:
+        assert self.hub is not None
+        best_id = self.hub.best_id(None)
+        if best_id is not None and best_id != self.best_id:
+            self.best_id = best_id
+            self.set_best(self.sources.parse(self.hub.best(None).train_py))
 
-    def calibration(self, agent: int) -> rule.CalibrationFacts:
-        """The calibration of one agent's machine (its own: fingerprints differ between agents)."""
-        cal = self._calibrations.get(agent)
-        if cal is None:
-            h = HARDWARE[self.agents[agent].cls]
-            cal = self._calibrations[agent] = rule.CalibrationFacts(
-                id=sha256_hex(f"sim-calibration-{agent}"), fingerprint=sha256_hex(f"sim-points-{agent}"),
-                sigma=h.sigma, fit=SIM_CURVE, time_budget_seconds=1.0, min_budget_seconds=0.25,
-                max_budget_seconds=2.0,
-            )
-        return cal
 
-    def evidence(self, run: Run) -> rule.Evidence | None:
-        if run.measured is None:
-            return None
-        return rule.Evidence(experiment_id=run.id, key_id=self.agents[run.agent].key_id, val_bpb=run.measured,
-                             parent_val_bpb=run.parent_measured, calibration=self.calibration(run.agent))
+def _pick_class(i: int, n: int) -> int:
+    bounds, acc = [], 0.0
+    for h in HARDWARE:
+        acc += h.share
+        bounds.append(acc)
+    position = (i + 0.5) / n
+    return next(c for c, b in enumerate(bounds) if position <= b + 1e-9)
 
-    def candidate(self, run: Run) -> rule.Candidate:
-        """A kept run as the hub's rule sees it: the run, its replications, the track's z ceiling then."""
-        reps = [e for e in (self.evidence(r) for r in self.replications.get(run.id, [])) if e is not None]
-        own = self.evidence(run)
-        assert own is not None
-        return rule.Candidate(track=TRACK, hardware_class=HARDWARE[run.cls].name, run=own, replications=reps,
-                              z_ceiling=self._ceilings.setdefault(run.id, self._z_ceiling))
 
-    def assessment(self, run: Run) -> rule.Assessment:
-        n = len(self.replications.get(run.id, []))
-        cached = self._assessments.get(run.id)
-        if cached is None or cached[0] != n:
-            cand = self.candidate(run)
-            cached = self._assessments[run.id] = (n, rule.assess(cand), cand)
-        return cached[1]
-
-    def update_best_hub(self, run: Run) -> None:
-        """hub: apply the one community-best rule (:func:`autoresearch.protocol.best.community_best`)
-        after ``run`` (a keep or a replication) changed the evidence of one experiment."""
-        a = self.assessment(run)
-        if a.verdict == "qualified":
-            self._qualified[run.id] = self._assessments[run.id][2]
-            self._z_ceiling = max(self._z_ceiling, a.z or 0.0)
-        else:
-            self._qualified.pop(run.id, None)
-        best = rule.community_best(self._qualified.values(), hardware_class=None)
-        if best is not None:
-            winner = self.kept_runs[best.run.experiment_id]
-            self._set_best(winner.child, self.best_estimate, winner.id)
-
-    def _z(self, run: Run) -> float | None:
-        """The hub's z of a run (:attr:`autoresearch.protocol.best.Evidence.z`)."""
-        evidence = self.evidence(run)
-        return evidence.z if evidence is not None else None
-
-    # ---- bookkeeping ------------------------------------------------------------------------------
-
-    def class_measurement(self, state: State, cls: int) -> float | None:
-        """A published val_bpb of ``state`` on hardware class ``cls`` (the latest), if any.
-
-        Adopting agents of ``global_best`` and ``hub`` take it as their parent's value instead of
-        spending a baseline run: results compare within a hardware class.
-        """
-        return self._class_values.get((state, cls))
-
-    def known_dead_end(self, direction: str) -> bool:
-        tries = self.dir_tries.get(direction, [])
-        if len(tries) < DEAD_END_TRIES:
-            return False
-        return not any(r.status == "keep" for r in tries) or sum(
-            r.crashed for r in tries
-        ) * 2 >= len(tries)
-
-    def record(self, run: Run) -> None:
-        self.runs.append(run)
-        if run.measured is not None:
-            self._class_values[(run.child, run.cls)] = run.measured
-        m = self.metrics
-        m.runs += 1
-        if run.kind == "experiment":
-            m.experiment_runs += 1
-            if (run.parent, run.child) in self.done:
-                m.duplicates += 1
-            if any(self.known_dead_end(d) for d in run.directions):
-                m.dead_end_runs += 1
-            if run.status == "keep":
-                m.keeps += 1
-                if run.true_delta <= 0:
-                    m.false_keeps += 1
-            m.crashes += run.crashed
-            for d in run.directions:
-                self.dir_tries[d].append(run)
-                self._stats_cache.pop(d, None)
-            self.done.add((run.parent, run.child))
-
-    # ---- hub views --------------------------------------------------------------------------------
-
-    def direction_stats(self) -> list[DirectionStats]:
-        out = []
-        for d, tries in self.dir_tries.items():
-            cached = self._stats_cache.get(d)
-            if cached is None:
-                cached = self._stats_cache[d] = self._build_stats(d, tries)
-            out.append(cached)
-        return out
-
-    def _build_stats(self, direction: str, tries: list[Run]) -> DirectionStats:
-        # The gain distribution comes from experiments that isolate the direction (the engine's
-        # counts_toward_gain); tries, keeps and crashes count every experiment touching it.
-        isolated = [r for r in tries if counts_toward_gain(r.directions)]
-        zs = [z for z in (self._z(r) for r in isolated) if z is not None]
-        by_class: dict[str, DirectionByClass] = {}
-        for c, h in enumerate(HARDWARE):
-            mine = [r for r in tries if r.cls == c]
-            if not mine:
-                continue
-            deltas = [
-                r.parent_measured - r.measured
-                for r in mine
-                if r.measured is not None
-                and r.parent_measured is not None
-                and counts_toward_gain(r.directions)
-            ]
-            gain = (
-                1.0 + 10.0 * statistics.fmean(deltas) if deltas else None
-            )  # ECM gain > 1 iff better
-            by_class[h.name] = DirectionByClass(
-                tries=len(mine),
-                keeps=sum(r.status == "keep" for r in mine),
-                mean_gain=max(gain, 1e-6) if gain is not None else None,
-            )
-        return DirectionStats(
-            direction=direction,
-            tries=len(tries),
-            keeps=sum(r.status == "keep" for r in tries),
-            crashes=sum(r.crashed for r in tries),
-            mean_z=statistics.fmean(zs) if zs else None,
-            std_gain=None,
-            by_hardware_class=by_class,
-            evidence=[r.id for r in tries[-10:]],
-        )
-
-    def view(self, run: Run) -> ExperimentView:
-        reps = self.replications.get(run.id, [])
-        cached = self._views.get(run.id)
-        if cached is not None and cached[0] == len(reps):
-            return cached[1]
-        parent_src, child_src = self.sources.render(run.parent), self.sources.render(run.child)
-        record = ExperimentRecord(
-            track=TRACK,
-            parent_sha256=sha256_hex(parent_src),
-            child_sha256=sha256_hex(child_src),
-            parent_canonical_sha256=canonical_source_sha256(parent_src),
-            child_canonical_sha256=canonical_source_sha256(child_src),
-            diff="",
-            description=" + ".join(run.directions),
-            outcome="ok",
-            status="keep",
-            metrics=RunMetrics(val_bpb=run.measured),
-            parent_val_bpb=run.parent_measured,
-            normalised=Normalised(z=self._z(run), sigma=HARDWARE[run.cls].sigma),
-            calibration_id=self.calibration(run.agent).id,
-            hardware_class=HARDWARE[run.cls].name,
-            software=SoftwareVersions(python="3.11"),
-            harness_version="sim",
-            created_at=EPOCH + timedelta(hours=run.finished_at),
-        )
-        classes = sorted({HARDWARE[r.cls].name for r in [run, *reps]})
-        assessment = self.assessment(run)
-        view = ExperimentView(
-            id=run.id,
-            normalised=Normalised(z=assessment.z, sigma=HARDWARE[run.cls].sigma, ecm=assessment.ecm),
-            calibration_id=self.calibration(run.agent).id,
-            verdict=assessment.verdict,
-            assessment=assessment,
-            needs_replication=assessment.verdict == "needs_replication",
-            key_id=self.agents[run.agent].key_id,
-            client_name=f"agent-{run.agent}",
-            received_at=record.created_at,
-            record=record,
-            directions=run.directions,
-            replications=Replications(
-                n=1 + len(reps),
-                hardware_classes=classes,
-                experiment_ids=[run.id, *(r.id for r in reps)],
-            ),
-        )
-        self._views[run.id] = (len(reps), view)
-        return view
+def now_of(hours: float) -> datetime:
+    return EPOCH + timedelta(hours=hours)
 
 
 # --------------------------------------------------------------------------------------------------
-# Strategies: choose the next run of an agent
+# Choosing the next run
 
 
-def choose_solo(
-    com: Community, agent: Agent, *, dedup: bool, avoid_in_flight: bool = False
-) -> Plan:
-    """independent / global_best (and the hub's fallback): a random change of the agent's parent
-    (baseline first), not one it already ran; with ``dedup`` not one anybody published."""
-    if agent.parent not in agent.measured:
-        return Plan(agent.parent, agent.parent, "baseline")
-    for attempt in range(100):
-        # Single changes first; once those are used up (a converged parent), two changes at once,
-        # as an agent that never runs out of ideas would.
-        child = agent.parent.apply(com.rng.choice(ALL_ACTIONS))
-        if attempt >= 50:
-            child = child.apply(com.rng.choice(ALL_ACTIONS))
+def propose(com: Community, agent: Agent, allowed: Callable[[State], bool]) -> Plan:
+    """The agent's own proposer on its parent: the best draw not yet tried by it and ``allowed``; when
+    every single change is used up, two at once."""
+    ranked = agent.proposer.ranked()
+    for action in ranked:
+        child = agent.parent.apply(action)
+        if (agent.parent, child) not in agent.tried and allowed(child):
+            return Plan(agent.parent, child, "experiment")
+    for _ in range(200):
+        child = agent.parent.apply(com.rng.choice(ranked[:10])).apply(com.rng.choice(ALL_ACTIONS))
+        if child != agent.parent and (agent.parent, child) not in agent.tried and allowed(child):
+            return Plan(agent.parent, child, "experiment")
+    return Plan(agent.parent, agent.parent.apply(ranked[0]), "experiment")
+
+
+def choose_independent(com: Community, agent: Agent, t: float) -> Plan:
+    if agent.parent_measured is None:
+        return Plan(agent.parent, agent.parent, "baseline", "baseline")
+    return propose(com, agent, lambda _c: True)
+
+
+def choose_global_best(com: Community, agent: Agent, t: float) -> Plan:
+    if agent.parent_measured is None:
+        return Plan(agent.parent, agent.parent, "baseline", "baseline")
+    mine = agent.parent_measured
+    if agent.runs % ADOPT_EVERY_SWARM == 0 and com.best != agent.parent and com.best_reported < mine:
+        if (agent.parent, com.best) not in agent.tried:
+            return Plan(agent.parent, com.best, "adopt", "adopt")
+
+    def allowed(child: State) -> bool:
         key = (agent.parent, child)
-        if child == agent.parent:
+        return key not in com.done and com.claims.get(key, -1.0) < t
+
+    plan = propose(com, agent, allowed)
+    com.claims[(plan.parent, plan.child)] = t + CLAIM_EXPIRY_H
+    return plan
+
+
+def choose_hub(com: Community, agent: Agent, t: float) -> Plan:
+    hub, variant = com.hub, com.variant
+    assert hub is not None and variant is not None
+    h = HARDWARE[agent.cls]
+    if agent.parent_measured is None:
+        return Plan(agent.parent, agent.parent, "baseline", "baseline")
+    key_id = hub.keys[agent.name].key_id
+    if agent.runs % variant.adopt_every == 0 and hub.best_id(h.name) not in (None, com.offered.get(agent.index)):
+        best = hub.best(h.name)  # each community best is offered once (client/federation.py adopt)
+        com.offered[agent.index] = best.experiment.id if best.experiment is not None else ""
+        if best.experiment is not None and best.experiment.key_id != key_id and best.val_bpb is not None \
+                and best.val_bpb < agent.parent_measured:
+            state = com.sources.parse(best.train_py)
+            if state != agent.parent and (agent.parent, state) not in agent.tried:
+                return Plan(agent.parent, state, "adopt", "adopt")
+    now = now_of(t)
+    duration = 1.0 / h.runs_per_hour
+    lease = int(duration * 3600) + LEASE_MARGIN_S
+
+    def claim(child: State) -> bool:
+        if (agent.parent, child) in agent.tried:
+            return False
+        parent_src, child_src = com.sources.render(agent.parent), com.sources.render(child)
+        return hub.claim(agent.name, parent_src, child_src, lease_seconds=lease, now=now) == "granted"
+
+    for item in hub.suggestions(h.name, key_id, now):
+        if item.kind not in variant.follow:
             continue
-        if key in agent.tried:
-            continue
-        if dedup and key in com.done:
-            continue  # the fork skips an exact duplicate of a published description
-        if avoid_in_flight and com.in_flight.get(key):
-            continue  # hub claims: held by another agent
-        return Plan(agent.parent, child, "experiment")
-    return Plan(agent.parent, agent.parent.apply(com.rng.choice(ALL_ACTIONS)), "experiment")
+        if item.kind in ("exploit", "explore"):
+            action = DIRECTION_ACTIONS.get(item.direction)
+            if action is not None and claim(child := agent.parent.apply(action)):
+                return Plan(agent.parent, child, "experiment", item.kind)
+        elif item.kind == "combine" and item.train_py is not None:
+            child = com.sources.parse(item.train_py)
+            if child != agent.parent and claim(child):
+                return Plan(agent.parent, child, "experiment", "combine")
+        elif item.kind == "replicate" and item.train_py is not None and item.parent_sha256 is not None:
+            child = com.sources.parse(item.train_py)
+            parent = com.by_sha.get(item.parent_sha256)
+            if parent is not None and (parent, child) not in agent.tried:
+                return Plan(parent, child, "replicate", "replicate", runs=1 if parent in agent.measured else 2)
+    tries = 0
 
+    def allowed(child: State) -> bool:
+        nonlocal tries
+        tries += 1
+        return tries > 30 or claim(child)
 
-def adopt_global_best(com: Community, agent: Agent) -> None:
-    if agent.runs % ADOPT_EVERY == 0 and com.best != agent.parent:
-        mine = agent.measured.get(State.reference())
-        own_estimate = (
-            (mine - agent.parent_measured)
-            if mine is not None and agent.parent_measured is not None
-            else 0.0
-        )
-        if com.best_estimate > own_estimate:
-            adopt(com, agent, com.best)
-
-
-def adopt(com: Community, agent: Agent, state: State) -> None:
-    """Switch an agent to a new parent; reuse a published value on its class, else baseline later."""
-    agent.parent = state
-    known = agent.measured.get(state)
-    if known is None:
-        known = com.class_measurement(state, agent.cls)
-        if known is not None:
-            agent.measured[state] = known
-    agent.parent_measured = known
-
-
-def choose_hub(com: Community, agent: Agent, now_hours: float) -> Plan:
-    """hub: work on the trusted best, follow the real suggestion engine, claim before running."""
-    if agent.parent != com.best:
-        adopt(com, agent, com.best)
-    if agent.parent not in agent.measured:
-        return Plan(agent.parent, agent.parent, "baseline")
-    kept = [com.view(r) for r in com.kept_runs.values()]
-    claims: dict[str, int] = defaultdict(int)
-    for (p, c), n in com.in_flight.items():
-        if n and p == agent.parent:
-            for d in com.directions_of(p, c):
-                claims[d] += n
-    items = suggest(
-        TRACK,
-        com.direction_stats(),
-        kept,
-        hardware_class=HARDWARE[agent.cls].name,
-        client=agent.key_id,
-        source_of=com.sources.by_sha.get,
-        reference_source=com.reference_source,
-        now=EPOCH + timedelta(hours=now_hours),
-        limit=60,
-        in_flight=claims,
-        best_id=com.best_id,
-    )
-    for item in items:
-        plan = _plan_from(com, agent, item.kind, item.direction, item.train_py, item.experiment_id)
-        if plan is None:
-            continue
-        key = (plan.parent, plan.child)
-        if plan.kind == "experiment" and (key in com.done or com.in_flight.get(key)):
-            continue  # the claim answers "done" or "held"
-        plan.source = item.kind
-        return plan
-    return choose_solo(com, agent, dedup=True, avoid_in_flight=True)
-
-
-def _plan_from(
-    com: Community,
-    agent: Agent,
-    kind: str,
-    direction: str,
-    train_py: str | None,
-    experiment_id: str | None,
-) -> Plan | None:
-    if kind in ("exploit", "explore"):
-        action = DIRECTION_ACTIONS.get(direction)
-        return (
-            None if action is None else Plan(agent.parent, agent.parent.apply(action), "experiment")
-        )
-    if kind == "combine" and train_py is not None:
-        child = com.sources.parse(train_py)
-        com.sources.render(child)
-        return None if child == agent.parent else Plan(agent.parent, child, "experiment")
-    if kind == "replicate" and experiment_id in com.kept_runs:
-        run = com.kept_runs[experiment_id]
-        if run.parent != agent.parent or run.agent == agent.index:
-            return None
-        return Plan(run.parent, run.child, "replicate", replicate_of=experiment_id)
-    return None
+    return propose(com, agent, allowed)
 
 
 # --------------------------------------------------------------------------------------------------
-# The event loop
+# Running and publishing
+
+
+def finish(com: Community, agent: Agent, plan: Plan, noise: random.Random, t: float) -> None:
+    """Measure the planned run(s) on the agent's machine, decide keep/discard, share/publish."""
+    land, m, h = com.land, com.metrics, HARDWARE[agent.cls]
+    agent.runs += 1
+
+    def measure(state: State) -> float:
+        return max(self_floor, com.true_val_bpb(state, agent) + noise.gauss(0.0, h.sigma))
+
+    self_floor = com.floor(agent)
+    crashed = plan.kind != "baseline" and noise.random() < land.crash_probability(plan.child)
+    if plan.kind == "baseline":
+        agent.measured[plan.parent] = measure(plan.parent)
+        return
+    if plan.parent not in agent.measured:  # a replication of a parent this machine never ran
+        agent.measured[plan.parent] = measure(plan.parent)
+    parent_measured = agent.measured[plan.parent]
+    measured = None if crashed else measure(plan.child)
+    agent.tried.add((plan.parent, plan.child))
+    directions = extract_directions(com.sources.render(plan.parent), com.sources.render(plan.child))
+    true_delta = land.quality(plan.child, agent.cls) - land.quality(plan.parent, agent.cls)
+    keep = measured is not None and measured < parent_measured and plan.kind != "replicate"
+    status = "crash" if crashed else ("keep" if keep else "discard")
+    z = None if measured is None else (parent_measured - measured) / agent.sigma_estimate
+    if plan.kind == "experiment":
+        m.duplicates += (plan.parent, plan.child) in com.done
+        m.experiments.append(keep)
+        m.crashes += crashed
+        m.false_keeps += keep and true_delta <= 0
+        com.done.add((plan.parent, plan.child))
+        agent.proposer.observe(directions, z)
+    if keep:
+        assert measured is not None
+        agent.measured[plan.child] = measured
+        agent.parent = plan.child
+    if com.hub is not None:
+        if plan.kind != "adopt":  # the loop publishes its experiments; an adoption is not a finding
+            parent_src, child_src = com.sources.render(plan.parent), com.sources.render(plan.child)
+            com.by_sha[sha256_hex(parent_src)] = plan.parent
+            com.by_sha[sha256_hex(child_src)] = plan.child
+            com.hub.publish(
+                agent.name, parent_src, child_src, val_bpb=measured, parent_val_bpb=parent_measured,
+                status="keep" if (keep or (plan.kind == "replicate" and measured is not None and measured < parent_measured)) else status,
+                hardware_class=h.name, calibration_id=agent.calibration_id, sigma=agent.sigma_estimate,
+                description=" + ".join(directions) or "no change", now=now_of(t),
+            )
+            com.refresh_hub_best()
+    elif keep and com.strategy == "global_best" or keep and com.strategy == "independent":
+        # the shared/community best of the solo strategies: the lowest val_bpb anyone reported
+        # (independent: the best own improvement over its own reference measurement)
+        if com.strategy == "global_best":
+            if measured is not None and measured < com.best_reported:
+                com.best_reported = measured
+                com.set_best(plan.child)
+        else:
+            ref = agent.measured.get(State.reference())
+            gain = (ref - measured) if ref is not None and measured is not None else 0.0
+            if -gain < com.best_reported:
+                com.best_reported = -gain
+                com.set_best(plan.child)
 
 
 def simulate(
-    strategy: Strategy, seed: int, *, n_agents: int, gpu_hours: float, target_fraction: float
-) -> dict[str, float | int | None]:
-    """One seeded simulation of one strategy; returns its figures."""
+    strategy: str, seed: int, *, n_agents: int, gpu_hours: float, target_fraction: float,
+    inspect: Callable[[Community], None] | None = None,
+) -> dict[str, object]:
+    """One seeded simulation of one strategy (a baseline or a :data:`VARIANTS` key); its figures.
+    ``inspect`` sees the community at the end, before its hub database is closed (tests).
+
+    Raises:
+        ValueError: unknown strategy.
+    """
+    if strategy not in BASELINES and strategy not in VARIANTS:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {[*BASELINES, *VARIANTS]}")
     land = Landscape.generate(random.Random(seed))
-    com = Community(
-        strategy, land, n_agents, random.Random(seed * 7919 + STRATEGIES.index(strategy))
-    )
-    noise = random.Random(seed * 104729 + 17)  # the same noise stream for every strategy
-    target = target_fraction * land.reachable()
+    com = Community(strategy, land, n_agents, seed)
+    noise = random.Random(seed * 104729 + 17)
+    reachable = land.reachable()
+    choose = {"independent": choose_independent, "global_best": choose_global_best}.get(strategy, choose_hub)
     heap: list[tuple[float, int, int]] = []
     plans: dict[int, tuple[Plan, float]] = {}
     counter = 0
+    spent = 0.0
 
     def start(agent: Agent, t: float) -> None:
         nonlocal counter
-        if strategy == "global_best":
-            adopt_global_best(com, agent)
-        plan = (
-            choose_hub(com, agent, t)
-            if strategy == "hub"
-            else choose_solo(com, agent, dedup=strategy == "global_best")
-        )
-        duration = 1.0 / HARDWARE[agent.cls].runs_per_hour * noise.uniform(0.95, 1.05)
+        plan = choose(com, agent, t)
+        duration = plan.runs / HARDWARE[agent.cls].runs_per_hour * noise.uniform(0.95, 1.05)
         plans[agent.index] = (plan, duration)
-        com.metrics.sources["baseline" if plan.kind == "baseline" else plan.source] += 1
-        com.in_flight[(plan.parent, plan.child)] = (
-            com.in_flight.get((plan.parent, plan.child), 0) + 1
-        )
         counter += 1
         heapq.heappush(heap, (t + duration, counter, agent.index))
 
-    for agent in com.agents:
-        start(agent, 0.0)
-    reached: float | None = None
-    while heap and com.gpu_hours < gpu_hours:
-        finish, _, index = heapq.heappop(heap)
-        agent = com.agents[index]
-        plan, duration = plans.pop(index)
-        com.in_flight[(plan.parent, plan.child)] -= 1
-        com.gpu_hours += duration
-        finish_run(com, agent, plan, noise, finish)
-        true_best = com.community_best_true()
-        com.metrics.curve.append((com.gpu_hours, true_best))
-        if reached is None and true_best >= target:
-            reached = com.gpu_hours
-        start(agent, finish)
+    try:
+        for agent in com.agents:
+            start(agent, 0.0)
+        while heap and spent < gpu_hours:
+            t, _, index = heapq.heappop(heap)
+            agent = com.agents[index]
+            plan, duration = plans.pop(index)
+            spent += duration
+            com.metrics.hours[plan.source if plan.kind == "experiment" else plan.kind] += duration
+            finish(com, agent, plan, noise, t)
+            com.metrics.curve.append((spent, land.mean_quality(com.best)))
+            start(agent, t)
+        if inspect is not None:
+            inspect(com)
+    finally:
+        if com.hub is not None:
+            com.hub.close()
     m = com.metrics
+    quarter = max(1, len(m.experiments) // 4)
+    overhead = sum(v for k, v in m.hours.items() if k in ("baseline", "replicate", "adopt"))
     return {
-        "gpu_hours_to_target": reached,
-        **{
-            f"gpu_hours_to_{round(f * 100)}pct": hours_to(com.metrics.curve, f * land.reachable())
-            for f in SWEEP_FRACTIONS
-        },
-        "duplicate_rate": m.duplicates / max(m.experiment_runs, 1),
+        "gpu_hours_to_target": hours_to(m.curve, target_fraction * reachable),
+        "gpu_hours_to_50pct": hours_to(m.curve, 0.5 * reachable),
+        "gpu_hours_to_75pct": hours_to(m.curve, 0.75 * reachable),
+        "duplicate_rate": m.duplicates / max(len(m.experiments), 1),
         "false_keeps": m.false_keeps,
-        "best_improvement": com.community_best_true(),
-        "dead_end_runs": m.dead_end_runs,
         "false_community_bests": m.false_bests,
-        "runs": m.runs,
-        "keeps": m.keeps,
-        **{f"runs_{kind}": m.sources.get(kind, 0) for kind in RUN_SOURCES},
-        "target": target,
+        "noise_only_community_bests": m.noise_bests,
+        "best_improvement": land.mean_quality(com.best),
+        "reachable": reachable,
+        "keep_rate_early": statistics.fmean(m.experiments[:quarter]) if m.experiments else None,
+        "keep_rate_late": statistics.fmean(m.experiments[-quarter:]) if m.experiments else None,
+        "crash_rate": m.crashes / max(len(m.experiments), 1),
+        "overhead_share": overhead / max(spent, 1e-9),
+        "runs": len(m.experiments),
+        "hours_by_source": dict(m.hours),
     }
 
 
@@ -836,223 +688,147 @@ def hours_to(curve: Sequence[tuple[float, float]], level: float) -> float | None
     return next((hours for hours, best in curve if best >= level), None)
 
 
-def finish_run(com: Community, agent: Agent, plan: Plan, noise: random.Random, t: float) -> None:
-    land, c = com.land, agent.cls
-    sigma = HARDWARE[c].sigma
-    agent.runs += 1
-    crashed = plan.kind == "experiment" and noise.random() < land.crash_probability(
-        plan.parent, plan.child
-    )
-    measured = (
-        None if crashed else BASE_VAL_BPB - land.quality(plan.child, c) + noise.gauss(0.0, sigma)
-    )
-    rid = sha256_hex(f"{com.strategy}-{len(com.runs)}-{agent.index}")
-    if plan.kind == "baseline":
-        assert measured is not None
-        agent.measured[plan.child] = measured
-        agent.parent_measured = measured
-        com.record(
-            Run(
-                rid,
-                agent.index,
-                c,
-                plan.parent,
-                plan.child,
-                "baseline",
-                False,
-                measured,
-                None,
-                "baseline",
-                [],
-                0.0,
-                t,
-            )
-        )
-        return
-    parent_measured = agent.measured.get(plan.parent)
-    directions = [] if plan.kind == "replicate" else com.directions_of(plan.parent, plan.child)
-    true_delta = land.quality(plan.child, c) - land.quality(plan.parent, c)
-    if plan.kind == "replicate":
-        run = Run(
-            rid,
-            agent.index,
-            c,
-            plan.parent,
-            plan.child,
-            "replicate",
-            False,
-            measured,
-            parent_measured,
-            "replicate",
-            [],
-            true_delta,
-            t,
-        )
-        com.record(run)
-        com.replications[plan.replicate_of or ""].append(run)
-        if measured is not None:
-            agent.measured[plan.child] = measured
-        if plan.replicate_of in com.kept_runs:
-            com.update_best_hub(com.kept_runs[plan.replicate_of])
-        return
-    agent.tried.add((plan.parent, plan.child))
-    keep = measured is not None and parent_measured is not None and measured < parent_measured
-    status = "crash" if crashed else ("keep" if keep else "discard")
-    run = Run(
-        rid,
-        agent.index,
-        c,
-        plan.parent,
-        plan.child,
-        "experiment",
-        crashed,
-        measured,
-        parent_measured,
-        status,
-        directions,
-        true_delta,
-        t,
-        plan.source,
-    )
-    com.record(run)
-    if keep:
-        assert measured is not None
-        agent.measured[plan.child] = measured
-        if com.strategy == "hub":
-            com.kept_runs[rid] = run
-            com.update_best_hub(run)
-        else:
-            agent.parent, agent.parent_measured = plan.child, measured
-            com.update_best_solo(run)
+def solo_keep_curve(seed: int, *, runs: int = 700, window: int = 100) -> list[float]:
+    """Keep rate per ``window`` runs of one upstream agent on one H100 for ``runs`` runs (the shape
+    to compare with real long runs)."""
+    land = Landscape.generate(random.Random(seed))
+    com = Community("independent", land, 1, seed)
+    agent = com.agents[0]
+    agent.cls, agent.offset = 0, 0.0
+    agent.sigma_estimate = HARDWARE[0].sigma
+    noise = random.Random(seed * 104729 + 17)
+    for _ in range(runs + 1):
+        finish(com, agent, choose_independent(com, agent, 0.0), noise, 0.0)
+    kept = com.metrics.experiments
+    return [statistics.fmean(kept[i : i + window]) for i in range(0, len(kept) - window + 1, window)]
 
 
 # --------------------------------------------------------------------------------------------------
 # Aggregation and output
 
 
-def summarise(values: Sequence[float | int | None]) -> dict[str, float | int | None]:
-    present = [float(v) for v in values if v is not None]
-    if not present:
-        return {"mean": None, "median": None, "p10": None, "p90": None, "n": 0}
-    qs = (
-        statistics.quantiles(present, n=10, method="inclusive")
-        if len(present) > 1
-        else [present[0]] * 9
-    )
+def censored_median(values: Sequence[float | None]) -> float:
+    """Median where None (never reached) counts as +∞."""
+    return statistics.median(math.inf if v is None else float(v) for v in values)
+
+
+def interval(values: Sequence[float | None], stat: Callable[[Sequence[float | None]], float], *, seed: int = 0,
+             n_boot: int = 400) -> tuple[float, float]:
+    """90 % bootstrap percentile interval of ``stat`` over the seeds (Efron & Tibshirani 1993, ch. 13)."""
+    rng = random.Random(seed)
+    draws = sorted(stat([rng.choice(values) for _ in values]) for _ in range(n_boot))
+    return draws[int(0.05 * n_boot)], draws[int(0.95 * n_boot) - 1]
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isinf(x) or math.isnan(x) else x
+
+
+def summarise(per_seed: list[dict[str, object]], reference: list[dict[str, object]] | None) -> dict[str, object]:
+    """Figures of one strategy over its seeds (medians of GPU-hours with +∞ for never, means else);
+    with ``reference`` (global_best's seeds), the per-seed ratio of GPU-hours to 50 % and 75 %."""
+    out: dict[str, object] = {}
+    for key in ("gpu_hours_to_target", "gpu_hours_to_50pct", "gpu_hours_to_75pct"):
+        values = [r[key] for r in per_seed]  # type: ignore[misc]
+        lo, hi = interval(values, censored_median)  # type: ignore[arg-type]
+        out[key] = _finite(censored_median(values))  # type: ignore[arg-type]
+        out[f"{key}_interval"] = [_finite(lo), _finite(hi)]
+        out[f"{key}_reached"] = sum(v is not None for v in values)
+    if reference is not None:
+        for key in ("gpu_hours_to_50pct", "gpu_hours_to_75pct"):
+            ratios = [
+                (math.inf if r[key] is None else float(r[key])) / (math.inf if g[key] is None else float(g[key]))  # type: ignore[arg-type]
+                if not (r[key] is None and g[key] is None) else math.nan
+                for r, g in zip(per_seed, reference, strict=True)
+            ]
+            ratios = [x for x in ratios if not math.isnan(x)]
+            if ratios:
+                lo, hi = interval(ratios, statistics.median)  # type: ignore[arg-type]
+                out[f"ratio_to_global_best_{key[13:]}"] = {"median": _finite(statistics.median(ratios)),
+                                                           "interval": [_finite(lo), _finite(hi)]}
+    for key in ("duplicate_rate", "false_keeps", "false_community_bests", "noise_only_community_bests",
+                "best_improvement", "keep_rate_early", "keep_rate_late", "crash_rate", "overhead_share", "runs"):
+        values = [float(r[key]) for r in per_seed if r[key] is not None]  # type: ignore[arg-type]
+        out[key] = statistics.fmean(values) if values else None
+    out["reachable"] = statistics.fmean(float(r["reachable"]) for r in per_seed)  # type: ignore[arg-type]
+    out["seeds"] = len(per_seed)
+    return out
+
+
+def _job(args: tuple[str, int, int, float, float]) -> dict[str, object]:
+    strategy, seed, n_agents, gpu_hours, target = args
+    return simulate(strategy, seed, n_agents=n_agents, gpu_hours=gpu_hours, target_fraction=target)
+
+
+def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float, *, variants: Sequence[str] = ("hub",),
+            workers: int = 1, progress: Callable[[str], None] | None = None) -> dict[str, object]:
+    """Every baseline and hub variant on ``seeds`` seeds; the pinned JSON shape of DESIGN.md plus the
+    issue-17 figures."""
+    names = [*BASELINES, *variants]
+    jobs = [(s, i, n_agents, gpu_hours, target_fraction) for s in names for i in range(seeds)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_job, jobs))
+    else:
+        results = [_job(j) for j in jobs]
+    per: dict[str, list[dict[str, object]]] = {s: results[k * seeds : (k + 1) * seeds] for k, s in enumerate(names)}
+    out = {s: summarise(per[s], per["global_best"] if s != "global_best" else None) for s in names}
+    if progress:
+        progress("simulated " + ", ".join(names))
+    curves = [solo_keep_curve(i) for i in range(min(seeds, 30))]
     return {
-        "mean": statistics.fmean(present),
-        "median": statistics.median(present),
-        "p10": qs[0],
-        "p90": qs[-1],
-        "n": len(present),
-    }
-
-
-def censored_median(values: Sequence[float | int | None]) -> float | None:
-    """Median where None (target never reached) counts as +∞; None when that median is +∞."""
-    ordered = sorted(math.inf if v is None else float(v) for v in values)
-    median = statistics.median(ordered) if ordered else math.inf
-    return None if math.isinf(median) else median
-
-
-def compare(
-    seeds: int,
-    n_agents: int,
-    gpu_hours: float,
-    target_fraction: float,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, object]:
-    """Run every strategy on ``seeds`` seeds; the pinned JSON shape of DESIGN.md."""
-    out: dict[str, dict[str, object]] = {}
-    for strategy in STRATEGIES:
-        per_seed = [
-            simulate(
-                strategy, s, n_agents=n_agents, gpu_hours=gpu_hours, target_fraction=target_fraction
-            )
-            for s in range(seeds)
-        ]
-        if progress:
-            progress(strategy)
-        spread = {
-            key: summarise([r[key] for r in per_seed]) for key in per_seed[0] if key != "target"
-        }
-        hours = spread["gpu_hours_to_target"]
-        out[strategy] = {
-            "gpu_hours_to_target": censored_median([r["gpu_hours_to_target"] for r in per_seed]),
-            "gpu_hours_to_fraction": {
-                f"{f:.2f}": censored_median(
-                    [r[f"gpu_hours_to_{round(f * 100)}pct"] for r in per_seed]
-                )
-                for f in SWEEP_FRACTIONS
-            },
-            "reached_target": hours["n"],
-            "duplicate_rate": spread["duplicate_rate"]["mean"],
-            "false_keeps": spread["false_keeps"]["mean"],
-            "best_improvement": spread["best_improvement"]["mean"],
-            "dead_end_runs": spread["dead_end_runs"]["mean"],
-            "false_community_bests": spread["false_community_bests"]["mean"],
-            "spread": spread,
-        }
-    return {
-        "config": {
-            "seeds": seeds,
-            "agents": n_agents,
-            "gpu_hours": gpu_hours,
-            "target_fraction": target_fraction,
-            "hardware": [h.__dict__ for h in HARDWARE],
-        },
+        "config": {"seeds": seeds, "agents": n_agents, "gpu_hours": gpu_hours, "target_fraction": target_fraction,
+                   "hardware": [h.__dict__ for h in HARDWARE], "headroom": HEADROOM, "machine_sd": MACHINE_SD},
         "strategies": out,
+        "landscape": {"solo_h100_keep_rate_per_100_runs": [statistics.fmean(c[k] for c in curves) for k in range(len(curves[0]))]},
     }
+
+
+def _fmt(x: object, spec: str = ".1f") -> str:
+    return "never" if x is None else format(x, spec)
 
 
 def table(result: dict[str, object]) -> str:
     strategies = result["strategies"]
     assert isinstance(strategies, dict)
-    header = f"{'strategy':<12} {'GPU-h to target':>16} {'reached':>8} {'dup rate':>9} {'dead ends':>10} {'false keeps':>12} {'false bests':>12} {'best Δbpb':>10}"
+    header = (f"{'strategy':<22} {'GPU-h 50%':>20} {'GPU-h 75%':>20} {'×gb 50%':>8} {'×gb 75%':>8} {'keep e/l':>11} "
+              f"{'dup':>6} {'false/noise bests':>17} {'overhead':>9} {'best Δbpb':>10}")
     lines = [header, "-" * len(header)]
     for name, s in strategies.items():
-        hours = s["gpu_hours_to_target"]
-        sp = s["spread"]["gpu_hours_to_target"]
-        hrs = "never" if hours is None else f"{hours:.1f} ({sp['p10']:.0f}–{sp['p90']:.0f})"
+        cells = []
+        for key in ("gpu_hours_to_50pct", "gpu_hours_to_75pct"):
+            lo, hi = s[f"{key}_interval"]
+            cells.append(f"{_fmt(s[key])} ({_fmt(lo, '.0f')}–{_fmt(hi, '.0f')})")
+        ratios = [s.get(f"ratio_to_global_best_{k}", {}).get("median") for k in ("50pct", "75pct")]
         lines.append(
-            f"{name:<12} {hrs:>16} {s['reached_target']:>8} {s['duplicate_rate']:>9.1%} {s['dead_end_runs']:>10.1f} "
-            f"{s['false_keeps']:>12.1f} {s['false_community_bests']:>12.1f} {s['best_improvement']:>10.4f}"
+            f"{name:<22} {cells[0]:>20} {cells[1]:>20} {_fmt(ratios[0], '.2f'):>8} {_fmt(ratios[1], '.2f'):>8} "
+            f"{s['keep_rate_early']:>5.1%}/{s['keep_rate_late']:<5.1%} {s['duplicate_rate']:>6.1%} "
+            f"{s['false_community_bests']:>8.1f}/{s['noise_only_community_bests']:<8.1f} {s['overhead_share']:>9.1%} "
+            f"{s['best_improvement']:>10.4f}"
         )
-    lines += [
-        "",
-        "GPU-hours (median over seeds) until the community best reaches a share of the reachable:",
-    ]
-    for name, s in strategies.items():
-        cells = "  ".join(
-            f"{frac}: {'never' if hours is None else f'{hours:.1f}'}"
-            for frac, hours in s["gpu_hours_to_fraction"].items()
-        )
-        lines.append(f"{name:<12} {cells}")
+    landscape = result["landscape"]
+    assert isinstance(landscape, dict)
+    lines.append("")
+    lines.append("solo H100 keep rate per 100 runs: " + "  ".join(f"{k:.1%}" for k in landscape["solo_h100_keep_rate_per_100_runs"]))
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=20)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--agents", type=int, default=12)
-    parser.add_argument(
-        "--gpu-hours", type=float, default=60.0, help="simulated GPU-hours per community"
-    )
-    parser.add_argument(
-        "--target",
-        type=float,
-        default=0.5,
-        help="target: this fraction of the reachable improvement",
-    )
+    parser.add_argument("--gpu-hours", type=float, default=40.0, help="simulated GPU-hours per community")
+    parser.add_argument("--target", type=float, default=0.5, help="target: this fraction of the reachable improvement")
+    parser.add_argument("--variants", default="hub", help=f"comma-separated hub variants, or 'all' ({', '.join(VARIANTS)})")
+    parser.add_argument("--workers", type=int, default=2, help="processes (seeds run in parallel)")
     parser.add_argument("--json", action="store_true", help="print the pinned JSON shape")
     args = parser.parse_args(argv)
-    result = compare(
-        args.seeds,
-        args.agents,
-        args.gpu_hours,
-        args.target,
-        progress=lambda s: print(f"simulated {s}", file=sys.stderr),
-    )
+    variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
+    result = compare(args.seeds, args.agents, args.gpu_hours, args.target, variants=variants, workers=args.workers,
+                     progress=lambda s: print(s, file=sys.stderr))
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 

@@ -1208,6 +1208,14 @@ def community_best(session: Session, spec: TrackSpec, reference_source: str, har
     )
 
 
+def best_experiment_id(session: Session, track: str, hardware_class: str | None) -> str | None:
+    """Id of the community best of a track (of ``hardware_class``, else across classes by ECM), or
+    None: the row :func:`community_best` starts from, for callers that poll for a change (the
+    research simulator)."""
+    best = session.get(Best, (track, hardware_class if hardware_class is not None else ECM_SCOPE))
+    return best.experiment_id if best is not None else None
+
+
 def candidates(session: Session, track: str) -> list[rule.Candidate]:
     """Every candidate of a track as the rule sees it (tests and audits: ``protocol.best.community_best``
     over these is what the ``best`` rows hold)."""

@@ -1,7 +1,8 @@
 """The suggestion engine: what an agent should try next on a track (DESIGN.md, "Suggestions").
 
-Pure logic over protocol models; the hub's route fills the inputs from its store and serves the
-result as ``SuggestionList``. Entry point (stable; the hub route and the research simulator call it)::
+Pure logic over protocol models, except :func:`for_client`, which fills the inputs from the store
+exactly as ``GET /api/v1/tracks/{track}/suggestions`` serves them (the route and the research
+simulator both call it). Entry point of the engine (stable)::
 
     suggest(
         track: str,
@@ -72,12 +73,16 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import combinations
+from typing import TYPE_CHECKING
 
-from autoresearch.protocol import DirectionStats, ExperimentView, Suggestion
+from autoresearch.protocol import AST_LOCK, DirectionStats, ExperimentView, Suggestion, TrackSpec
 from autoresearch.protocol.best import OBS_SD, PRIOR_SD, Prior, posterior
 from autoresearch.protocol.source import MODULE, SEED, possible_directions
 
 from .combine import Combined, CombineRefused, combine_sources
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 _logger = logging.getLogger(__name__)
 
@@ -257,6 +262,50 @@ def suggest(
     avoid.sort(key=lambda s: (s.score, s.direction))
     n_avoid = min(MAX_AVOID, len(avoid), limit // 3)
     return _capped(actionable, limit - n_avoid) + avoid[:n_avoid]
+
+
+KEPT_FOR_SUGGESTIONS = 300
+"""Most kept experiments (newest first) the served suggestions consider as combine/replicate candidates."""
+
+
+def for_client(
+    session: Session,
+    spec: TrackSpec,
+    reference_source: str,
+    *,
+    hardware_class: str | None,
+    client: str | None,
+    now: datetime,
+) -> list[Suggestion]:
+    """The suggestions the hub serves at ``GET /api/v1/tracks/{track}/suggestions``: the store's
+    direction statistics, its newest KEPT_FOR_SUGGESTIONS kept experiments and the community best of
+    ``hardware_class`` (the one rule, :func:`autoresearch.hub.store.community_best`) fed to
+    :func:`suggest` with its default limit and no live claims. Hub side: reads only stored records,
+    whose figures the store recomputed itself. The route and the research simulator
+    (``bench/search_sim.py``) both call this, so they serve the same list for the same database.
+
+    Raises:
+        ValueError: ``now`` is naive.
+    """
+    from . import store  # the store imports this module (counts_toward_gain)
+
+    best = store.community_best(session, spec, reference_source, hardware_class)
+    stats = store.direction_stats(session, spec.id)
+    kept = store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS)
+    wanted = {sha for v in kept for sha in (v.record.parent_sha256, v.record.child_sha256)}
+    sources = store.get_sources(session, wanted)  # kept runs' shas: prefetched in one query
+    with AST_LOCK:  # the engine parses train.py sources (see protocol.parse_source)
+        return suggest(
+            spec.id,
+            stats,
+            kept,
+            hardware_class=hardware_class,
+            client=client,
+            source_of=lambda sha: sources[sha] if sha in sources else store.get_source(session, sha),
+            reference_source=reference_source,
+            now=now,
+            best_id=best.experiment.id if best.experiment else None,
+        )
 
 
 def _capped(ranked: list[Suggestion], limit: int) -> list[Suggestion]:

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from autoresearch.protocol import (
-    AST_LOCK,
     Activity,
     CommunityBest,
     DirectionStats,
@@ -25,7 +24,6 @@ from ..openapi import ERRORS
 
 router = APIRouter(prefix="/api/v1", tags=["tracks"])
 
-KEPT_FOR_SUGGESTIONS = 300
 PROGRESS_MAX_POINTS = 2000  # most points of one progress chart (docs/pages.md)
 
 
@@ -92,20 +90,7 @@ def get_suggestions(
     from .. import suggestions
 
     spec = state.catalog.get(track)
-    best = store.community_best(session, spec, state.catalog.reference_source(spec), hardware_class)
-    stats = store.direction_stats(session, spec.id)
-    kept = store.recent_kept(session, spec.id, KEPT_FOR_SUGGESTIONS)
-    sources = store.get_sources(session, {sha for v in kept for sha in (v.record.parent_sha256, v.record.child_sha256)})
-    with AST_LOCK:  # the engine parses train.py sources (see protocol.parse_source)
-        items = suggestions.suggest(
-            spec.id,
-            stats,
-            kept,
-            hardware_class=hardware_class,
-            client=client,
-            source_of=lambda sha: sources[sha] if sha in sources else store.get_source(session, sha),  # kept runs' shas: prefetched
-            reference_source=state.catalog.reference_source(spec),
-            now=utc_now(),
-            best_id=best.experiment.id if best.experiment else None,
-        )
+    items = suggestions.for_client(
+        session, spec, state.catalog.reference_source(spec), hardware_class=hardware_class, client=client, now=utc_now()
+    )
     return SuggestionList(track=spec.id, hardware_class=hardware_class, items=items)
