@@ -205,9 +205,9 @@ class ShippedHub:
         s = self.settings
         checked = ingest.check_experiment(verified, self.spec, parent, now=now, max_diff_bytes=s.max_diff_bytes,
                                           max_source_bytes=s.max_source_bytes, max_future_seconds=s.max_future_seconds)
-        view, _ = store.add_experiment(self.session, checked, envelope_json=envelope, rules=self.rules)
+        experiment_id, _ = store.add_experiment(self.session, checked, envelope_json=envelope, rules=self.rules)
         self.session.commit()
-        return Published(view.id, view.verdict)
+        return Published(experiment_id, store.get_experiment_view(self.session, experiment_id).verdict)
 
     # ---- reads (the GET routes' store calls) ------------------------------------------------------
 
