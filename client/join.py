@@ -172,8 +172,9 @@ def ensure_calibration(
 ) -> None:
     """Reuse or run this machine's calibration of ``spec`` and queue its signed record for the hub.
 
-    ``confirm(question)`` is asked before a calibration that is not cached (about 25 minutes on
-    ``climbmix``, 7 on ``cpu``); a cached calibration is reused without asking. None: run it
+    ``confirm(question)`` is asked before a calibration that is not cached (its length from
+    ``calibration.estimate_seconds``: about 44 minutes on ``climbmix``, 10 on ``cpu``); a cached
+    calibration is reused without asking. None: run it
     without asking (``join --yes``).
 
     Raises:
