@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -691,12 +692,7 @@ class AgentLoop:
             self._hub = self.hooks.context()
             self._prefetch = _Prefetch(self.proposer, self._context(best))
         self.events.experiment_started(number, cand.description, self.track.time_budget)
-        result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress,
-                             allow_unsandboxed=self.options.allow_unsandboxed)  # fmt: skip
-        result = self._check_ran(result, cand.source)
-        if self.stopping and result.outcome != "ok":
-            self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
-            raise _Interrupted
+        result = self._train(number, train_py, run_dir, cand.source)
         baseline = cand.baseline or best is None
         record = self._record(cand, parent_source, None if baseline or best is None else best.val_bpb, result, baseline=baseline)
         paired: PairedParent | None = None
@@ -757,6 +753,17 @@ class AgentLoop:
         elif record.status == "crash" and self._wants_repair(cand, result):
             self._queue_repair(cand, result, number, new_best)
         return new_best
+
+    def _train(self, number: int, train_py: Path, run_dir: Path, source: str) -> RunResult:
+        """One training run through the harness (sandboxed worker; the harness measures), checked to
+        have run ``source``; a run cut short by a stop raises :class:`_Interrupted`."""
+        result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress,
+                             allow_unsandboxed=self.options.allow_unsandboxed)  # fmt: skip
+        result = self._check_ran(result, source)
+        if self.stopping and result.outcome != "ok":
+            self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
+            raise _Interrupted
+        return result
 
     def _check_ran(self, result: RunResult, source: str) -> RunResult:
         """The harness hashed the file it ran: anything else than the candidate is a crash."""
@@ -891,12 +898,7 @@ class AgentLoop:
         train_py = run_dir / "train.py"
         atomic_write_text(train_py, best.source)
         self.events.note(f"[{number:04d}] re-measuring the parent next to it before keeping: {reason}")
-        result = self.runner(train_py, self.track, run_dir, seed=self.options.seed, on_progress=self.events.progress,
-                             allow_unsandboxed=self.options.allow_unsandboxed)  # fmt: skip
-        result = self._check_ran(result, best.source)
-        if self.stopping and result.outcome != "ok":
-            self.events.note(f"experiment {number} interrupted; `autoresearch run` resumes it")
-            raise _Interrupted
+        result = self._train(number, train_py, run_dir, best.source)
         self.stats.paired += 1
         self.stats.training_seconds += result.metrics.training_seconds or 0.0
         m = result.metrics
