@@ -290,6 +290,11 @@ class HubClient:
         """Allow requests again after :meth:`interrupt`."""
         self._interrupted.clear()
 
+    @property
+    def interrupted(self) -> bool:
+        """True between :meth:`interrupt` and :meth:`resume`: a failure now is ours, not the hub's."""
+        return self._interrupted.is_set()
+
     def close(self) -> None:
         """Close the underlying ``httpx.Client`` if this object created it."""
         if self._owns_http:

@@ -278,6 +278,10 @@ class Outbox:
             try:
                 created = self._deliver(hub, head)
             except HubUnavailable as exc:
+                if hub.interrupted:  # stopped by this process (OutboxSender.stop): no attempt, no "hub unavailable"
+                    report.unavailable = str(exc)
+                    report.retry_helps = True
+                    break
                 self._backoff(head, str(exc))
                 report.unavailable = str(exc)
                 report.reachable = not isinstance(exc.__cause__, httpx.TransportError)

@@ -147,6 +147,24 @@ def test_sender_thread_delivers_on_wake_and_flushes_on_stop(tmp_path: Path, keys
     assert hub.experiment_ids() == [rid, last]
 
 
+def test_our_own_interrupt_is_not_a_hub_failure(tmp_path: Path, keys: KeyPair, caplog: pytest.LogCaptureFixture) -> None:
+    """Stopping the sender interrupts its request in flight. Before, that failure was logged as
+    "outbox: hub unavailable" and backed off, at the end of every `join`, although the hub was fine."""
+    hub = FakeHub(known_sources={sha256_hex(PARENT)})
+    outbox = Outbox(tmp_path / "o.sqlite")
+    outbox.enqueue("client", registration(keys))
+    client = _hub_client(hub)
+    client.interrupt()  # what OutboxSender.stop does while a pass runs
+    with caplog.at_level("INFO", logger="autoresearch.client.outbox"):
+        report = outbox.send_pending(client)
+    assert report.pending == 1 and report.unavailable and "interrupted" in report.unavailable
+    head = outbox.items()[0]
+    assert head.attempts == 0 and head.next_attempt_at <= time.time()  # no backoff: the flush sends it at once
+    assert "hub unavailable" not in caplog.text
+    client.resume()
+    assert outbox.send_pending(client).pending == 0
+
+
 def test_flush_on_stop_retries_a_busy_hub_but_not_an_unreachable_one(tmp_path: Path, keys: KeyPair) -> None:
     hub = FakeHub(known_sources={sha256_hex(PARENT)})
     outbox = Outbox(tmp_path / "o.sqlite")
