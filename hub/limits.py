@@ -31,7 +31,7 @@ import ast
 import functools
 import json
 import math
-import unicodedata
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +48,7 @@ from autoresearch.protocol import (
     ExperimentRecord,
     SignedRecord,
     TrackSpec,
+    hand_on,
     parse_source_shape,
 )
 
@@ -73,6 +74,12 @@ CALIBRATION_BUDGET_RANGE = (1 / 64, 16.0)
 
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _MULTILINE_OK = frozenset("\t\n\r\x0c")
+_CONTROLS = "".join(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)])  # Unicode category Cc, all 65 of them
+_CONTROL = re.compile("[" + re.escape(_CONTROLS) + "]")
+_BAD_ONE_LINE = re.compile("[" + re.escape(_CONTROLS + "".join(sorted(_BIDI_CONTROLS))) + "]")
+_BAD_MULTILINE = re.compile(
+    "[" + re.escape("".join(c for c in _CONTROLS if c not in _MULTILINE_OK) + "".join(sorted(_BIDI_CONTROLS))) + "]"
+)
 MULTILINE_FIELDS = frozenset({"diff", "error"})
 """Fields of a record that may span lines; every other string is one line."""
 
@@ -97,7 +104,7 @@ def check_parameters(request: Request) -> None:
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def check_json_body(body: bytes) -> None:
@@ -162,12 +169,12 @@ def text_problem(value: str, *, multiline: bool = False) -> str | None:
     One-line text holds no control character at all; multi-line text (diffs, tracebacks) may hold
     tab, newline, carriage return and form feed. Neither holds a bidi embedding, override or
     isolate (U+202A–U+202E, U+2066–U+2069)."""
-    for i, ch in enumerate(value):
-        if ch in _BIDI_CONTROLS:
-            return f"U+{ord(ch):04X} (a bidi control) at {i}"
-        if unicodedata.category(ch) == "Cc" and not (multiline and ch in _MULTILINE_OK):
-            return f"U+{ord(ch):04X} (a control character) at {i}"
-    return None
+    found = (_BAD_MULTILINE if multiline else _BAD_ONE_LINE).search(value)  # one C scan: 25 kB in ~0.1 ms
+    if found is None:
+        return None
+    ch, i = found.group(), found.start()
+    what = "a bidi control" if ch in _BIDI_CONTROLS else "a control character"
+    return f"U+{ord(ch):04X} ({what}) at {i}"
 
 
 def check_text(record: SignedRecord) -> None:
@@ -316,7 +323,9 @@ def source_shape(text: str) -> SourceShape:
         where = f"line {exc.lineno}: " if exc.lineno else ""
         raise Rejected(f"train.py does not parse: {where}{exc.msg}", code="unparsable_source") from exc
     lines = text.splitlines(keepends=True)
-    return SourceShape(depth=depth, nodes=nodes, statements=tuple(_segment(lines, stmt) for stmt in tree.body))
+    shape = SourceShape(depth=depth, nodes=nodes, statements=tuple(_segment(lines, stmt) for stmt in tree.body))
+    hand_on(text, tree)  # the analysis that follows (protocol.source) takes this tree instead of parsing again
+    return shape
 
 
 def _segment(lines: list[str], node: ast.stmt) -> str:

@@ -64,13 +64,22 @@ MemoryError, so :func:`parse_source` refuses them up front."""
 
 
 def ast_shape(tree: ast.AST) -> tuple[int, int]:
-    """``(depth, nodes)`` of a syntax tree, walked level by level (never recursion-limited)."""
+    """``(depth, nodes)`` of a syntax tree, walked level by level (never recursion-limited). Inlines
+    :func:`ast.iter_child_nodes` (1.3 ms against 1.9 ms for the 25 kB reference's 4,365 nodes)."""
     depth, nodes = 0, 0
-    level = [tree]
+    level: list[ast.AST] = [tree]
     while level:
         depth += 1
         nodes += len(level)
-        level = [child for node in level for child in ast.iter_child_nodes(node)]
+        below: list[ast.AST] = []
+        for node in level:
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if isinstance(value, ast.AST):
+                    below.append(value)
+                elif isinstance(value, list):
+                    below.extend(item for item in value if isinstance(item, ast.AST))
+        level = below
     return depth, nodes
 
 
@@ -106,6 +115,33 @@ def parse_source_shape(source: str, filename: str = "train.py") -> tuple[ast.Mod
     if depth > MAX_AST_DEPTH:
         raise SyntaxError(f"{filename} nests {depth} levels deep; at most {MAX_AST_DEPTH} are allowed")
     return tree, depth, nodes
+
+
+_HANDED_ON: dict[str, ast.Module] = {}  # source → its tree, oldest first
+_HANDED_ON_SIZE = 8  # trees of sources checked but not (yet) analysed, e.g. refused records
+
+
+def hand_on(source: str, tree: ast.Module) -> None:
+    """Keep ``source``'s tree, from :func:`parse_source_shape`, for one later :func:`take_parsed`:
+    the hub's limits parse a child first (hub/limits.py) and its analysis (protocol/source.py) then
+    takes that tree instead of parsing the same text again (≈ 9 ms for 25 kB). The caller must be
+    done reading the tree: the taker may change it."""
+    with AST_LOCK:
+        _HANDED_ON[source] = tree
+        while len(_HANDED_ON) > _HANDED_ON_SIZE:
+            _HANDED_ON.pop(next(iter(_HANDED_ON)))
+
+
+def take_parsed(source: str) -> ast.Module:
+    """The tree :func:`hand_on` kept for ``source`` (handed over once, so the caller may change it),
+    else a fresh :func:`parse_source`.
+
+    Raises:
+        SyntaxError: as :func:`parse_source_shape`.
+    """
+    with AST_LOCK:
+        tree = _HANDED_ON.pop(source, None)
+    return tree if tree is not None else parse_source(source)
 
 
 def canonical_source(source: str) -> str:

@@ -75,7 +75,7 @@ import merge3
 import whatthepatch
 from whatthepatch.exceptions import WhatThePatchException
 
-from .canonical import AST_LOCK, parse_source, sha256_hex
+from .canonical import AST_LOCK, sha256_hex, take_parsed
 from .errors import ProtocolError, SchemaError
 from .records import MAX_DIFF_BYTES
 
@@ -540,7 +540,7 @@ def _analysis(source: str) -> _Analysis:
         SchemaError: the tree cannot be unparsed (nesting; bounded by the parser's depth limit).
     """
     with AST_LOCK:
-        module = parse_source(source)
+        module = take_parsed(source)  # the hub's limits have usually just parsed it (hub/limits.py)
         try:
             canonical = ast.unparse(module)
         except (MemoryError, RecursionError) as exc:  # bounded by MAX_AST_DEPTH; kept as a typed guard

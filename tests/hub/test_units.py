@@ -3,15 +3,20 @@ logs, settings."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from autoresearch.hub import limits
 from autoresearch.hub.db import normalise_url
 from autoresearch.hub.logs import JsonFormatter
 from autoresearch.hub.settings import HubSettings
-from autoresearch.protocol import sha256_hex, source
+from autoresearch.protocol import ast_shape, canonical_source, sha256_hex, source
 from autoresearch.protocol.source import PatchError
 
 from . import factory
@@ -87,3 +92,53 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, clean_env: o
     assert settings.db_url.endswith("ar-home/hub.db") and settings.db_url.startswith("sqlite:///")
     assert "s3cret" not in repr(settings)
     assert normalise_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+
+
+def _text_problem_by_definition(value: str, multiline: bool) -> str | None:
+    """The per-character definition that ``limits.text_problem``'s regex scan must match."""
+    for i, ch in enumerate(value):
+        if ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+            return f"U+{ord(ch):04X} (a bidi control) at {i}"
+        if unicodedata.category(ch) == "Cc" and not (multiline and ch in "\t\n\r\x0c"):
+            return f"U+{ord(ch):04X} (a control character) at {i}"
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.one_of(st.characters(), st.sampled_from("\t\n\r\x0c\x00\x1b\x7f\x85\x9f\u202e\u2066\u200f"))),
+    st.booleans(),
+)
+def test_text_problem_matches_its_definition(value: str, multiline: bool) -> None:
+    """A stranger's string is refused for the first control or bidi character, exactly as the
+    per-character definition says (the hub's scan is one regex; a gap in its class would let one through)."""
+    assert limits.text_problem(value, multiline=multiline) == _text_problem_by_definition(value, multiline)
+
+
+def test_the_analysis_takes_the_tree_the_limits_parsed_and_never_a_changed_one() -> None:
+    """The hub parses a child once: limits measure it and hand the tree on; the analysis takes it
+    (and strips docstrings from it). A second analysis of the same text must not get that changed tree."""
+    from autoresearch.protocol import canonical
+
+    child = factory.with_constant(REF, "DEPTH", 7) + '\n\ndef helper():\n    """doc"""\n    return 1\n'
+    limits.source_shape.cache_clear()
+    source._analysis.cache_clear()
+    limits.source_shape(child)
+    assert child in canonical._HANDED_ON
+    assert source.canonical_text(child) == canonical_source(child)  # the analysis took the tree…
+    assert child not in canonical._HANDED_ON  # …once
+    source._analysis.cache_clear()
+    assert source.canonical_text(child) == canonical_source(child)  # parsed afresh: the docstring is still there
+    assert '"""doc"""' in source.canonical_text(child) or "'doc'" in source.canonical_text(child)
+    for i in range(20):  # children refused before analysis leave at most a few trees behind
+        limits.source_shape(factory.with_constant(REF, "DEPTH", 10 + i))
+    assert len(canonical._HANDED_ON) <= canonical._HANDED_ON_SIZE
+
+
+def test_ast_shape_counts_every_node_and_level() -> None:
+    tree = ast.parse(REF + "\nx = [[[1, (2, {3: f(a, *b, k=c)})]]]\n")
+
+    def depth(node: ast.AST) -> int:
+        return 1 + max((depth(c) for c in ast.iter_child_nodes(node)), default=0)
+
+    assert ast_shape(tree) == (depth(tree), sum(1 for _ in ast.walk(tree)))
