@@ -338,15 +338,38 @@ class _Reads(ast.NodeVisitor):
             self.stored.add(node.id)
 
 
-def _seed_names_of(module: ast.Module) -> frozenset[str]:
+_Read = tuple[str, bool, frozenset[str]]
+_READS_MEMO: dict[bytes, tuple[frozenset[str], tuple[_Read, ...]]] = {}
+
+
+def _statement_reads(node: ast.stmt, segment: bytes | None) -> tuple[frozenset[str], tuple[_Read, ...]]:
+    """``(stored names, reads)`` of one top-level statement (:class:`_Reads`), memoised by its exact
+    source text like :func:`_statement_dumps`: a child repeats its parent's statements."""
+    if segment is not None and (hit := _READS_MEMO.get(segment)) is not None:
+        return hit
     reads = _Reads()
-    reads.visit(module)
-    used = {name for name, _, _ in reads.reads}
-    names = {n for n in reads.stored if n in used or _has_seed_word(n)}  # a never-read name seeds nothing
+    reads.visit(node)
+    found = (frozenset(reads.stored), tuple(reads.reads))
+    if segment is not None:
+        if len(_READS_MEMO) >= _STATEMENT_MEMO_SIZE:
+            _READS_MEMO.clear()
+        _READS_MEMO[segment] = found
+    return found
+
+
+def _seed_names_of(module: ast.Module, segments: _Segments | None = None) -> frozenset[str]:
+    stored: set[str] = set()
+    all_reads: list[_Read] = []
+    for node in module.body:  # top-level statements are independent: _Reads starts each outside sinks and targets
+        names_stored, reads = _statement_reads(node, segments.of(node) if segments else None)
+        stored |= names_stored
+        all_reads.extend(reads)
+    used = {name for name, _, _ in all_reads}
+    names = {n for n in stored if n in used or _has_seed_word(n)}  # a never-read name seeds nothing
     changed = True
     while changed:  # drop every name read outside a sink and outside the value of a seed name
         changed = False
-        for name, in_sink, targets in reads.reads:
+        for name, in_sink, targets in all_reads:
             if name in names and not in_sink and not (targets and targets <= names):
                 names.discard(name)
                 changed = True
@@ -589,7 +612,7 @@ def _statement_dumps(node: ast.stmt, segment: bytes | None, names: frozenset[str
 
 
 def _summarise(module: ast.Module, segments: _Segments | None = None) -> _Summary:
-    summary = _Summary(_seed_names_of(module))
+    summary = _Summary(_seed_names_of(module, segments))
     assigned_twice = _names_assigned_more_than_once(module)
     for node in _without_docstring(module.body):
         if isinstance(node, ast.ClassDef):
@@ -874,10 +897,14 @@ def minhash_signature(tokens: Sequence[str]) -> bytes | None:
 
 
 def jaccard(a: bytes, b: bytes) -> float:
-    """Estimated Jaccard similarity of two :func:`minhash_signature` values (share of equal slots)."""
-    slots = len(a) // 8
-    same = sum(1 for i in range(slots) if a[8 * i : 8 * i + 8] == b[8 * i : 8 * i + 8])
-    return same / slots if slots else 0.0
+    """Estimated Jaccard similarity of two :func:`minhash_signature` values (share of equal slots).
+    Slots compare as native 8-byte integers (equal bytes ⇔ equal integers, whatever the byte order)."""
+    slots = min(len(a), len(b)) // 8
+    if not slots:
+        return 0.0
+    x = memoryview(a)[: 8 * slots].cast("Q")
+    y = memoryview(b)[: 8 * slots].cast("Q")
+    return sum(map(int.__eq__, x, y)) / slots
 
 
 def is_near_duplicate(changes_a: ConstChanges, minhash_a: bytes | None, changes_b: ConstChanges,

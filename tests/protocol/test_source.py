@@ -111,13 +111,13 @@ def test_unified_diff_round_trips_through_apply_diff(child: str) -> None:
     assert apply_diff(REF, unified_diff(REF, child), sha256_hex(child)) == child
 
 
-def _fresh_summary(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """The summary computed without the statement memo (every statement dumped from its own tree)."""
+def _fresh_summary(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]], frozenset[str]]:
+    """The summary computed without the statement memos (every statement dumped and read from its own tree)."""
     from autoresearch.protocol import source as src
     from autoresearch.protocol.canonical import parse_source
 
     summary = src._summarise(parse_source(text))
-    return dict(summary.statements), dict(summary.blanked)
+    return dict(summary.statements), dict(summary.blanked), summary.seed_names
 
 
 @pytest.mark.parametrize(
@@ -128,6 +128,8 @@ def _fresh_summary(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]
         ("lone CR line ends", "A = 1\rB = 2\r", "A = 1\rB = 3\r"),
         ("non-ASCII text before the change (byte offsets)", "S = 'ü→'; A = 1\nB = 2\n", "S = 'ü→'; A = 2\nB = 2\n"),
         ("two statements on one line", "A = 1; B = 2\n", "A = 1; B = 3\n"),
+        ("a seed name read by a later statement", "import torch\nS = 1\ntorch.manual_seed(S)\nA = 1\n",
+         "import torch\nS = 1\ntorch.manual_seed(S)\nA = S + 2\n"),
         ("a method whose text matches a function", "def f(x):\n    return x\nclass C:\n    def f(x):\n        return x + 1\n",
          "def f(x):\n    return x\nclass C:\n    def f(x):\n        return x\n"),
     ],
@@ -139,5 +141,5 @@ def test_memoised_statement_dumps_equal_fresh_ones(what: str, parent: str, child
 
     for text in (parent, child):
         memo = src._analysis(text).summary
-        assert (dict(memo.statements), dict(memo.blanked)) == _fresh_summary(text), what
+        assert (dict(memo.statements), dict(memo.blanked), memo.seed_names) == _fresh_summary(text), what
     assert extract_directions(parent, child) != [], what
