@@ -79,11 +79,11 @@ from autoresearch.protocol import best as rule
 from autoresearch.protocol.api import ClientStatus
 from autoresearch.protocol.records import finite_or_none
 
-from . import names
-from .db import begin_write
-from .errors import BadRequest, Conflict, NotFound
-from .ingest import CheckedExperiment
-from .models import (
+from .. import names
+from ..db import begin_write
+from ..errors import BadRequest, Conflict, NotFound
+from ..ingest import CheckedExperiment
+from ..models import (
     Best,
     Calibration,
     Claim,
@@ -97,7 +97,7 @@ from .models import (
     Source,
     Token,
 )
-from .suggestions import counts_toward_gain
+from ..suggestions import counts_toward_gain
 
 _logger = logging.getLogger(__name__)
 
