@@ -1,0 +1,184 @@
+"""Track views: the per-class and ECM leaderboards, the community best (``/best``), the rule's
+candidates of a track, and the track counts of the home page and ``GET /api/v1/tracks``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, aliased
+
+from autoresearch.protocol import (
+    CommunityBest,
+    Leaderboard,
+    LeaderboardEntry,
+    TrackSpec,
+    TrackView,
+    sha256_hex,
+)
+from autoresearch.protocol import best as rule
+from autoresearch.protocol.records import finite_or_none
+
+from ..models import Best, Client, Experiment
+from ._common import _positive, _union_all
+from .listing import _experiment_row, _lineage, _views
+from .sources import get_source
+from .verdicts import ECM_SCOPE, _eligible, _group_candidates, _group_rows
+
+LEADERBOARD_SIZE = 20
+
+
+def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) -> Leaderboard:
+    """Per hardware class the ``limit`` lowest val_bpb, and across classes the ``limit`` highest ECM,
+    of the runs that may rank, each with its verdict; the community best of each board (the
+    ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``.
+
+    At most six statements however many classes: the best rows, the classes, every class's top ``limit`` in
+    one ``UNION ALL`` of limited index scans, the ECM top, the best runs that rank below ``limit``
+    (only when some does), and the client names."""
+    bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
+    classes = session.scalars(
+        select(Experiment.hardware_class).where(Experiment.track == track, Experiment.verdict.is_not(None))
+        .distinct().order_by(Experiment.hardware_class)
+    ).all()
+    tops: dict[str, list[Experiment]] = defaultdict(list)
+    if classes:  # every class's top ``limit`` from the (track, class, status, val_bpb) index, one statement
+        numbered = _union_all([
+            _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
+            for hw in classes
+        ]).subquery()
+        ranked = aliased(Experiment, numbered)
+        for row in session.scalars(select(ranked)):
+            tops[row.hardware_class].append(row)
+        for rows in tops.values():
+            rows.sort(key=_board_order)
+    ecm_rows = list(session.scalars(
+        _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
+    ).all())
+    boards = {hw: tops[hw] for hw in classes}
+    boards[ECM_SCOPE] = ecm_rows
+    missing = {best_id for scope, best_id in bests.items() if scope in boards and all(r.id != best_id for r in boards[scope])}
+    extra = {r.id: r for r in session.scalars(select(Experiment).where(Experiment.id.in_(missing)))} if missing else {}
+    for scope, best_id in bests.items():
+        if best_id in extra:
+            boards[scope] = [*boards[scope], extra[best_id]]
+    key_ids = {r.key_id for rows in boards.values() for r in rows}
+    names = dict(session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_(key_ids))).all()) if key_ids else {}
+    by_class = {hw: _entries(names, boards[hw], bests.get(hw)) for hw in classes}
+    best_ecm = bests.get(ECM_SCOPE)
+    return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], best_ecm))
+
+
+def _board_order(row: Experiment) -> tuple[bool, float, str]:
+    """A class board's order: val_bpb, then id (NULL last; :func:`_entries` drops those anyway)."""
+    return (False, row.val_bpb, row.id) if row.val_bpb is not None else (True, 0.0, row.id)
+
+
+def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None) -> list[LeaderboardEntry]:
+    ranked = [(r, bpb) for r in rows if (bpb := _positive(r.val_bpb)) is not None]
+    return [
+        LeaderboardEntry(
+            rank=i + 1,
+            experiment_id=r.id,
+            key_id=r.key_id,
+            client_name=names[r.key_id],
+            hardware_class=r.hardware_class,
+            val_bpb=bpb,
+            ecm=_positive(r.ecm),
+            gain=_positive(r.gain),
+            description=r.description,
+            created_at=r.created_at,
+            z=r.z,
+            verdict=r.verdict,
+            needs_replication=r.verdict == "needs_replication",
+            provisional=r.calibration_id is None,
+            community_best=r.id == best_id,
+        )
+        for i, (r, bpb) in enumerate(ranked)
+    ]
+
+
+def community_best(session: Session, spec: TrackSpec, reference_source: str, hardware_class: str | None) -> CommunityBest:
+    """The community best ``train.py`` of a track by the one rule (:mod:`autoresearch.protocol.best`):
+    of one hardware class (lowest val_bpb among qualified runs), or across classes (highest ECM).
+    The track's reference when nothing qualifies (or the best's stored record no longer meets the
+    protocol's ranges). ``candidate`` carries the evidence the rule judged, so a client can re-apply
+    :func:`~autoresearch.protocol.best.assess` before adopting it."""
+    best = session.get(Best, (spec.id, hardware_class if hardware_class is not None else ECM_SCOPE))
+    row = _experiment_row(session, best.experiment_id) if best is not None else None
+    views = _views(session, [row]) if row is not None else []
+    if row is None or not views:
+        return CommunityBest(track=spec.id, hardware_class=hardware_class, train_py=reference_source,
+                             sha256=sha256_hex(reference_source), ecm=1.0)
+    candidate = _group_candidates(
+        session, _group_rows(session, row.track, row.parent_canonical_sha256, row.child_canonical_sha256)
+    ).get(row.id)
+    return CommunityBest(
+        track=spec.id,
+        hardware_class=hardware_class,
+        experiment=views[0],
+        train_py=get_source(session, row.child_sha256) or "",
+        sha256=row.child_sha256,
+        val_bpb=finite_or_none(row.val_bpb),
+        ecm=finite_or_none(row.ecm),
+        lineage=[row.id, *_lineage(session, row)],
+        candidate=candidate,
+    )
+
+
+def best_experiment_id(session: Session, track: str, hardware_class: str | None) -> str | None:
+    """Id of the community best of a track (of ``hardware_class``, else across classes by ECM), or
+    None: the row :func:`community_best` starts from, for callers that poll for a change (the
+    research simulator)."""
+    best = session.get(Best, (track, hardware_class if hardware_class is not None else ECM_SCOPE))
+    return best.experiment_id if best is not None else None
+
+
+def candidates(session: Session, track: str) -> list[rule.Candidate]:
+    """Every candidate of a track as the rule sees it (tests and audits: ``protocol.best.community_best``
+    over these is what the ``best`` rows hold)."""
+    groups = session.execute(
+        select(Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256)
+        .where(Experiment.track == track, Experiment.verdict.is_not(None)).distinct()
+    ).all()
+    out: list[rule.Candidate] = []
+    for parent_c, child_c in groups:
+        out.extend(_group_candidates(session, _group_rows(session, track, parent_c, child_c)).values())
+    return out
+
+
+def track_view(session: Session, spec: TrackSpec) -> TrackView:
+    """A track's spec with its experiment and client counts and best figures (two statements)."""
+    return track_views(session, [spec])[0]
+
+
+def track_views(session: Session, specs: Sequence[TrackSpec]) -> list[TrackView]:
+    """:func:`track_view` of each spec, in order: two statements however many tracks (one grouped
+    count, one grouped read of the best rows)."""
+    ids = [spec.id for spec in specs]
+    if not ids:
+        return []
+    counts = {
+        t: (n, k)
+        for t, n, k in session.execute(
+            select(Experiment.track, func.count(), func.count(Experiment.key_id.distinct()))
+            .where(Experiment.track.in_(ids)).group_by(Experiment.track)
+        )
+    }
+    bests = {
+        t: (bpb, ecm)
+        for t, bpb, ecm in session.execute(  # min over the classes' rows, the ECM row's ecm
+            select(Best.track, func.min(case((Best.scope != ECM_SCOPE, Best.val_bpb))),
+                   func.max(case((Best.scope == ECM_SCOPE, Best.ecm))))
+            .where(Best.track.in_(ids)).group_by(Best.track)
+        )
+    }
+    out = []
+    for spec in specs:
+        experiments, clients = counts.get(spec.id, (0, 0))
+        best_bpb, best_ecm = bests.get(spec.id, (None, None))
+        out.append(TrackView(spec=spec, experiments=experiments, clients=clients, best_val_bpb=_positive(best_bpb),
+                             best_ecm=_positive(best_ecm)))
+    return out
