@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, cast, func, literal, select
+from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
     Activity,
@@ -203,26 +203,34 @@ def _lineage(session: Session, row: Experiment) -> list[str]:
     parent ``train.py`` it was measured against (kept or discarded alike). Each step takes a kept
     run of the same track whose child is that ``train.py`` and that changed it, preferring the
     signer's own (its line of work), then the earliest; the run itself, runs already listed and runs
-    whose child equals their parent are never ancestors (no experiment is its own parent)."""
-    ids: list[str] = []
-    seen = {row.id}
-    sha = row.parent_sha256
-    shas = {row.child_sha256}
-    while len(ids) < LINEAGE_DEPTH and sha not in shas:
-        shas.add(sha)
-        step = session.execute(
-            select(Experiment.id, Experiment.parent_sha256)
-            .where(Experiment.track == row.track, Experiment.child_sha256 == sha, Experiment.status == "keep",
-                   Experiment.parent_sha256 != Experiment.child_sha256, Experiment.id.not_in(seen))
-            .order_by((Experiment.key_id == row.key_id).desc(), Experiment.seq)
-            .limit(1)
-        ).first()
-        if step is None:
-            break
-        ids.append(step[0])
-        seen.add(step[0])
-        sha = step[1]
-    return ids
+    whose child equals their parent are never ancestors (no experiment is its own parent).
+
+    One statement however deep (at most :data:`LINEAGE_DEPTH` steps): a recursive CTE whose each
+    step is one ``(child_sha256)`` index seek (a correlated ``ORDER BY … LIMIT 1``), carrying the
+    ``train.py`` hashes and run ids met so far as ``|``-delimited text (hex ids contain neither
+    ``|`` nor a ``LIKE`` wildcard), so a cycle of sources stops the walk as the loop it replaces did.
+    The same SQL runs on SQLite and PostgreSQL."""
+    start = select(
+        literal(0).label("depth"), cast(literal(row.id), Text).label("id"),
+        cast(literal(row.parent_sha256), Text).label("sha"),
+        cast(literal(f"|{row.child_sha256}|"), Text).label("shas"), cast(literal(f"|{row.id}|"), Text).label("ids"),
+    ).cte("lineage", recursive=True)
+    step, run = aliased(Experiment), aliased(Experiment)
+    nearest = (  # the ancestor this walk takes from ``start.c.sha``: the loop's ``ORDER BY … LIMIT 1``
+        select(step.seq)
+        .where(step.track == row.track, step.child_sha256 == start.c.sha, step.status == "keep",
+               step.parent_sha256 != step.child_sha256, ~start.c.ids.like("%|" + step.id + "|%"))
+        .order_by((step.key_id == row.key_id).desc(), step.seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    walk = start.union_all(
+        select(start.c.depth + 1, cast(run.id, Text), cast(run.parent_sha256, Text),
+               start.c.shas + start.c.sha + "|", start.c.ids + run.id + "|")
+        .join_from(start, run, run.seq == nearest)
+        .where(start.c.depth < LINEAGE_DEPTH, ~start.c.shas.like("%|" + start.c.sha + "|%"))
+    )
+    return list(session.scalars(select(walk.c.id).where(walk.c.depth > 0).order_by(walk.c.depth)).all())
 
 
 def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]:
