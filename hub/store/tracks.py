@@ -4,10 +4,9 @@ candidates of a track, and the track counts of the home page and ``GET /api/v1/t
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, null, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
@@ -22,7 +21,7 @@ from autoresearch.protocol import best as rule
 from autoresearch.protocol.records import finite_or_none
 
 from ..models import Best, Client, Experiment
-from ._common import _positive, _union_all
+from ._common import UNION_BRANCHES, _positive, _union_all
 from .listing import _experiment_row, _lineage, _views
 from .sources import get_source
 from .verdicts import ECM_SCOPE, _eligible, _group_candidates, _group_rows
@@ -35,40 +34,51 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
     of the runs that may rank, each with its verdict; the community best of each board (the
     ``best`` row, the same as ``/best``) is marked, and listed even when it ranks below ``limit``.
 
-    At most six statements however many classes: the best rows, the classes, every class's top ``limit`` in
-    one ``UNION ALL`` of limited index scans, the ECM top, the best runs that rank below ``limit``
-    (only when some does), and the client names."""
-    bests = dict(session.execute(select(Best.scope, Best.experiment_id).where(Best.track == track)).all())
-    classes = session.scalars(
-        select(Experiment.hardware_class).where(Experiment.track == track, Experiment.verdict.is_not(None))
-        .distinct().order_by(Experiment.hardware_class)
-    ).all()
-    tops: dict[str, list[Experiment]] = defaultdict(list)
-    if classes:  # every class's top ``limit`` from the (track, class, status, val_bpb) index, one statement
-        numbered = _union_all([
-            _eligible(track).where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
-            for hw in classes
-        ]).subquery()
-        ranked = aliased(Experiment, numbered)
-        for row in session.scalars(select(ranked)):
-            tops[row.hardware_class].append(row)
-        for rows in tops.values():
-            rows.sort(key=_board_order)
-    ecm_rows = list(session.scalars(
-        _eligible(track).where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
-    ).all())
-    boards = {hw: tops[hw] for hw in classes}
-    boards[ECM_SCOPE] = ecm_rows
+    Two statements however many classes and runs (three when a best ranks below ``limit``): the
+    boards — the track's ``best`` rows and its classes with ranking runs, one ``UNION ALL`` —, then
+    every board's top ``limit`` with its client's name: one ``UNION ALL`` of limited index scans,
+    a branch per class on ``(track, hardware_class, status, val_bpb)`` and one on ``(track, status,
+    ecm)`` (per-group top-N as short seeks; a window over whole classes numbers every ranking run,
+    see docs/scaling.md), up to :data:`UNION_BRANCHES` branches per statement."""
+    board_keys = session.execute(union_all(
+        select(Best.scope, Best.experiment_id).where(Best.track == track),
+        select(Experiment.hardware_class, null()).where(Experiment.track == track, Experiment.verdict.is_not(None)).distinct(),
+    )).all()
+    bests = {scope: best_id for scope, best_id in board_keys if best_id is not None}
+    classes = sorted({scope for scope, best_id in board_keys if best_id is None})
+    boards: dict[str, list[Experiment]] = {hw: [] for hw in [*classes, ECM_SCOPE]}
+    names: dict[str, str] = {}
+    branches = [
+        _eligible(track).add_columns(literal(hw).label("board"), Client.display_name.label("client_name"))
+        .where(Experiment.hardware_class == hw).order_by(Experiment.val_bpb, Experiment.id).limit(limit)
+        for hw in classes
+    ]
+    if classes:  # an ECM board has rows only where some class has
+        branches.append(
+            _eligible(track).add_columns(literal(ECM_SCOPE).label("board"), Client.display_name.label("client_name"))
+            .where(Experiment.ecm.is_not(None)).order_by(Experiment.ecm.desc(), Experiment.id).limit(limit)
+        )
+    for start in range(0, len(branches), UNION_BRANCHES):
+        tops = _union_all(branches[start:start + UNION_BRANCHES]).subquery()
+        ranked = aliased(Experiment, tops)
+        for row, board, name in session.execute(select(ranked, tops.c.board, tops.c.client_name)).all():
+            boards[board].append(row)
+            names[row.key_id] = name
+    for hw in classes:
+        boards[hw].sort(key=_board_order)
+    boards[ECM_SCOPE].sort(key=lambda r: (-r.ecm, r.id))
     missing = {best_id for scope, best_id in bests.items() if scope in boards and all(r.id != best_id for r in boards[scope])}
-    extra = {r.id: r for r in session.scalars(select(Experiment).where(Experiment.id.in_(missing)))} if missing else {}
-    for scope, best_id in bests.items():
-        if best_id in extra:
-            boards[scope] = [*boards[scope], extra[best_id]]
-    key_ids = {r.key_id for rows in boards.values() for r in rows}
-    names = dict(session.execute(select(Client.key_id, Client.display_name).where(Client.key_id.in_(key_ids))).all()) if key_ids else {}
+    if missing:  # a best that ranks below ``limit`` (or not at all: a revoked key's, which _entries still drops)
+        for row, name in session.execute(
+            select(Experiment, Client.display_name).join(Client, Client.key_id == Experiment.key_id)
+            .where(Experiment.id.in_(missing))
+        ).all():
+            names[row.key_id] = name
+            for scope, best_id in bests.items():
+                if best_id == row.id and scope in boards:
+                    boards[scope] = [*boards[scope], row]
     by_class = {hw: _entries(names, boards[hw], bests.get(hw)) for hw in classes}
-    best_ecm = bests.get(ECM_SCOPE)
-    return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], best_ecm))
+    return Leaderboard(track=track, by_hardware_class=by_class, ecm=_entries(names, boards[ECM_SCOPE], bests.get(ECM_SCOPE)))
 
 
 def _board_order(row: Experiment) -> tuple[bool, float, str]:
