@@ -11,12 +11,12 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
-from sqlalchemy import Text, cast, func, literal, select
+from sqlalchemy import Row, Select, Text, cast, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
@@ -33,6 +33,7 @@ from autoresearch.protocol import best as rule
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..models import Best, Client, Experiment
+from ._common import _union_all
 from .replications import _replications
 from .sources import get_source
 
@@ -76,8 +77,9 @@ def decode_cursor(cursor: str) -> int:
 
 
 def list_experiments(session: Session, flt: ExperimentFilter, *, cursor: str | None, limit: int) -> Page[ExperimentView]:
-    """Experiments matching ``flt``, newest first, keyset-paginated by an opaque cursor."""
-    query = select(Experiment).order_by(Experiment.seq.desc()).limit(limit + 1)
+    """Experiments matching ``flt``, newest first, keyset-paginated by an opaque cursor. Four
+    statements: the rows with their clients (one join), then the replications (:func:`_views`)."""
+    query = _with_client(select(Experiment)).order_by(Experiment.seq.desc()).limit(limit + 1)
     if flt.track is not None:
         query = query.where(Experiment.track == flt.track)
     if flt.hardware_class is not None:
@@ -92,23 +94,28 @@ def list_experiments(session: Session, flt: ExperimentFilter, *, cursor: str | N
         query = query.where(Experiment.received_at >= flt.since)
     if cursor is not None:
         query = query.where(Experiment.seq < decode_cursor(cursor))
-    rows = list(session.scalars(query).all())
+    rows, clients = _split_clients(session.execute(query).all())
     next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return Page[ExperimentView](items=_views(session, rows[:limit]), next_cursor=next_cursor)
+    return Page[ExperimentView](items=_views(session, rows[:limit], clients), next_cursor=next_cursor)
 
 
 def recent_kept(session: Session, track: str, limit: int = 50) -> list[ExperimentView]:
     """Kept ``ok`` runs of a track for the suggestion engine, newest first: the ``limit`` newest,
     plus the current bests and the newest :data:`PENDING_FOR_SUGGESTIONS` runs that need
-    replication, however old (every flagged run must reach the replicators)."""
+    replication, however old (every flagged run must reach the replicators). The three sets and
+    their clients in one ``UNION ALL`` (each branch a short index range), then the replications."""
     kept = select(Experiment).where(Experiment.track == track, Experiment.status == "keep", Experiment.outcome == "ok")
-    rows = list(session.scalars(kept.order_by(Experiment.seq.desc()).limit(limit)).all())
-    rows += session.scalars(
-        kept.where(Experiment.verdict == "needs_replication").order_by(Experiment.seq.desc()).limit(PENDING_FOR_SUGGESTIONS)
-    ).all()
-    rows += session.scalars(select(Experiment).join(Best, Best.experiment_id == Experiment.id).where(Best.track == track)).all()
+    sets = _union_all([
+        _with_client(kept.order_by(Experiment.seq.desc()).limit(limit)),
+        _with_client(kept.where(Experiment.verdict == "needs_replication").order_by(Experiment.seq.desc())
+                     .limit(PENDING_FOR_SUGGESTIONS)),
+        _with_client(select(Experiment).join(Best, Best.experiment_id == Experiment.id).where(Best.track == track)),
+    ]).subquery()
+    rows, clients = _split_clients(
+        session.execute(select(aliased(Experiment, sets), sets.c.client_name, sets.c.client_status)).all()
+    )
     unique = {r.id: r for r in rows}
-    return _views(session, sorted(unique.values(), key=lambda r: -r.seq))
+    return _views(session, sorted(unique.values(), key=lambda r: -r.seq), clients)
 
 
 def activity(session: Session, *, now: datetime, hours: float) -> Activity:
@@ -233,18 +240,36 @@ def _lineage(session: Session, row: Experiment) -> list[str]:
     return list(session.scalars(select(walk.c.id).where(walk.c.depth > 0).order_by(walk.c.depth)).all())
 
 
-def _views(session: Session, rows: Sequence[Experiment]) -> list[ExperimentView]:
-    """ORM rows → views, with client names and revocation (one query) and replications (three, see
-    :func:`.replications._replications`): four statements however many rows."""
+def _with_client(query: Select[Experiment]) -> Select[Experiment, str, str]:
+    """``query`` (of experiments) with each run's client name and status (``client_name``,
+    ``client_status``) joined in, so :func:`_views` needs no query of its own for them."""
+    return query.join(Client, Client.key_id == Experiment.key_id).add_columns(
+        Client.display_name.label("client_name"), Client.status.label("client_status")
+    )
+
+
+def _split_clients(rows: Sequence[Row[Experiment, str, str]]) -> tuple[list[Experiment], dict[str, tuple[str, str]]]:
+    """Rows of a :func:`_with_client` query → (experiments, ``{key_id: (name, status)}``) for :func:`_views`."""
+    return [r[0] for r in rows], {r[0].key_id: (r[1], r[2]) for r in rows}
+
+
+def _views(
+    session: Session, rows: Sequence[Experiment], clients: Mapping[str, tuple[str, str]] | None = None
+) -> list[ExperimentView]:
+    """ORM rows → views, with client names and revocation and replications (three statements, see
+    :func:`.replications._replications`): four statements however many rows, three when the
+    caller read ``clients`` (``{key_id: (display name, status)}`` of every row's key, e.g. with
+    :func:`_with_client`) in its own query."""
     if not rows:
         return []
-    key_ids = {r.key_id for r in rows}
-    clients = {
-        k: (name, status)
-        for k, name, status in session.execute(
-            select(Client.key_id, Client.display_name, Client.status).where(Client.key_id.in_(key_ids))
-        )
-    }
+    if clients is None:
+        key_ids = {r.key_id for r in rows}
+        clients = {
+            k: (name, status)
+            for k, name, status in session.execute(
+                select(Client.key_id, Client.display_name, Client.status).where(Client.key_id.in_(key_ids))
+            )
+        }
     records = {r.id: rec for r in rows if (rec := _stored_record(r)) is not None}
     rows = [r for r in rows if r.id in records]
     if not rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, func, literal, null, select, union_all
+from sqlalchemy import case, func, literal, null, select
 from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
@@ -20,10 +20,9 @@ from autoresearch.protocol import (
 from autoresearch.protocol import best as rule
 from autoresearch.protocol.records import finite_or_none
 
-from ..models import Best, Client, Experiment
+from ..models import Best, Client, Experiment, Source
 from ._common import UNION_BRANCHES, _positive, _union_all
-from .listing import _experiment_row, _lineage, _views
-from .sources import get_source
+from .listing import _lineage, _views, _with_client
 from .verdicts import ECM_SCOPE, _eligible, _group_candidates, _group_rows
 
 LEADERBOARD_SIZE = 20
@@ -40,10 +39,10 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
     a branch per class on ``(track, hardware_class, status, val_bpb)`` and one on ``(track, status,
     ecm)`` (per-group top-N as short seeks; a window over whole classes numbers every ranking run,
     see docs/scaling.md), up to :data:`UNION_BRANCHES` branches per statement."""
-    board_keys = session.execute(union_all(
+    board_keys: list[tuple[str, str | None]] = [(r[0], r[1]) for r in session.execute(_union_all([
         select(Best.scope, Best.experiment_id).where(Best.track == track),
         select(Experiment.hardware_class, null()).where(Experiment.track == track, Experiment.verdict.is_not(None)).distinct(),
-    )).all()
+    ])).all()]
     bests = {scope: best_id for scope, best_id in board_keys if best_id is not None}
     classes = sorted({scope for scope, best_id in board_keys if best_id is None})
     boards: dict[str, list[Experiment]] = {hw: [] for hw in [*classes, ECM_SCOPE]}
@@ -66,7 +65,7 @@ def leaderboard(session: Session, track: str, *, limit: int = LEADERBOARD_SIZE) 
             names[row.key_id] = name
     for hw in classes:
         boards[hw].sort(key=_board_order)
-    boards[ECM_SCOPE].sort(key=lambda r: (-r.ecm, r.id))
+    boards[ECM_SCOPE].sort(key=lambda r: (-(r.ecm or 0.0), r.id))  # the branch's ORDER BY (ecm is not NULL there)
     missing = {best_id for scope, best_id in bests.items() if scope in boards and all(r.id != best_id for r in boards[scope])}
     if missing:  # a best that ranks below ``limit`` (or not at all: a revoked key's, which _entries still drops)
         for row, name in session.execute(
@@ -113,13 +112,22 @@ def _entries(names: dict[str, str], rows: list[Experiment], best_id: str | None)
 def community_best(session: Session, spec: TrackSpec, reference_source: str, hardware_class: str | None) -> CommunityBest:
     """The community best ``train.py`` of a track by the one rule (:mod:`autoresearch.protocol.best`):
     of one hardware class (lowest val_bpb among qualified runs), or across classes (highest ECM).
+    Seven statements however deep its lineage: the best row with its run, client and ``train.py``,
+    the replications (three), the rule's evidence (the group's runs, their calibrations) and the
+    lineage (one recursive statement).
     The track's reference when nothing qualifies (or the best's stored record no longer meets the
     protocol's ranges). ``candidate`` carries the evidence the rule judged, so a client can re-apply
     :func:`~autoresearch.protocol.best.assess` before adopting it."""
-    best = session.get(Best, (spec.id, hardware_class if hardware_class is not None else ECM_SCOPE))
-    row = _experiment_row(session, best.experiment_id) if best is not None else None
-    views = _views(session, [row]) if row is not None else []
-    if row is None or not views:
+    found = session.execute(  # the best row, its run, client and train.py: one statement
+        _with_client(select(Experiment))
+        .join(Best, Best.experiment_id == Experiment.id)
+        .outerjoin(Source, Source.sha256 == Experiment.child_sha256)
+        .add_columns(Source.text)
+        .where(Best.track == spec.id, Best.scope == (hardware_class if hardware_class is not None else ECM_SCOPE))
+    ).first()
+    row = found[0] if found is not None else None
+    views = _views(session, [row], {row.key_id: (found[1], found[2])}) if found is not None and row is not None else []
+    if found is None or row is None or not views:
         return CommunityBest(track=spec.id, hardware_class=hardware_class, train_py=reference_source,
                              sha256=sha256_hex(reference_source), ecm=1.0)
     candidate = _group_candidates(
@@ -129,7 +137,7 @@ def community_best(session: Session, spec: TrackSpec, reference_source: str, har
         track=spec.id,
         hardware_class=hardware_class,
         experiment=views[0],
-        train_py=get_source(session, row.child_sha256) or "",
+        train_py=found[3] or "",
         sha256=row.child_sha256,
         val_bpb=finite_or_none(row.val_bpb),
         ecm=finite_or_none(row.ecm),
