@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, func, literal, null, select
+from sqlalchemy import func, literal, null, select
 from sqlalchemy.orm import Session, aliased
 
 from autoresearch.protocol import (
@@ -168,31 +168,28 @@ def candidates(session: Session, track: str) -> list[rule.Candidate]:
 
 
 def track_view(session: Session, spec: TrackSpec) -> TrackView:
-    """A track's spec with its experiment and client counts and best figures (two statements)."""
+    """A track's spec with its experiment and client counts and best figures (one statement)."""
     return track_views(session, [spec])[0]
 
 
 def track_views(session: Session, specs: Sequence[TrackSpec]) -> list[TrackView]:
-    """:func:`track_view` of each spec, in order: two statements however many tracks (one grouped
-    count, one grouped read of the best rows)."""
+    """:func:`track_view` of each spec, in order: one statement however many tracks (the grouped
+    counts of ``experiments``, each track's best figures read from its ``best`` rows by two
+    correlated subqueries: the min val_bpb over the classes' rows, the ECM row's ecm). A track
+    with no experiments has no best rows either (they reference experiments): zeros and None."""
     ids = [spec.id for spec in specs]
     if not ids:
         return []
-    counts = {
-        t: (n, k)
-        for t, n, k in session.execute(
-            select(Experiment.track, func.count(), func.count(Experiment.key_id.distinct()))
-            .where(Experiment.track.in_(ids)).group_by(Experiment.track)
-        )
-    }
-    bests = {
-        t: (bpb, ecm)
-        for t, bpb, ecm in session.execute(  # min over the classes' rows, the ECM row's ecm
-            select(Best.track, func.min(case((Best.scope != ECM_SCOPE, Best.val_bpb))),
-                   func.max(case((Best.scope == ECM_SCOPE, Best.ecm))))
-            .where(Best.track.in_(ids)).group_by(Best.track)
-        )
-    }
+    class_bpb = select(func.min(Best.val_bpb)).where(Best.track == Experiment.track, Best.scope != ECM_SCOPE)
+    across_ecm = select(func.max(Best.ecm)).where(Best.track == Experiment.track, Best.scope == ECM_SCOPE)
+    counts: dict[str, tuple[int, int]] = {}
+    bests: dict[str, tuple[float | None, float | None]] = {}
+    for t, n, k, bpb, ecm in session.execute(
+        select(Experiment.track, func.count(), func.count(Experiment.key_id.distinct()),
+               class_bpb.scalar_subquery(), across_ecm.scalar_subquery())
+        .where(Experiment.track.in_(ids)).group_by(Experiment.track)
+    ):
+        counts[t], bests[t] = (n, k), (bpb, ecm)
     out = []
     for spec in specs:
         experiments, clients = counts.get(spec.id, (0, 0))
