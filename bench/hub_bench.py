@@ -295,11 +295,12 @@ def bench_engine(name: str, db_url: str, args: argparse.Namespace) -> dict[str, 
     server = Server(db_url)
     try:
         keys = [KeyPair.generate() for _ in range(max(args.clients))]
+        run = uuid.uuid4().hex[:6]  # display names unique per run (a kept --sqlite-path holds earlier runs' keys)
         with httpx.Client(timeout=60) as http:
             for i, k in enumerate(keys):
                 from autoresearch.protocol import ClientRegistration
 
-                reg = ClientRegistration(public_key=k.public_key_hex, display_name=f"bench-{i}", created_at=utc_now())
+                reg = ClientRegistration(public_key=k.public_key_hex, display_name=f"bench-{run}-{i}", created_at=utc_now())
                 http.post(f"{server.url}/api/v1/clients", content=sign(reg, k).to_json()).raise_for_status()
         result: dict[str, object] = {"engine": name, "clients": args.clients}
         if args.records:
@@ -331,13 +332,18 @@ def main() -> None:
     parser.add_argument("--import-records", type=int, default=1000, help="experiments through `hub import`'s code (0: skip it)")
     parser.add_argument("--sizes", default="10000,100000", help="database sizes for the read phase")
     parser.add_argument("--pg-url", default=os.environ.get("AUTORESEARCH_TEST_PG_URL"))
+    parser.add_argument("--sqlite-path", type=Path, default=None,
+                        help="SQLite file to use and keep (default: a temporary one); a file seeded by an earlier "
+                             "run is topped up to each size, not seeded again, so reads can be re-timed")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.clients = [int(c) for c in args.clients.split(",") if c]
     results = []
     for engine in args.engines.split(","):
-        if engine == "sqlite":
+        if engine == "sqlite" and args.sqlite_path is not None:
+            results.append(bench_engine("sqlite", f"sqlite:///{args.sqlite_path.resolve()}", args))
+        elif engine == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
                 results.append(bench_engine("sqlite", f"sqlite:///{tmp}/hub.db", args))
         elif engine == "postgres":

@@ -90,6 +90,43 @@ def test_lineage_and_children(hub: Hub) -> None:
     assert parent_detail.children == [second]
 
 
+def test_lineage_prefers_the_signers_line_and_stops_at_a_cycle(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lineage walk (one recursive statement, ``store.listing._lineage``): at each ``train.py``
+    the signer's own kept run is taken before an earlier one of another key; a revert (s2 → s1)
+    makes a cycle of sources, where the walk stops instead of going on to an older producer of s1;
+    the walk is cut at ``LINEAGE_DEPTH`` steps."""
+    for who in ("alice", "bob", "cy"):
+        hub.register(who)
+    s1 = lr(0.05)
+    s2 = factory.with_constant(s1, "DEPTH", 3)
+    s3 = factory.with_constant(s2, "EMBED_LR", 0.3)
+    s4 = factory.with_constant(s1, "EMBED_LR", 0.4)
+
+    def run(parent: str, child: str, who: str, seed: int, status: str = "keep") -> str:
+        record = factory.experiment(hub.track, parent, child, val_bpb=1.5, parent_val_bpb=1.6, seed=seed, status=status)
+        response = hub.post("experiments", record, who)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def lineage(experiment_id: str) -> list[str]:
+        return ExperimentDetail.model_validate_json(hub.client.get(f"/api/v1/experiments/{experiment_id}").content).lineage
+
+    e1 = run(REF, s1, "alice", 1)  # the first producer of s1
+    e1b = run(REF, s1, "bob", 2)  # bob's own, later
+    e2 = run(s1, s2, "bob", 3)
+    e3 = run(s2, s3, "alice", 4)
+    assert lineage(e1) == []
+    assert lineage(e2) == [e1b]  # bob's line, although e1 is older
+    assert lineage(e3) == [e2, e1]  # nobody's own at s2 but bob's; alice's own at s1
+    run(s1, s2, "alice", 5, status="discard")  # a discarded run is never an ancestor
+    assert lineage(e3) == [e2, e1]
+    revert = run(s2, s1, "cy", 6)  # s2 → s1: now s1 has a producer whose parent is s2
+    e4 = run(s1, s4, "cy", 7)
+    assert lineage(e4) == [revert, e2]  # s1 ← s2 ← s1 again: the cycle ends the walk (not at e1)
+    monkeypatch.setattr("autoresearch.hub.store.listing.LINEAGE_DEPTH", 1)
+    assert lineage(e3) == [e2]
+
+
 def test_listing_filters_and_cursor_pagination(hub: Hub) -> None:
     hub.register("alice")
     hub.register("bob")

@@ -4,7 +4,10 @@ request), so an N+1 query cannot come back unnoticed.
 Each view is asked on a hub seeded with 5 experiments and again on one seeded with 60 (several
 clients, hardware classes and experiment groups, posted through the API like any client's); the
 statement count, read with :class:`~autoresearch.hub.db.StatementCounter`, must be the same at both
-sizes and at most the bound stated per view. The same holds for ingest: one more calibrated, kept
+sizes and at most the bound stated per view. Each hub also has a line of kept runs, each on the
+previous one's ``train.py`` (1 long on the small hub, 12 on the large), so the experiment page's
+lineage walk is deeper on the larger hub: one statement per ancestor would show (it did: 9 → 20).
+The same holds for ingest: one more calibrated, kept
 experiment (a new child) posted on each hub, and the same record posted again (the idempotent 200).
 """
 
@@ -30,20 +33,21 @@ CLASSES = (factory.HARDWARE, "cpu:other-cpu:4", "NVIDIA H100 80GB HBM3")
 
 
 VIEWS: dict[str, tuple[str, int]] = {  # name → (path, most statements allowed)
-    "leaderboard": ("/api/v1/tracks/tiny/leaderboard", 6),
-    "best": (f"/api/v1/tracks/tiny/best?hardware_class={factory.HARDWARE}", 10),
-    "best_ecm": ("/api/v1/tracks/tiny/best", 10),
-    "suggestions": ("/api/v1/tracks/tiny/suggestions", 20),
-    "experiments": ("/api/v1/experiments?limit=50", 5),
-    "experiments_filtered": (f"/api/v1/experiments?track=tiny&hardware_class={factory.HARDWARE}&outcome=ok&limit=50", 5),
-    "experiments_page": ("/api/v1/experiments?limit=3&cursor={cursor}", 5),
-    "home": ("/", 8),
-    "track_page": ("/tracks/tiny", 25),
+    "leaderboard": ("/api/v1/tracks/tiny/leaderboard", 2),
+    "best": (f"/api/v1/tracks/tiny/best?hardware_class={factory.HARDWARE}", 7),
+    "best_ecm": ("/api/v1/tracks/tiny/best", 7),
+    "suggestions": ("/api/v1/tracks/tiny/suggestions", 14),
+    "experiments": ("/api/v1/experiments?limit=50", 4),
+    "experiments_filtered": (f"/api/v1/experiments?track=tiny&hardware_class={factory.HARDWARE}&outcome=ok&limit=50", 4),
+    "experiments_page": ("/api/v1/experiments?limit=3&cursor={cursor}", 4),
+    "experiment": ("/api/v1/experiments/{deep}", 9),  # the end of a line of kept runs, deeper on the larger hub
+    "home": ("/", 6),
+    "track_page": ("/tracks/tiny", 17),
 }
 INGEST_BOUNDS = {"ingest": 21, "ingest_again": 2}  # POST /api/v1/experiments: a new record; the same one again
 
 
-def _seed(client: TestClient, track: TrackSpec, n: int) -> tuple[dict[str, KeyPair], dict[tuple[str, str], str]]:
+def _seed(client: TestClient, track: TrackSpec, n: int) -> tuple[dict[str, KeyPair], dict[tuple[str, str], str], str]:
     keys = {f"{name}-{n}": KeyPair.generate() for name in CLIENTS}
     for name, k in keys.items():
         r = client.post("/api/v1/clients", content=factory.envelope_bytes(factory.registration(k, name), k))
@@ -65,7 +69,18 @@ def _seed(client: TestClient, track: TrackSpec, n: int) -> tuple[dict[str, KeyPa
         )
         r = client.post("/api/v1/experiments", content=factory.envelope_bytes(record, keys[signer]))
         assert r.status_code in (200, 201), r.text
-    return keys, cals
+    parent, deep = factory.REFERENCE, ""  # a line of n // 5 kept runs, each on the previous one's train.py
+    for step in range(max(1, n // 5)):
+        signer = f"{CLIENTS[step % len(CLIENTS)]}-{n}"
+        child = factory.with_constant(parent, "EMBED_LR", round(0.5 + 0.01 * step, 3))  # not 0.3: ingest posts that
+        record = factory.experiment(track, parent, child, val_bpb=2.15 - 0.001 * step, parent_val_bpb=2.16 - 0.001 * step,
+                                    seed=10_000 + step, status="keep", hardware_class=classes[0], calibration_id=cals[signer, classes[0]])
+        r = client.post("/api/v1/experiments", content=factory.envelope_bytes(record, keys[signer]))
+        assert r.status_code in (200, 201), r.text
+        parent, deep = child, r.json()["id"]
+    lineage = client.get(f"/api/v1/experiments/{deep}").json()["lineage"]
+    assert len(lineage) == max(1, n // 5) - 1, lineage  # the walk really is as deep as the line
+    return keys, cals, deep
 
 
 def _counts(db_url: str, n: int) -> dict[str, int]:
@@ -74,14 +89,14 @@ def _counts(db_url: str, n: int) -> dict[str, int]:
     app = create_app(HubSettings(db_url=db_url), catalog=catalog, pages=True)
     try:
         with TestClient(app) as client:
-            keys, cals = _seed(client, track, n)
+            keys, cals, deep = _seed(client, track, n)
             cursor = client.get("/api/v1/experiments?limit=3").json()["next_cursor"]
             assert cursor is not None
             out = {}
             with StatementCounter(app.state.hub.engine) as counter:
                 for name, (path, _) in VIEWS.items():
                     counter.reset()
-                    r = client.get(path.format(cursor=cursor))
+                    r = client.get(path.format(cursor=cursor, deep=deep))
                     assert r.status_code == 200, (name, r.text)
                     out[name] = counter.count
                 signer = f"{CLIENTS[0]}-{n}"
