@@ -12,7 +12,7 @@ learning proposer (:class:`Proposer`); they differ only in what the agents can s
   (lowest val_bpb anyone reported, raw) and keeps it if it beats its own best on its machine.
 - ``hub`` (and its variants, :data:`VARIANTS`): the **shipped hub** (:mod:`sim_hub`): a migrated
   SQLite store driven through the functions the routes call, with signed records, the hub's own z
-  from each client's 2-seed σ estimate, the one community-best rule, the store's claims, and the
+  from each client's DEFAULT_SEEDS-seed σ estimate, the one community-best rule, the store's claims, and the
   suggestions exactly as ``GET /suggestions`` serves them (:func:`autoresearch.hub.suggestions.for_client`).
   Agents adopt their class's community best every ``adopt_every`` runs like the client
   (``client/federation.py`` ``adopt``: trained here, kept only if it beats the local best).
@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim_hub import ShippedHub  # noqa: E402
 
+from autoresearch.client.calibration import DEFAULT_SEEDS  # noqa: E402
+from autoresearch.client.fitting import seed_sigma  # noqa: E402
 from autoresearch.protocol import sha256_hex  # noqa: E402
 from autoresearch.protocol.source import extract_directions  # noqa: E402
 
@@ -324,7 +326,7 @@ class Agent:
     index: int
     cls: int
     offset: float  # this machine's val_bpb offset (bits per byte)
-    sigma_estimate: float  # the σ its 2-seed calibration measured
+    sigma_estimate: float  # the σ its calibration measured (DEFAULT_SEEDS seeds, calibrated_sigma)
     proposer: Proposer
     parent: State = field(default_factory=State.reference)
     measured: dict[State, float] = field(default_factory=dict)  # own val_bpb of states
@@ -397,7 +399,7 @@ class Community:
         self.agents = []
         for i in range(n_agents):
             c = _pick_class(i, n_agents)
-            est = HARDWARE[c].sigma * max(0.05, abs(setup.gauss(0.0, 1.0)))  # 2 seeds: σ·|N(0,1)|
+            est = calibrated_sigma(HARDWARE[c].sigma, setup)
             own = shared if strategy != "independent" else Proposer(random.Random(seed * 101 + 7 * i + 11))
             self.agents.append(Agent(i, c, setup.gauss(0.0, MACHINE_SD), est, own))
         self.done: set[tuple[State, State]] = set()
@@ -441,6 +443,15 @@ class Community:
         if best_id is not None and best_id != self.best_id:
             self.best_id = best_id
             self.set_best(self.sources.parse(self.hub.best(None).train_py))
+
+
+def calibrated_sigma(sigma: float, rng: random.Random) -> float:
+    """The seed noise a client's calibration reports on a machine whose true seed noise is ``sigma``
+    (bits per byte): ``seed_sigma`` (sample std, ddof = 1, the client's own function) of
+    ``DEFAULT_SEEDS`` full-budget runs (``client/calibration.py``), so σ̂/σ ~ √(χ²ₖ₋₁/(k − 1)) with
+    k = 5: within ×0.42–1.54 of σ on 90 % of machines (χ²₄ quantiles 0.711 and 9.488). Floored at
+    0.05 σ (a zero would make every z infinite; at k = 5 a draw that low has odds below 1e-5)."""
+    return max(0.05 * sigma, seed_sigma([rng.gauss(0.0, sigma) for _ in range(DEFAULT_SEEDS)]))
 
 
 def _pick_class(i: int, n: int) -> int:
