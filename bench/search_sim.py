@@ -52,6 +52,7 @@ from sim_hub import ShippedHub  # noqa: E402
 
 from autoresearch.client.calibration import DEFAULT_SEEDS  # noqa: E402
 from autoresearch.client.fitting import seed_sigma  # noqa: E402
+from autoresearch.hub.suggestions import ReplicatePolicy  # noqa: E402
 from autoresearch.protocol import sha256_hex  # noqa: E402
 from autoresearch.protocol.source import extract_directions  # noqa: E402
 
@@ -360,6 +361,7 @@ class Variant:
     name: str
     follow: tuple[str, ...]
     adopt_every: int
+    replicate: ReplicatePolicy = "flagged"  # the hub's replicate policy (hub/suggestions.py)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -367,6 +369,11 @@ VARIANTS: dict[str, Variant] = {
     "hub_adopt_every_run": Variant("hub_adopt_every_run", ("exploit", "explore", "combine", "replicate"), 1),
     "hub_combine_replicate": Variant("hub_combine_replicate", ("combine", "replicate"), 1),
     "hub_no_replicate": Variant("hub_no_replicate", ("exploit", "explore", "combine"), 1),
+    "hub_decisive": Variant("hub_decisive", ("exploit", "explore", "combine", "replicate"), 10, "decisive"),
+    "hub_decisive_top1": Variant("hub_decisive_top1", ("exploit", "explore", "combine", "replicate"), 10, "decisive_top1"),
+    "hub_decisive_adopt_every_run": Variant(
+        "hub_decisive_adopt_every_run", ("exploit", "explore", "combine", "replicate"), 1, "decisive"
+    ),
 }
 """``hub`` is the client's defaults (adopt every 10 runs, follow every suggestion); the others are the
 variants tried (docs/suggestions.md reports all of them)."""
@@ -534,7 +541,7 @@ def choose_hub(com: Community, agent: Agent, t: float) -> Plan:
         parent_src, child_src = com.sources.render(agent.parent), com.sources.render(child)
         return hub.claim(agent.name, parent_src, child_src, lease_seconds=lease, now=now) == "granted"
 
-    for item in hub.suggestions(h.name, key_id, now):
+    for item in hub.suggestions(h.name, key_id, now, replicate=variant.replicate):
         if item.kind not in variant.follow:
             continue
         if item.kind in ("exploit", "explore"):

@@ -37,7 +37,7 @@ from autoresearch.hub import ingest, store
 from autoresearch.hub.db import make_engine, session_factory
 from autoresearch.hub.migrate import upgrade
 from autoresearch.hub.settings import HubSettings
-from autoresearch.hub.suggestions import for_client
+from autoresearch.hub.suggestions import ReplicatePolicy, for_client
 from autoresearch.protocol import (
     CALIBRATION_SCHEMA,
     CLAIM_SCHEMA,
@@ -224,8 +224,12 @@ class ShippedHub:
         self.session.rollback()
         return out
 
-    def suggestions(self, hardware_class: str | None, client: str | None, now: datetime) -> list[Suggestion]:
-        """``GET /suggestions?hardware_class=&client=``: the route's own function."""
-        out = for_client(self.session, self.spec, self.reference, hardware_class=hardware_class, client=client, now=now)
+    def suggestions(
+        self, hardware_class: str | None, client: str | None, now: datetime, *, replicate: ReplicatePolicy = "flagged"
+    ) -> list[Suggestion]:
+        """``GET /suggestions?hardware_class=&client=``: the route's own function (``replicate``: the
+        route's default policy, or a variant's)."""
+        out = for_client(self.session, self.spec, self.reference, hardware_class=hardware_class, client=client, now=now,
+                         replicate=replicate)
         self.session.rollback()
         return out
