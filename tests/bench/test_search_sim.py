@@ -158,3 +158,17 @@ def test_client_sigma_is_a_five_seed_estimate(sim: ModuleType) -> None:
     assert 1.45 < ratios[3800] < 1.64
     com = sim.Community("global_best", sim.Landscape.generate(random.Random(0)), 12, 0)
     assert all(0.05 <= a.sigma_estimate / sim.HARDWARE[a.cls].sigma < 3 for a in com.agents)
+
+
+def test_scenario_scales_noise_and_helpful_share_then_restores(sim: ModuleType) -> None:
+    sigmas = [h.sigma for h in sim.HARDWARE]
+    with sim.scenario(noise=2.0, helpful=0.0):
+        assert [h.sigma for h in sim.HARDWARE] == [2 * s for s in sigmas]
+        flat = sim.Landscape.generate(random.Random(1))
+        assert all(o == [0.0] * len(sim.HARDWARE) for o in flat.optima)  # nothing left to tune
+    with sim.scenario(helpful=1.0):
+        assert all(any(v != 0 for v in o) for o in sim.Landscape.generate(random.Random(1)).optima)
+    assert [h.sigma for h in sim.HARDWARE] == sigmas and sim.HELPFUL_SHARE == 0.40
+    with pytest.raises(ValueError, match="helpful"):
+        with sim.scenario(helpful=1.5):
+            pass
