@@ -12,7 +12,7 @@ learning proposer (:class:`Proposer`); they differ only in what the agents can s
   (lowest val_bpb anyone reported, raw) and keeps it if it beats its own best on its machine.
 - ``hub`` (and its variants, :data:`VARIANTS`): the **shipped hub** (:mod:`sim_hub`): a migrated
   SQLite store driven through the functions the routes call, with signed records, the hub's own z
-  from each client's 2-seed σ estimate, the one community-best rule, the store's claims, and the
+  from each client's DEFAULT_SEEDS-seed σ estimate, the one community-best rule, the store's claims, and the
   suggestions exactly as ``GET /suggestions`` serves them (:func:`autoresearch.hub.suggestions.for_client`).
   Agents adopt their class's community best every ``adopt_every`` runs like the client
   (``client/federation.py`` ``adopt``: trained here, kept only if it beats the local best).
@@ -40,9 +40,10 @@ import random
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim_hub import ShippedHub  # noqa: E402
 
+from autoresearch.client.calibration import DEFAULT_SEEDS  # noqa: E402
+from autoresearch.client.fitting import seed_sigma  # noqa: E402
+from autoresearch.hub.suggestions import ReplicatePolicy  # noqa: E402
 from autoresearch.protocol import sha256_hex  # noqa: E402
 from autoresearch.protocol.source import extract_directions  # noqa: E402
 
@@ -61,6 +65,8 @@ MACHINE_SD = 0.0015  # per-machine offset of val_bpb within a class (bits per by
 CLAIM_EXPIRY_H = 0.25  # global_best: a claim lapses after 15 minutes
 ADOPT_EVERY_SWARM = 5  # global_best: runs between tries of the shared global best
 LEASE_MARGIN_S = 120  # hub: lease = run duration + this
+HELPFUL_SHARE = 0.40  # hyperparameters not at their optimum (the sweep varies it, :func:`scenario`)
+HARDWARE_DEPENDENT = 0.3  # of those, the share helpful on one class only (0.40 · 0.3 = 12 %)
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,9 @@ class Landscape:
         weights, optima, crash_up = [], [], []
         for _ in range(n):
             kind = rng.random()
-            if kind < 0.60:  # at its optimum already: every step hurts
+            if kind < 1 - HELPFUL_SHARE:  # at its optimum already: every step hurts
                 o, w = [0.0] * c, _log_uniform(rng, 3e-4, 3e-3)
-            elif kind < 0.88:  # helpful 1–5 steps away
+            elif kind < 1 - HARDWARE_DEPENDENT * HELPFUL_SHARE:  # helpful 1–5 steps away
                 sign = rng.choice((-1.0, 1.0))
                 o = [sign * rng.uniform(1.0, 5.0)] * c
                 w = _log_uniform(rng, 1e-3, 6e-3) / o[0] ** 2
@@ -324,7 +330,7 @@ class Agent:
     index: int
     cls: int
     offset: float  # this machine's val_bpb offset (bits per byte)
-    sigma_estimate: float  # the σ its 2-seed calibration measured
+    sigma_estimate: float  # the σ its calibration measured (DEFAULT_SEEDS seeds, calibrated_sigma)
     proposer: Proposer
     parent: State = field(default_factory=State.reference)
     measured: dict[State, float] = field(default_factory=dict)  # own val_bpb of states
@@ -358,6 +364,7 @@ class Variant:
     name: str
     follow: tuple[str, ...]
     adopt_every: int
+    replicate: ReplicatePolicy = "flagged"  # the hub's replicate policy (hub/suggestions.py)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -365,6 +372,11 @@ VARIANTS: dict[str, Variant] = {
     "hub_adopt_every_run": Variant("hub_adopt_every_run", ("exploit", "explore", "combine", "replicate"), 1),
     "hub_combine_replicate": Variant("hub_combine_replicate", ("combine", "replicate"), 1),
     "hub_no_replicate": Variant("hub_no_replicate", ("exploit", "explore", "combine"), 1),
+    "hub_decisive": Variant("hub_decisive", ("exploit", "explore", "combine", "replicate"), 10, "decisive"),
+    "hub_decisive_top1": Variant("hub_decisive_top1", ("exploit", "explore", "combine", "replicate"), 10, "decisive_top1"),
+    "hub_decisive_adopt_every_run": Variant(
+        "hub_decisive_adopt_every_run", ("exploit", "explore", "combine", "replicate"), 1, "decisive"
+    ),
 }
 """``hub`` is the client's defaults (adopt every 10 runs, follow every suggestion); the others are the
 variants tried (docs/suggestions.md reports all of them)."""
@@ -397,7 +409,7 @@ class Community:
         self.agents = []
         for i in range(n_agents):
             c = _pick_class(i, n_agents)
-            est = HARDWARE[c].sigma * max(0.05, abs(setup.gauss(0.0, 1.0)))  # 2 seeds: σ·|N(0,1)|
+            est = calibrated_sigma(HARDWARE[c].sigma, setup)
             own = shared if strategy != "independent" else Proposer(random.Random(seed * 101 + 7 * i + 11))
             self.agents.append(Agent(i, c, setup.gauss(0.0, MACHINE_SD), est, own))
         self.done: set[tuple[State, State]] = set()
@@ -441,6 +453,15 @@ class Community:
         if best_id is not None and best_id != self.best_id:
             self.best_id = best_id
             self.set_best(self.sources.parse(self.hub.best(None).train_py))
+
+
+def calibrated_sigma(sigma: float, rng: random.Random) -> float:
+    """The seed noise a client's calibration reports on a machine whose true seed noise is ``sigma``
+    (bits per byte): ``seed_sigma`` (sample std, ddof = 1, the client's own function) of
+    ``DEFAULT_SEEDS`` full-budget runs (``client/calibration.py``), so σ̂/σ ~ √(χ²ₖ₋₁/(k − 1)) with
+    k = 5: within ×0.42–1.54 of σ on 90 % of machines (χ²₄ quantiles 0.711 and 9.488). Floored at
+    0.05 σ (a zero would make every z infinite; at k = 5 a draw that low has odds below 1e-5)."""
+    return max(0.05 * sigma, seed_sigma([rng.gauss(0.0, sigma) for _ in range(DEFAULT_SEEDS)]))
 
 
 def _pick_class(i: int, n: int) -> int:
@@ -523,7 +544,7 @@ def choose_hub(com: Community, agent: Agent, t: float) -> Plan:
         parent_src, child_src = com.sources.render(agent.parent), com.sources.render(child)
         return hub.claim(agent.name, parent_src, child_src, lease_seconds=lease, now=now) == "granted"
 
-    for item in hub.suggestions(h.name, key_id, now):
+    for item in hub.suggestions(h.name, key_id, now, replicate=variant.replicate):
         if item.kind not in variant.follow:
             continue
         if item.kind in ("exploit", "explore"):
@@ -755,17 +776,39 @@ def summarise(per_seed: list[dict[str, object]], reference: list[dict[str, objec
     return out
 
 
-def _job(args: tuple[str, int, int, float, float]) -> dict[str, object]:
-    strategy, seed, n_agents, gpu_hours, target = args
-    return simulate(strategy, seed, n_agents=n_agents, gpu_hours=gpu_hours, target_fraction=target)
+@contextmanager
+def scenario(noise: float = 1.0, helpful: float = HELPFUL_SHARE) -> Iterator[None]:
+    """Within it, every class's seed noise σ is × ``noise`` and a share ``helpful`` of the
+    hyperparameters is not at its optimum (the sweep of docs/suggestions.md); restored on exit.
+
+    Raises:
+        ValueError: ``noise`` ≤ 0 or ``helpful`` outside [0, 1].
+    """
+    global HARDWARE, HELPFUL_SHARE
+    if not noise > 0 or not 0 <= helpful <= 1:
+        raise ValueError(f"noise must be > 0 and helpful in [0, 1], got noise={noise}, helpful={helpful}")
+    saved = HARDWARE, HELPFUL_SHARE
+    HARDWARE = tuple(replace(h, sigma=h.sigma * noise) for h in saved[0])
+    HELPFUL_SHARE = helpful
+    try:
+        yield
+    finally:
+        HARDWARE, HELPFUL_SHARE = saved
+
+
+def _job(args: tuple[str, int, int, float, float, float, float]) -> dict[str, object]:
+    strategy, seed, n_agents, gpu_hours, target, noise, helpful = args
+    with scenario(noise, helpful):
+        return simulate(strategy, seed, n_agents=n_agents, gpu_hours=gpu_hours, target_fraction=target)
 
 
 def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float, *, variants: Sequence[str] = ("hub",),
-            workers: int = 1, progress: Callable[[str], None] | None = None) -> dict[str, object]:
+            workers: int = 1, progress: Callable[[str], None] | None = None, noise: float = 1.0,
+            helpful: float = HELPFUL_SHARE) -> dict[str, object]:
     """Every baseline and hub variant on ``seeds`` seeds; the pinned JSON shape of DESIGN.md plus the
     issue-17 figures."""
     names = [*BASELINES, *variants]
-    jobs = [(s, i, n_agents, gpu_hours, target_fraction) for s in names for i in range(seeds)]
+    jobs = [(s, i, n_agents, gpu_hours, target_fraction, noise, helpful) for s in names for i in range(seeds)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_job, jobs))
@@ -778,7 +821,8 @@ def compare(seeds: int, n_agents: int, gpu_hours: float, target_fraction: float,
     curves = [solo_keep_curve(i) for i in range(min(seeds, 30))]
     return {
         "config": {"seeds": seeds, "agents": n_agents, "gpu_hours": gpu_hours, "target_fraction": target_fraction,
-                   "hardware": [h.__dict__ for h in HARDWARE], "headroom": HEADROOM, "machine_sd": MACHINE_SD},
+                   "hardware": [h.__dict__ for h in HARDWARE], "headroom": HEADROOM, "machine_sd": MACHINE_SD,
+                   "noise_scale": noise, "helpful_share": helpful},
         "strategies": out,
         "landscape": {"solo_h100_keep_rate_per_100_runs": [statistics.fmean(c[k] for c in curves) for k in range(len(curves[0]))]},
     }
@@ -821,6 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.5, help="target: this fraction of the reachable improvement")
     parser.add_argument("--variants", default="hub", help=f"comma-separated hub variants, or 'all' ({', '.join(VARIANTS)})")
     parser.add_argument("--workers", type=int, default=2, help="processes (seeds run in parallel)")
+    parser.add_argument("--noise", type=float, default=1.0, help="every class's seed noise σ × this (the sweep)")
+    parser.add_argument("--helpful", type=float, default=HELPFUL_SHARE, help="share of hyperparameters not at their optimum")
     parser.add_argument("--json", action="store_true", help="print the pinned JSON shape")
     args = parser.parse_args(argv)
     variants = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
@@ -828,7 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
     result = compare(args.seeds, args.agents, args.gpu_hours, args.target, variants=variants, workers=args.workers,
-                     progress=lambda s: print(s, file=sys.stderr))
+                     progress=lambda s: print(s, file=sys.stderr), noise=args.noise, helpful=args.helpful)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 

@@ -32,11 +32,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
+from autoresearch.client.calibration import DEFAULT_SEEDS
 from autoresearch.hub import ingest, store
 from autoresearch.hub.db import make_engine, session_factory
 from autoresearch.hub.migrate import upgrade
 from autoresearch.hub.settings import HubSettings
-from autoresearch.hub.suggestions import for_client
+from autoresearch.hub.suggestions import ReplicatePolicy, for_client
 from autoresearch.protocol import (
     CALIBRATION_SCHEMA,
     CLAIM_SCHEMA,
@@ -154,13 +155,13 @@ class ShippedHub:
 
     def calibrate(self, name: str, hardware_class: str, *, asymptote: float, sigma: float, now: datetime) -> str:
         """Publish the calibration of ``name``'s machine: the reference curve
-        ``bpb(t) = asymptote + CURVE_A_BPB·(t/TIME_BUDGET)^(−CURVE_B)`` measured at ¼, ½, 1 (two seeds), 2
+        ``bpb(t) = asymptote + CURVE_A_BPB·(t/TIME_BUDGET)^(−CURVE_B)`` measured at ¼, ½, 1 (``DEFAULT_SEEDS`` seeds, as the client), 2
         budgets, with the seed noise ``sigma`` the client estimated (bits per byte). Returns its id."""
         a = CURVE_A_BPB * TIME_BUDGET**CURVE_B
         points = [
             CalibrationPoint(budget_seconds=b, seed=s, val_bpb=asymptote + a * b**-CURVE_B, training_seconds=b,
                              num_steps=1000, tokens_per_second=5e5)
-            for b, s in [(75.0, 0), (150.0, 0), (300.0, 0), (300.0, 1), (600.0, 0)]
+            for b, s in [(75.0, 0), (150.0, 0), *((300.0, k) for k in range(DEFAULT_SEEDS)), (600.0, 0)]
         ]
         record = CalibrationRecord(
             track=self.spec.id, hardware_class=hardware_class, harness_version=HARNESS, software=SOFTWARE,
@@ -223,8 +224,12 @@ class ShippedHub:
         self.session.rollback()
         return out
 
-    def suggestions(self, hardware_class: str | None, client: str | None, now: datetime) -> list[Suggestion]:
-        """``GET /suggestions?hardware_class=&client=``: the route's own function."""
-        out = for_client(self.session, self.spec, self.reference, hardware_class=hardware_class, client=client, now=now)
+    def suggestions(
+        self, hardware_class: str | None, client: str | None, now: datetime, *, replicate: ReplicatePolicy = "flagged"
+    ) -> list[Suggestion]:
+        """``GET /suggestions?hardware_class=&client=``: the route's own function (``replicate``: the
+        route's default policy, or a variant's)."""
+        out = for_client(self.session, self.spec, self.reference, hardware_class=hardware_class, client=client, now=now,
+                         replicate=replicate)
         self.session.rollback()
         return out

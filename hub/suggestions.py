@@ -73,10 +73,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import combinations
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from autoresearch.protocol import AST_LOCK, DirectionStats, ExperimentView, Suggestion, TrackSpec
-from autoresearch.protocol.best import OBS_SD, PRIOR_SD, Prior, posterior
+from autoresearch.protocol.best import OBS_SD, PRIOR_SD, TRUST_P, Prior, gain_probability, posterior
 from autoresearch.protocol.source import MODULE, SEED, possible_directions
 
 from .combine import Combined, CombineRefused, combine_sources
@@ -110,6 +110,12 @@ MAX_COMBINE_PAIRS = 12
 """Pairs of kept experiments merged per request (the most promising first); bounds the work."""
 MAX_EVIDENCE = 10
 MAX_PER_KIND = {"combine": 4, "replicate": 3}
+ReplicatePolicy = Literal["flagged", "decisive", "decisive_top1"]
+"""Which ``needs_replication`` runs are offered for replication. ``flagged`` (the default): every one
+that would be its class's best. ``decisive``: only those that one confirming run at their own z would
+make qualify (:func:`autoresearch.protocol.best.gain_probability` of ``[z, z]`` ≥ ``TRUST_P``):
+below that, one replica cannot change the best, so it is not asked for. ``decisive_top1``: of those,
+only the one with the largest z. Variants measured by ``bench/search_sim.py`` (docs/suggestions.md)."""
 """Most suggestions of one kind in a list, so every list offers different kinds of work."""
 
 _AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -205,6 +211,7 @@ def suggest(
     limit: int = 10,
     in_flight: Mapping[str, int] | None = None,
     best_id: str | None = None,
+    replicate: ReplicatePolicy = "flagged",
 ) -> list[Suggestion]:
     """Ranked suggestions for one client (see the module docstring for the rule and its constants).
 
@@ -220,6 +227,7 @@ def suggest(
         limit: most suggestions returned (≥ 1).
         in_flight: live claims per direction key (each counts as an observation of z = 0).
         best_id: experiment id of the current community best (its replication gets BEST_BONUS).
+        replicate: which flagged runs get a ``replicate`` item (:data:`ReplicatePolicy`).
 
     Returns:
         At most ``limit`` suggestions: actionable ones by descending score, then up to MAX_AVOID
@@ -255,7 +263,7 @@ def suggest(
     ordered_kept = sorted(kept, key=lambda v: v.id)
     actionable.extend(_combine_suggestions(ordered_kept, source_of, rng, best_id))
     actionable.extend(
-        _replicate_suggestions(ordered_kept, hardware_class, client, source_of, best_id, rng)
+        _replicate_suggestions(ordered_kept, hardware_class, client, source_of, best_id, rng, replicate)
     )
 
     actionable.sort(key=lambda s: (-s.score, s.kind, s.direction))
@@ -276,13 +284,16 @@ def for_client(
     hardware_class: str | None,
     client: str | None,
     now: datetime,
+    replicate: ReplicatePolicy = "flagged",
 ) -> list[Suggestion]:
     """The suggestions the hub serves at ``GET /api/v1/tracks/{track}/suggestions``: the store's
     direction statistics, its newest KEPT_FOR_SUGGESTIONS kept experiments and the community best of
     ``hardware_class`` (the one rule, :func:`autoresearch.hub.store.community_best`) fed to
     :func:`suggest` with its default limit and no live claims. Hub side: reads only stored records,
     whose figures the store recomputed itself. The route and the research simulator
-    (``bench/search_sim.py``) both call this, so they serve the same list for the same database.
+    (``bench/search_sim.py``) both call this, so they serve the same list for the same database;
+    ``replicate`` is the policy the route serves by default, other values are for the simulator's
+    variants.
 
     Raises:
         ValueError: ``now`` is naive.
@@ -305,6 +316,7 @@ def for_client(
             reference_source=reference_source,
             now=now,
             best_id=best.experiment.id if best.experiment else None,
+            replicate=replicate,
         )
 
 
@@ -554,9 +566,11 @@ def _replicate_suggestions(
     source_of: Callable[[str], str | None],
     best_id: str | None,
     rng: random.Random,
+    policy: ReplicatePolicy = "flagged",
 ) -> list[Suggestion]:
     """``replicate`` for every run flagged ``needs_replication`` that would be its class's best once
-    confirmed: no qualified run of its class in ``kept`` has a lower val_bpb."""
+    confirmed: no qualified run of its class in ``kept`` has a lower val_bpb; with ``policy``
+    ``decisive``/``decisive_top1`` only those one confirmation could decide (:data:`ReplicatePolicy`)."""
     best_bpb: dict[str, float] = {}
     for view in kept:
         bpb = view.record.metrics.val_bpb
@@ -564,6 +578,7 @@ def _replicate_suggestions(
             cls = view.record.hardware_class
             best_bpb[cls] = min(bpb, best_bpb.get(cls, bpb))
     out: list[Suggestion] = []
+    zs: dict[str, float] = {}  # experiment id → its z (decisive_top1)
     for view in kept:
         bpb = view.record.metrics.val_bpb
         if view.verdict != "needs_replication" or bpb is None or (client is not None and view.key_id == client):
@@ -574,6 +589,9 @@ def _replicate_suggestions(
         if child is None:
             continue
         z = _z_of(view)
+        if policy != "flagged" and (z is None or gain_probability([z, z]) < TRUST_P):
+            continue  # one replica at its own z would not make it qualify: no decision hangs on it
+        zs[view.id] = z if z is not None else -math.inf
         post = posterior(z, 1)
         score = post.mean + post.sd * rng.gauss(0.0, 1.0) + BEST_BONUS
         reason = view.assessment.reason if view.assessment is not None else "needs replication"
@@ -593,6 +611,9 @@ def _replicate_suggestions(
                 )[:500],
             )
         )
+    if policy == "decisive_top1" and out:
+        top = max(out, key=lambda item: (zs[item.experiment_id or ""], item.experiment_id or ""))
+        return [top]
     return out
 
 

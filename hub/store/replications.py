@@ -5,17 +5,19 @@ on ingest and read by every experiment view.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from autoresearch.protocol import Replications
 
 from ..ingest import CheckedExperiment
 from ..models import Experiment, ReplicationClass, ReplicationGroup
-from ._common import UNION_BRANCHES, _insert, _positive, _spread, _union_all
+from ._common import _insert, _positive, _spread, _union_all
 
 REPLICATION_IDS = 20  # run ids listed per experiment view (n counts them all)
 
@@ -25,37 +27,24 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
     hardware classes and its first :data:`REPLICATION_IDS` run ids. Reads the running sums of
     ``replication_groups``/``replication_classes`` (one row per group and class) and one short
     ``UNION ALL`` of one short index range per group (``… order by seq limit``) for the ids: three
-    statements for up to :data:`UNION_BRANCHES` groups (a listing page), and a view costs the same
-    however often the experiment was replicated."""
+    statements per :data:`GROUP_CHUNK` groups (a listing page: one chunk), and a view costs the same
+    however often the experiment was replicated.
 
-    def in_groups(table: type[ReplicationGroup] | type[ReplicationClass] | type[Experiment]):  # type: ignore[no-untyped-def]
-        return or_(  # an OR of equalities: both engines answer it from the primary key / index
-            *(
-                and_(table.track == t, table.parent_canonical_sha256 == p, table.child_canonical_sha256 == c)
-                for t, p, c in groups
-            )
-        )
-
-    sums = {
-        (r.track, r.parent_canonical_sha256, r.child_canonical_sha256): r
-        for r in session.scalars(select(ReplicationGroup).where(in_groups(ReplicationGroup))).all()
-    }
+    The statements are prepared once per chunk shape (:func:`_group_statements`) and take the groups
+    as bound parameters, so SQLAlchemy neither rebuilds nor recompiles them per call (rebuilding the
+    OR/UNION of a few hundred groups cost ≈ 60 ms a call; bench/suggestions_bench.py)."""
+    sums: dict[tuple[str, str, str], ReplicationGroup] = {}
     classes: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for r in session.scalars(select(ReplicationClass).where(in_groups(ReplicationClass))).all():
-        classes[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)].append(r.hardware_class)
-    ids: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    ordered = sorted(groups)
-    for start in range(0, len(ordered), UNION_BRANCHES):  # one statement per UNION_BRANCHES groups
-        branches = [
-            select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
-                   Experiment.id, Experiment.seq)
-            .where(Experiment.track == t, Experiment.parent_canonical_sha256 == p, Experiment.child_canonical_sha256 == c)
-            .order_by(Experiment.seq)
-            .limit(REPLICATION_IDS)
-            for t, p, c in ordered[start:start + UNION_BRANCHES]
-        ]
-        for t, p, c, i, _seq in sorted(session.execute(_union_all(branches)).all(), key=lambda r: r[4]):
-            ids[(t, p, c)].append(i)
+    ids: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
+    for chunk in _group_chunks(groups):
+        in_sums, in_classes, id_union = _group_statements(len(chunk))
+        params = {f"{k}{i}": v for i, group in enumerate(chunk) for k, v in zip("tpc", group, strict=True)}
+        for r in session.scalars(in_sums, params).all():
+            sums[(r.track, r.parent_canonical_sha256, r.child_canonical_sha256)] = r
+        for rc in session.scalars(in_classes, params).all():
+            classes[(rc.track, rc.parent_canonical_sha256, rc.child_canonical_sha256)].append(rc.hardware_class)
+        for t, p, c, i, seq in session.execute(id_union, params).all():
+            ids[(t, p, c)].append((seq, i))
     out: dict[tuple[str, str, str], Replications] = {}
     for group in groups:
         row = sums.get(group)
@@ -63,9 +52,58 @@ def _replications(session: Session, groups: set[tuple[str, str, str]]) -> dict[t
         std = _spread(row.bpb_sumsq / row.ok_runs, mean) if row is not None and mean is not None else None
         out[group] = Replications(
             n=row.runs if row is not None else 0, val_bpb_mean=mean, val_bpb_std=std,
-            hardware_classes=sorted(classes[group]), experiment_ids=ids[group],
+            hardware_classes=sorted(classes[group]), experiment_ids=[i for _seq, i in sorted(ids[group])],
         )
     return out
+
+
+GROUP_CHUNK = 128
+"""Most experiment groups per statement of :func:`_replications` (a power of two ≤ :data:`UNION_BRANCHES`)."""
+_NO_GROUP = ("", "", "")  # pads a chunk: no track has an empty id, so it matches no row
+
+
+def _group_chunks(groups: set[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+    """``groups`` sorted, in chunks of :data:`GROUP_CHUNK`, the last one padded with
+    :data:`_NO_GROUP` to the next power of two: at most eight chunk shapes ever (1, 2, 4, …, 128)."""
+    ordered = sorted(groups)
+    chunks = [ordered[k:k + GROUP_CHUNK] for k in range(0, len(ordered), GROUP_CHUNK)]
+    if chunks:
+        last = chunks[-1]
+        last += [_NO_GROUP] * ((1 << (len(last) - 1).bit_length()) - len(last))
+    return chunks
+
+
+@functools.cache
+def _group_statements(
+    size: int,
+) -> tuple[Select[ReplicationGroup], Select[ReplicationClass], Select[*tuple[Any, ...]]]:
+    """The three statements of :func:`_replications` for ``size`` groups bound as ``t{i}``, ``p{i}``,
+    ``c{i}`` (track, parent and child canonical sha256): the groups' running sums, their classes, and
+    the UNION ALL of their first :data:`REPLICATION_IDS` (track, parent, child, id, seq) rows. Built
+    once per size and process: the statement object memoises its cache key, so every later call is a
+    hit of the engine's compiled cache (an OR of equalities and short index ranges: both engines
+    answer them from the primary key / index)."""
+
+    def in_groups(table: type[ReplicationGroup] | type[ReplicationClass]):  # type: ignore[no-untyped-def]
+        return or_(
+            *(
+                and_(table.track == bindparam(f"t{i}"), table.parent_canonical_sha256 == bindparam(f"p{i}"),
+                     table.child_canonical_sha256 == bindparam(f"c{i}"))
+                for i in range(size)
+            )
+        )
+
+    branches = [
+        select(Experiment.track, Experiment.parent_canonical_sha256, Experiment.child_canonical_sha256,
+               Experiment.id, Experiment.seq)
+        .where(Experiment.track == bindparam(f"t{i}"), Experiment.parent_canonical_sha256 == bindparam(f"p{i}"),
+               Experiment.child_canonical_sha256 == bindparam(f"c{i}"))
+        .order_by(Experiment.seq)
+        .limit(REPLICATION_IDS)
+        for i in range(size)
+    ]
+    return (select(ReplicationGroup).where(in_groups(ReplicationGroup)),
+            select(ReplicationClass).where(in_groups(ReplicationClass)), _union_all(branches))
 
 
 def _add_replications(session: Session, items: Sequence[CheckedExperiment]) -> None:

@@ -144,3 +144,31 @@ def test_table_output(sim: ModuleType, capsys: pytest.CaptureFixture[str]) -> No
     sim.main(["--seeds", "1", "--agents", "3", "--gpu-hours", "1", "--workers", "1"])
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("strategy") and "global_best" in out and "hub" in out
+
+
+def test_client_sigma_is_a_five_seed_estimate(sim: ModuleType) -> None:
+    """The σ a simulated client calibrates spreads like the sample std of DEFAULT_SEEDS = 5 seeds
+    (σ̂/σ ~ √(χ²₄/4): 5 % and 95 % quantiles 0.42 and 1.54), not like a 2-seed σ·|N(0, 1)| (0.06 and 1.96)."""
+    from autoresearch.client.calibration import DEFAULT_SEEDS
+
+    assert DEFAULT_SEEDS == 5  # the quantiles below are those of 4 degrees of freedom
+    rng = random.Random(3)
+    ratios = sorted(sim.calibrated_sigma(0.0005, rng) / 0.0005 for _ in range(4000))
+    assert 0.36 < ratios[200] < 0.48
+    assert 1.45 < ratios[3800] < 1.64
+    com = sim.Community("global_best", sim.Landscape.generate(random.Random(0)), 12, 0)
+    assert all(0.05 <= a.sigma_estimate / sim.HARDWARE[a.cls].sigma < 3 for a in com.agents)
+
+
+def test_scenario_scales_noise_and_helpful_share_then_restores(sim: ModuleType) -> None:
+    sigmas = [h.sigma for h in sim.HARDWARE]
+    with sim.scenario(noise=2.0, helpful=0.0):
+        assert [h.sigma for h in sim.HARDWARE] == [2 * s for s in sigmas]
+        flat = sim.Landscape.generate(random.Random(1))
+        assert all(o == [0.0] * len(sim.HARDWARE) for o in flat.optima)  # nothing left to tune
+    with sim.scenario(helpful=1.0):
+        assert all(any(v != 0 for v in o) for o in sim.Landscape.generate(random.Random(1)).optima)
+    assert [h.sigma for h in sim.HARDWARE] == sigmas and sim.HELPFUL_SHARE == 0.40
+    with pytest.raises(ValueError, match="helpful"):
+        with sim.scenario(helpful=1.5):
+            pass

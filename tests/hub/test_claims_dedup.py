@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from autoresearch.hub.db import normalise_url
+from autoresearch.hub.models import Experiment
+from autoresearch.hub.store import replications
 from autoresearch.protocol import ClaimAnswer, ExperimentDetail, sha256_hex
 
 from . import factory
@@ -74,6 +79,38 @@ def test_replications_show_n_mean_std_and_classes(two: Hub) -> None:
     assert reps.val_bpb_mean == pytest.approx(1.52)
     assert reps.val_bpb_std == pytest.approx(0.02)
     assert reps.hardware_classes == [factory.HARDWARE, "gpu:y"]
+
+
+def test_replications_across_statement_chunks(two: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups split over several prepared statements (chunks of 4, the last padded to a power of
+    two) give each group exactly its own runs, in order, as one statement for all of them does."""
+    hub = two
+    ids: dict[float, list[str]] = {}
+    for i in range(7):
+        value = round(0.05 + 0.01 * i, 2)
+        for signer, bpb in [("alice", 1.5 + i / 100), ("bob", 1.6 + i / 100)][: 1 + i % 2]:
+            record = factory.experiment(hub.track, REF, lr(value) + f"\n# {signer}\n", val_bpb=bpb)
+            ids.setdefault(value, []).append(hub.post("experiments", record, signer).json()["id"])
+    engine = sa.create_engine(normalise_url(hub.db_url))
+    try:
+        with Session(engine) as session:
+            rows = session.scalars(sa.select(Experiment)).all()
+            groups = {(r.track, r.parent_canonical_sha256, r.child_canonical_sha256) for r in rows}
+            assert len(groups) == 7
+            whole = replications._replications(session, groups)
+            monkeypatch.setattr(replications, "GROUP_CHUNK", 4)  # chunks of 4 and 3 (padded to 4)
+            chunked = replications._replications(session, groups)
+            chunked_six = replications._replications(session, set(sorted(groups)[:6]))  # 4 and 2: no padding
+    finally:
+        engine.dispose()
+    assert chunked == whole
+    assert all(chunked_six[g] == whole[g] for g in sorted(groups)[:6])
+    by_ids = {tuple(r.experiment_ids): r for r in whole.values()}
+    assert sorted(by_ids) == sorted(tuple(v) for v in ids.values())
+    assert [r.n for r in whole.values()].count(2) == 3
+    for i, value in enumerate(sorted(ids)):
+        reps = by_ids[tuple(ids[value])]
+        assert reps.val_bpb_mean == pytest.approx(1.5 + i / 100 if i % 2 == 0 else 1.55 + i / 100)
 
 
 def test_near_duplicate_constants_are_linked(two: Hub) -> None:

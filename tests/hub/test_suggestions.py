@@ -235,6 +235,25 @@ def test_replicate_asks_other_classes_and_never_the_author() -> None:
     assert bob[0].train_py == LR_UP and "community best" in bob[0].rationale
 
 
+def test_decisive_replication_asks_only_where_one_replica_can_decide() -> None:
+    """``flagged`` offers both flagged would-be bests (z 2.5 and 2.2); ``decisive`` only the one that a
+    confirmation at its own z would qualify (two runs need a mean z ≥ 2.33); ``decisive_top1`` the
+    decisive one with the largest z."""
+    carol = fake_id("carol")
+
+    def replicated(kept: list[ExperimentView], policy: str) -> list[str | None]:
+        items = suggest("tiny-000000000000", STATS, kept, hardware_class=H100, client=carol, source_of=SOURCES.get,
+                        reference_source=PARENT, now=NOW, limit=200, replicate=policy)  # type: ignore[arg-type]
+        return sorted(i.experiment_id for i in items if i.kind == "replicate")  # type: ignore[type-var]
+
+    assert replicated(KEPT, "flagged") == sorted([KEPT[0].id, KEPT[1].id])
+    assert replicated(KEPT, "decisive") == [KEPT[0].id]
+    stronger = make_view(GELU, z=3.1, key_id=BOB)
+    assert stronger.verdict == "needs_replication"
+    assert replicated([*KEPT, stronger], "decisive") == sorted([KEPT[0].id, stronger.id])
+    assert replicated([*KEPT, stronger], "decisive_top1") == [stronger.id]
+
+
 def test_hardware_dependent_direction_is_not_pushed_on_the_class_where_it_fails() -> None:
     assert "WARMDOWN_RATIO ↑" in {s.direction for s in run(hardware_class=H100, limit=200)}
     assert "WARMDOWN_RATIO ↑" not in {s.direction for s in run(hardware_class=A100, limit=200)}
