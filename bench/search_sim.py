@@ -843,9 +843,12 @@ def table(result: dict[str, object]) -> str:
         for key in ("gpu_hours_to_50pct", "gpu_hours_to_75pct"):
             lo, hi = s[f"{key}_interval"]
             cells.append(f"{_fmt(s[key])} ({_fmt(lo, '.0f')}–{_fmt(hi, '.0f')})")
-        ratios = [s.get(f"ratio_to_global_best_{k}", {}).get("median") for k in ("50pct", "75pct")]
+        ratios = [  # the reference itself has no ratio: "—", not "never"
+            _fmt(s[f"ratio_to_global_best_{k}"]["median"], ".2f") if f"ratio_to_global_best_{k}" in s else "—"
+            for k in ("50pct", "75pct")
+        ]
         lines.append(
-            f"{name:<22} {cells[0]:>20} {cells[1]:>20} {_fmt(ratios[0], '.2f'):>8} {_fmt(ratios[1], '.2f'):>8} "
+            f"{name:<22} {cells[0]:>20} {cells[1]:>20} {ratios[0]:>8} {ratios[1]:>8} "
             f"{s['keep_rate_early']:>5.1%}/{s['keep_rate_late']:<5.1%} {s['duplicate_rate']:>6.1%} "
             f"{s['false_community_bests']:>8.1f}/{s['noise_only_community_bests']:<8.1f} {s['overhead_share']:>9.1%} "
             f"{s['best_improvement']:>10.4f}"

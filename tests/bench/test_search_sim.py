@@ -144,6 +144,8 @@ def test_table_output(sim: ModuleType, capsys: pytest.CaptureFixture[str]) -> No
     sim.main(["--seeds", "1", "--agents", "3", "--gpu-hours", "1", "--workers", "1"])
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("strategy") and "global_best" in out and "hub" in out
+    reference = next(line for line in out.splitlines() if line.startswith("global_best"))
+    assert "never" not in reference.split(")")[2] and "—" in reference  # no ratio of itself to itself
 
 
 def test_client_sigma_is_a_five_seed_estimate(sim: ModuleType) -> None:
