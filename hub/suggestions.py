@@ -110,13 +110,13 @@ MAX_COMBINE_PAIRS = 12
 """Pairs of kept experiments merged per request (the most promising first); bounds the work."""
 MAX_EVIDENCE = 10
 MAX_PER_KIND = {"combine": 4, "replicate": 3}
+"""Most suggestions of one kind in a list, so every list offers different kinds of work."""
 ReplicatePolicy = Literal["flagged", "decisive", "decisive_top1"]
 """Which ``needs_replication`` runs are offered for replication. ``flagged`` (the default): every one
 that would be its class's best. ``decisive``: only those that one confirming run at their own z would
 make qualify (:func:`autoresearch.protocol.best.gain_probability` of ``[z, z]`` ≥ ``TRUST_P``):
 below that, one replica cannot change the best, so it is not asked for. ``decisive_top1``: of those,
 only the one with the largest z. Variants measured by ``bench/search_sim.py`` (docs/suggestions.md)."""
-"""Most suggestions of one kind in a list, so every list offers different kinds of work."""
 
 _AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
